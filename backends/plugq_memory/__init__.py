@@ -1,0 +1,269 @@
+"""``memory://[NAME]``: an in-process store, for unit tests and notebooks.
+
+Thread-safe (one lock), storing serialized payloads exactly as the durable
+backends do, and reading the time from an injectable clock so tests can
+fast-forward schedules, retry intervals and TTLs. ``memory://NAME`` names a
+process-wide store, so application code calling ``Queue()`` and a test's
+``Worker`` meet in the same one.
+
+Query parameter ``clock=manual`` starts the store on a
+:class:`~plugq.ManualClock`; ``lease=SECONDS`` sets the worker lease.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from typing import ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+from plugq import hookimpl
+from plugq._clock import Clock, ManualClock
+from plugq._record import JobRecord, WorkerRecord
+from plugq._status import JobStatus
+from plugq.backend import ALL_FEATURES, StorageBackend
+from plugq.exceptions import ConfigurationError, DuplicateJobError
+
+__version__ = "0.1.0"
+
+
+class MemoryBackend(StorageBackend):
+    """All state in dicts under one lock; see :class:`plugq.backend.StorageBackend`."""
+
+    scheme = "memory"
+    features: ClassVar[frozenset[str]] = ALL_FEATURES
+
+    def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        if clock is None and query.get("clock", [""])[0] == "manual":
+            clock = ManualClock()
+        super().__init__(url, clock)
+        if "lease" in query:
+            try:
+                self.lease = float(query["lease"][0])
+            except ValueError:
+                raise ConfigurationError(
+                    f"{url}: lease={query['lease'][0]!r} must be a number of seconds"
+                ) from None
+        self.name = parts.netloc or "default"
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._jobs: dict[str, JobRecord] = {}
+        # queue name -> ordered ids of queued jobs (front first)
+        self._queued: dict[str, OrderedDict[str, None]] = {}
+        # (queue, status) -> ids in the order they entered that status
+        self._by_status: dict[tuple[str, JobStatus], dict[str, None]] = {}
+        self._dependents: dict[str, set[str]] = {}
+        self._workers: dict[str, WorkerRecord] = {}
+
+    # -- index upkeep (lock held) ------------------------------------------
+
+    def _unindex(self, rec: JobRecord) -> None:
+        self._by_status.get((rec.origin, rec.status), {}).pop(rec.id, None)
+        if rec.status is JobStatus.QUEUED:
+            self._queued.get(rec.origin, OrderedDict()).pop(rec.id, None)
+        for dep in rec.depends_on:
+            self._dependents.get(dep, set()).discard(rec.id)
+
+    def _index(self, rec: JobRecord) -> None:
+        self._by_status.setdefault((rec.origin, rec.status), {})[rec.id] = None
+        if rec.status is JobStatus.QUEUED:
+            q = self._queued.setdefault(rec.origin, OrderedDict())
+            q[rec.id] = None
+            if rec.at_front:
+                q.move_to_end(rec.id, last=False)
+            self._cond.notify_all()
+        for dep in rec.depends_on:
+            self._dependents.setdefault(dep, set()).add(rec.id)
+
+    # -- primitives ---------------------------------------------------------
+
+    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+        with self._lock:
+            for job_id in unique_ids:
+                old = self._jobs.get(job_id)
+                if old is not None and old.status in (JobStatus.QUEUED, JobStatus.STARTED):
+                    raise DuplicateJobError(f"Job {job_id} is already {old.status.value}")
+            for rec in records:
+                old = self._jobs.pop(rec.id, None)
+                if old is not None:
+                    self._unindex(old)
+                stored = rec.copy()
+                self._jobs[rec.id] = stored
+                self._index(stored)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            rec = self._jobs.get(job_id)
+            return None if rec is None else rec.copy()
+
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        with self._lock:
+            return [None if (r := self._jobs.get(i)) is None else r.copy() for i in job_ids]
+
+    def put(self, record: JobRecord, *, expected: Collection[JobStatus] | None = None) -> bool:
+        with self._lock:
+            old = self._jobs.get(record.id)
+            if old is None or (expected is not None and old.status not in expected):
+                return False
+            new = record.copy()
+            new.meta = old.meta
+            self._unindex(old)
+            self._jobs[record.id] = new
+            self._index(new)
+            return True
+
+    def remove(self, job_id: str) -> bool:
+        with self._lock:
+            old = self._jobs.pop(job_id, None)
+            if old is None:
+                return False
+            self._unindex(old)
+            return True
+
+    def set_meta(self, job_id: str, meta: bytes) -> bool:
+        with self._lock:
+            rec = self._jobs.get(job_id)
+            if rec is None:
+                return False
+            rec.meta = meta
+            return True
+
+    def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
+        with self._lock:
+            for name in queues:
+                q = self._queued.get(name)
+                while q:
+                    job_id, _ = q.popitem(last=False)
+                    rec = self._jobs[job_id]
+                    if rec.expires_at is not None and rec.expires_at <= now:
+                        # Its ttl ran out while queued: discard, as Redis would.
+                        self._unindex(rec)
+                        del self._jobs[job_id]
+                        continue
+                    self._by_status[(rec.origin, JobStatus.QUEUED)].pop(job_id, None)
+                    rec.status = JobStatus.STARTED
+                    rec.started_at = now
+                    rec.worker_name = worker_name
+                    rec.expires_at = None
+                    rec.attempts += 1
+                    self._by_status.setdefault((rec.origin, JobStatus.STARTED), {})[job_id] = None
+                    return rec.copy()
+            return None
+
+    def ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
+        with self._lock:
+            source = (
+                self._queued.get(queue, {}) if status is JobStatus.QUEUED
+                else self._by_status.get((queue, status), {})
+            )
+            found = list(source)
+        end = None if length < 0 else offset + length
+        return found[offset:end]
+
+    def count_status(self, queue: str, status: JobStatus) -> int:
+        with self._lock:
+            if status is JobStatus.QUEUED:
+                return len(self._queued.get(queue, ()))
+            return len(self._by_status.get((queue, status), ()))
+
+    def queues(self) -> list[str]:
+        with self._lock:
+            names = {q for (q, _), ids in self._by_status.items() if ids and q}
+            names.update(q for q, ids in self._queued.items() if ids)
+            return sorted(names)
+
+    def remove_queued(self, queue: str) -> int:
+        with self._lock:
+            ids = list(self._queued.get(queue, ()))
+            for job_id in ids:
+                self.remove(job_id)
+            return len(ids)
+
+    def due(self, now: float, limit: int = 100) -> list[str]:
+        with self._lock:
+            found = [
+                (rec.scheduled_for or 0.0, job_id)
+                for (_, status), ids in self._by_status.items() if status is JobStatus.SCHEDULED
+                for job_id in ids
+                if (rec := self._jobs[job_id]).scheduled_for is not None
+                and rec.scheduled_for <= now
+            ]
+        return [job_id for _, job_id in sorted(found)[:limit]]
+
+    def expired(self, now: float, limit: int = 100) -> list[str]:
+        with self._lock:
+            found = [
+                job_id for job_id, rec in self._jobs.items()
+                if rec.expires_at is not None and rec.expires_at <= now
+            ]
+        return found[:limit]
+
+    def dependents(self, job_id: str) -> list[str]:
+        with self._lock:
+            return [
+                i for i in self._dependents.get(job_id, ())
+                if (r := self._jobs.get(i)) is not None and r.status is JobStatus.DEFERRED
+            ]
+
+    def started_by_dead_workers(self, now: float, exclude: str | None = None) -> list[JobRecord]:
+        with self._lock:
+            alive = {
+                name for name, w in self._workers.items() if w.last_heartbeat + self.lease > now
+            }
+            return [
+                self._jobs[job_id].copy()
+                for (_, status), ids in self._by_status.items() if status is JobStatus.STARTED
+                for job_id in ids
+                if (w := self._jobs[job_id].worker_name) != exclude and w not in alive
+            ]
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        with self._lock:
+            self._workers[worker.name] = worker
+
+    def heartbeat(
+        self, name: str, now: float, *, state: str, current_job_id: str | None,
+        successful: int = 0, failed: int = 0,
+    ) -> None:
+        with self._lock:
+            w = self._workers.get(name)
+            if w is None:
+                return
+            w.last_heartbeat, w.state, w.current_job_id = now, state, current_job_id
+            w.successful_jobs, w.failed_jobs = successful, failed
+
+    def unregister_worker(self, name: str) -> None:
+        with self._lock:
+            self._workers.pop(name, None)
+
+    def list_workers(self) -> list[WorkerRecord]:
+        with self._lock:
+            return [WorkerRecord(**vars(w)) for w in self._workers.values()]
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        with self._cond:
+            if any(self._queued.get(q) for q in queues):
+                return
+            self._cond.wait(timeout)
+
+    # -- test helpers -------------------------------------------------------
+
+    def flush(self) -> None:
+        """Forget every job and worker (a fresh store, same object)."""
+        with self._lock:
+            self._jobs.clear()
+            self._queued.clear()
+            self._by_status.clear()
+            self._dependents.clear()
+            self._workers.clear()
+
+
+@hookimpl
+def plugq_register_backends(register):  # type: ignore[no-untyped-def]
+    register("memory", MemoryBackend)
+
+
+__all__ = ["MemoryBackend"]

@@ -1,0 +1,155 @@
+"""Running one job's function: import, deserialize, call with a timeout.
+
+Shared by the worker loop and ``Queue(is_async=False)`` so both take the same
+path. The timeout works in the main thread (SIGALRM, which interrupts a
+blocking call), in any other thread and where SIGALRM does not exist (the
+function runs in a helper thread; on timeout the job fails at once and the
+helper gets an asynchronous exception, as RQ's TimerDeathPenalty does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import importlib
+import inspect
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .exceptions import InvalidTaskError, JobTimeoutException
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def resolve(func_name: str) -> Callable[..., Any]:
+    """Import ``package.module.attr[.attr]`` and return the callable.
+
+    Raises:
+        InvalidTaskError: the module or attribute does not exist, or is not callable.
+    """
+    module_name, _, attr_path = func_name.rpartition(".")
+    if not module_name:
+        raise InvalidTaskError(f"task {func_name!r} is not a dotted path 'module.function'")
+    # The longest importable prefix is the module; the rest are attributes
+    # (a method of a class defined in the module, say).
+    parts = func_name.split(".")
+    obj: Any = None
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as exc:
+            if exc.name and ".".join(parts[:cut]).startswith(exc.name) is False:
+                raise
+            continue
+        for attr in parts[cut:]:
+            try:
+                obj = getattr(obj, attr)
+            except AttributeError:
+                raise InvalidTaskError(
+                    f"task {func_name!r}: module {'.'.join(parts[:cut])!r} has no attribute "
+                    f"{attr!r} (was it renamed or removed?)"
+                ) from None
+        break
+    else:
+        raise InvalidTaskError(f"task {func_name!r}: module {parts[0]!r} cannot be imported")
+    if not callable(obj):
+        raise InvalidTaskError(f"task {func_name!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def timeout_message(timeout: float) -> str:
+    return f"Task exceeded maximum timeout value ({timeout:g} seconds)"
+
+
+def call(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None) -> Any:
+    """Call ``func`` (sync or ``async def``), raising JobTimeoutException after ``timeout`` s."""
+    if inspect.iscoroutinefunction(func):
+        return _call_async(func, args, kwargs, timeout)
+    if timeout is None or timeout <= 0:
+        return func(*args, **kwargs)
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM"):
+        return _call_with_alarm(func, args, kwargs, timeout)
+    return _call_in_thread(func, args, kwargs, timeout)
+
+
+def _call_async(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None) -> Any:
+    async def runner() -> Any:
+        if timeout is None or timeout <= 0:
+            return await func(*args, **kwargs)
+        try:
+            return await asyncio.wait_for(func(*args, **kwargs), timeout)
+        except TimeoutError:
+            raise JobTimeoutException(timeout_message(timeout)) from None
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(runner())
+    # Called from inside a running loop (a notebook, an async test): run the
+    # coroutine on a loop of its own in a helper thread.
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(asyncio.run, runner())
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _call_with_alarm(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float) -> Any:
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise JobTimeoutException(timeout_message(timeout))
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _call_in_thread(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float) -> Any:
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(func, *args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    t = threading.Thread(target=target, name="plugq-job", daemon=True)
+    t.start()
+    if not done.wait(timeout):
+        # Ask the runaway thread to stop at its next bytecode; the job is failed
+        # now regardless, so the worker can take the next one.
+        if t.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(t.ident), ctypes.py_object(JobTimeoutException)
+            )
+        raise JobTimeoutException(timeout_message(timeout))
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def format_exc_info(exc: BaseException) -> str:
+    """The traceback text stored as ``job.exc_info``."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,159 @@
+"""Configuration: where the backend URL and defaults come from.
+
+Order (first wins): an explicit argument or ``--url``, ``PLUGQ_URL``,
+``[tool.plugq]`` in the nearest ``pyproject.toml`` upward from the working
+directory, then ``sqlite:///plugq.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .exceptions import ConfigurationError
+
+DEFAULT_URL = "sqlite:///plugq.db"
+
+#: Keys accepted in ``[tool.plugq]`` and the type each must have.
+KNOWN_KEYS: dict[str, tuple[type, ...]] = {
+    "url": (str,),
+    "serializer": (str,),
+    "job_timeout": (int, float),
+    "result_ttl": (int,),
+    "queues": (list,),
+    "allowed_modules": (list,),
+}
+
+
+@dataclass
+class Settings:
+    """Resolved settings and, for each, where it came from (for error messages)."""
+
+    url: str = DEFAULT_URL
+    serializer: str = "pickle"
+    job_timeout: float | None = None
+    result_ttl: int | None = None
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    allowed_modules: list[str] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: the cwd)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_tool_table(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+    table = data.get("tool", {}).get("plugq", {})
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: [tool.plugq] must be a table")
+    return table
+
+
+def load_settings(start: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read ``[tool.plugq]`` and the environment; validate every value.
+
+    Raises:
+        ConfigurationError: naming the key, the bad value and where it came from.
+    """
+    env = dict(os.environ) if env is None else env
+    settings = Settings(sources={"url": "default"})
+    path = find_pyproject(start)
+    if path is not None:
+        table = _read_tool_table(path)
+        where = f"[tool.plugq] in {path}"
+        for key, value in table.items():
+            if key not in KNOWN_KEYS:
+                raise ConfigurationError(
+                    f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(KNOWN_KEYS))}"
+                )
+            _apply(settings, key, value, where)
+    if env.get("PLUGQ_URL"):
+        _apply(settings, "url", env["PLUGQ_URL"], "environment variable PLUGQ_URL")
+    if env.get("PLUGQ_ALLOWED_MODULES"):
+        mods = [m.strip() for m in env["PLUGQ_ALLOWED_MODULES"].split(",") if m.strip()]
+        _apply(settings, "allowed_modules", mods, "environment variable PLUGQ_ALLOWED_MODULES")
+    return settings
+
+
+def _apply(settings: Settings, key: str, value: Any, where: str) -> None:
+    types = KNOWN_KEYS[key]
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ConfigurationError(
+            f"{where}: {key} = {value!r} must be {' or '.join(t.__name__ for t in types)}"
+        )
+    if key == "url":
+        validate_url(value, where=f"{where}: url")
+    elif key == "serializer":
+        from .serializers import SERIALIZERS
+
+        if value not in SERIALIZERS:
+            raise ConfigurationError(
+                f"{where}: serializer = {value!r}; choose one of {', '.join(sorted(SERIALIZERS))}"
+            )
+    elif key == "job_timeout":
+        if value <= 0 and value != -1:
+            raise ConfigurationError(f"{where}: job_timeout = {value!r} must be > 0, or -1 for none")
+        value = None if value == -1 else float(value)
+    elif key == "result_ttl":
+        if value < -1:
+            raise ConfigurationError(f"{where}: result_ttl = {value!r} must be >= -1")
+    elif key in ("queues", "allowed_modules"):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
+    setattr(settings, key, value)
+    settings.sources[key] = where
+
+
+def validate_url(url: str, *, where: str = "url") -> str:
+    """Check a backend URL has the form ``scheme://…``.
+
+    Raises:
+        ConfigurationError: naming the URL (password masked) and the expected form.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"{where}: {mask_url(str(url))!r} is not a backend URL; expected scheme://…, "
+            "e.g. sqlite:///plugq.db, memory://, redis://localhost:6379/0"
+        )
+    scheme = url.split("://", 1)[0]
+    if not scheme or not scheme.replace("+", "").replace("-", "").isalnum():
+        raise ConfigurationError(f"{where}: {mask_url(url)!r} has no valid scheme before '://'")
+    return url
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The backend URL by the documented order of precedence."""
+    if url:
+        return validate_url(url)
+    return load_settings().url
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,94 @@
+"""``connect()``: from a URL (or a foreign connection) to a backend object."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .backend import Backend
+from .config import mask_url, resolve_url
+from .exceptions import UnknownBackendError
+
+_lock = threading.RLock()
+_cache: dict[str, Backend] = {}
+_default: list[Backend] = []
+
+
+def connect(url: str | None = None) -> Backend:
+    """The backend for ``url`` (resolved by the configuration order when None).
+
+    The same URL in one process returns the same backend object.
+
+    Raises:
+        UnknownBackendError: no installed plugin serves the URL's scheme (the
+            message lists the installed ones).
+        ConfigurationError: the URL is malformed.
+    """
+    if url is None and _default:
+        return _default[-1]
+    resolved = resolve_url(url)
+    with _lock:
+        backend = _cache.get(resolved)
+        if backend is not None:
+            return backend
+        from .plugins import backends
+
+        scheme = resolved.split("://", 1)[0].lower()
+        entries = backends()
+        entry = entries.get(scheme)
+        if entry is None:
+            installed = ", ".join(f"{s}://" for s in sorted(entries)) or "none"
+            raise UnknownBackendError(
+                f"no backend for {mask_url(resolved)!r}: scheme {scheme!r} is not installed; "
+                f"installed schemes: {installed}"
+            )
+        backend = entry.factory(resolved)
+        _cache[resolved] = backend
+        return backend
+
+
+def resolve_connection(connection: Any = None) -> Backend:
+    """Accept what RQ code passes as ``connection=`` and return a backend.
+
+    None uses the configured default; a string is a URL; a backend is used as
+    is; anything else (a ``redis.Redis`` client) is offered to the plugins.
+
+    Raises:
+        TypeError: no plugin knows the object.
+    """
+    if connection is None:
+        return connect()
+    if isinstance(connection, Backend):
+        return connection
+    if isinstance(connection, str):
+        return connect(connection)
+    from .plugins import hook
+
+    backend = hook().plugq_adapt_connection(connection=connection)
+    if backend is None:
+        raise TypeError(
+            f"connection={connection!r} is not a backend URL, a plugq backend, or a connection "
+            "an installed plugin knows (a redis.Redis client needs plugq[redis])"
+        )
+    return backend  # type: ignore[no-any-return]
+
+
+def push_default(backend: Backend) -> None:
+    """Make ``backend`` what ``connect()`` without a URL returns, until popped."""
+    with _lock:
+        _default.append(backend)
+
+
+def pop_default(backend: Backend) -> None:
+    """Undo :func:`push_default`."""
+    with _lock:
+        if backend in _default:
+            _default.remove(backend)
+
+
+def forget(url: str) -> None:
+    """Drop a cached backend (tests that delete a database file)."""
+    with _lock:
+        backend = _cache.pop(url, None)
+    if backend is not None:
+        backend.close()

@@ -1,0 +1,77 @@
+"""Exceptions raised by plugq.
+
+Names follow RQ where RQ has one (``NoSuchJobError``, ``InvalidJobOperation``,
+``DuplicateJobError``, ``JobTimeoutException``, ``AbandonedJobError``) so that
+``except`` clauses written for RQ keep working after the import line changes.
+"""
+
+from __future__ import annotations
+
+
+class PlugqError(Exception):
+    """Base class of every error plugq raises on purpose."""
+
+
+class NoSuchJobError(PlugqError):
+    """The job id is not in the store (never was, expired, or deleted)."""
+
+
+class InvalidJobOperation(PlugqError):
+    """The operation is not allowed in the job's current state."""
+
+
+class DuplicateJobError(PlugqError):
+    """``unique=True`` and a job with that id is already queued or running."""
+
+
+class JobTimeoutException(PlugqError):
+    """Raised inside a job that ran longer than its ``job_timeout``."""
+
+
+class AbandonedJobError(PlugqError):
+    """The worker running the job stopped heartbeating (it died or hung)."""
+
+
+class UnknownBackendError(PlugqError, ValueError):
+    """A URL names a scheme no installed backend plugin registered."""
+
+
+class ConfigurationError(PlugqError, ValueError):
+    """A configuration value is invalid; the message names key, value and source."""
+
+
+class BackendUnavailableError(PlugqError):
+    """A backend cannot be used here (missing extra, server unreachable, bad file)."""
+
+
+class NotSupportedError(PlugqError, NotImplementedError):
+    """The backend cannot honour this feature; it refuses instead of doing less."""
+
+
+class InvalidTaskError(PlugqError, ValueError):
+    """The callable given to ``enqueue`` cannot be stored as an importable path."""
+
+
+class SerializationError(PlugqError, ValueError):
+    """Arguments, result or meta could not be serialized with the job's serializer."""
+
+
+class DequeueTimeout(PlugqError):
+    """Internal: no job became available within the wait."""
+
+
+__all__ = [
+    "AbandonedJobError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "DequeueTimeout",
+    "DuplicateJobError",
+    "InvalidJobOperation",
+    "InvalidTaskError",
+    "JobTimeoutException",
+    "NoSuchJobError",
+    "NotSupportedError",
+    "PlugqError",
+    "SerializationError",
+    "UnknownBackendError",
+]

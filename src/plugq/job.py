@@ -1,0 +1,458 @@
+"""``Job``: a handle on one stored job, with RQ 2.x's attributes and methods."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._clock import to_datetime
+from ._record import JobRecord
+from ._status import JobStatus
+from .exceptions import InvalidTaskError, NoSuchJobError
+from .serializers import get_serializer
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+_FORBIDDEN_ID_CHARS = set(" \t\r\n:/\\*?[]{}\x00")
+
+
+def validate_job_id(job_id: str) -> str:
+    """Refuse ids that would break keys, URLs or logs.
+
+    Raises:
+        ValueError: naming the offending characters.
+    """
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError(f"job_id must be a non-empty string, got {job_id!r}")
+    bad = sorted(set(job_id) & _FORBIDDEN_ID_CHARS)
+    if bad or len(job_id) > 200:
+        what = f"characters {''.join(bad)!r}" if bad else "more than 200 characters"
+        raise ValueError(
+            f"job_id {job_id!r} has {what}; use letters, digits, '-', '_' and '.'"
+        )
+    return job_id
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def func_path(func: Callable[..., Any] | str) -> str:
+    """The importable dotted path of a task, or a clear refusal.
+
+    Raises:
+        InvalidTaskError: a lambda, a nested function, a ``__main__`` function,
+            or anything else a worker in another process could not import.
+    """
+    if isinstance(func, str):
+        if "." not in func or func.startswith(".") or func.endswith("."):
+            raise InvalidTaskError(f"task {func!r} must be a dotted path such as 'tasks.send_mail'")
+        return func
+    if inspect.ismethod(func):
+        owner = func.__self__
+        if inspect.isclass(owner):
+            return f"{func_path(owner)}.{func.__name__}"
+        raise InvalidTaskError(
+            f"cannot enqueue the bound method {func.__qualname__}: an instance cannot be "
+            "imported by a worker; enqueue a module-level function or a classmethod"
+        )
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if module is None or qualname is None:
+        if callable(func) and hasattr(type(func), "__call__"):  # noqa: B004
+            raise InvalidTaskError(
+                f"cannot enqueue the callable object {func!r}: enqueue a module-level function"
+            )
+        raise InvalidTaskError(f"cannot enqueue {func!r}: it is not a function")
+    if qualname == "<lambda>" or "<lambda>" in qualname:
+        raise InvalidTaskError(
+            f"cannot enqueue a lambda ({module}.{qualname}): a worker cannot import it; "
+            "define a module-level function"
+        )
+    if "<locals>" in qualname:
+        raise InvalidTaskError(
+            f"cannot enqueue the nested function {qualname} from {module}: a worker cannot "
+            "import it; move it to module level"
+        )
+    if module == "__main__":
+        raise InvalidTaskError(
+            f"cannot enqueue {qualname} from __main__: a worker in another process would "
+            "import a different __main__; move the function into a module (e.g. tasks.py)"
+        )
+    return f"{module}.{qualname}"
+
+
+def describe(func_name: str, args: Any, kwargs: Any) -> str:
+    """RQ's description format: ``tasks.f('x', n=1)``."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{func_name}({', '.join(parts)})"
+
+
+class Job:
+    """A job stored in a backend. Attribute names and behaviour follow RQ 2.x."""
+
+    def __init__(self, backend: Backend, record: JobRecord) -> None:
+        self.connection = backend
+        self._backend = backend
+        self._record = record
+        self._args: tuple[Any, ...] | None = None
+        self._kwargs: dict[str, Any] | None = None
+        self._meta: dict[str, Any] | None = None
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def fetch(cls, id: str, connection: Any = None) -> Job:  # noqa: A002
+        """Load a job by id.
+
+        Raises:
+            NoSuchJobError: no job with that id (or it expired).
+        """
+        from .connection import resolve_connection
+
+        backend = resolve_connection(connection)
+        record = backend.fetch_job(id)
+        if record is None:
+            raise NoSuchJobError(f"No such job: {id}")
+        return cls(backend, record)
+
+    @classmethod
+    def fetch_many(cls, job_ids: list[str], connection: Any = None) -> list[Job | None]:
+        """Load several jobs; None where an id does not exist."""
+        from .connection import resolve_connection
+
+        backend = resolve_connection(connection)
+        return [None if r is None else cls(backend, r) for r in backend.fetch_jobs(job_ids)]
+
+    @classmethod
+    def exists(cls, job_id: str, connection: Any = None) -> bool:
+        from .connection import resolve_connection
+
+        return resolve_connection(connection).fetch_job(job_id) is not None
+
+    @staticmethod
+    def key_for(job_id: str) -> bytes:
+        """RQ's Redis key for a job id (``b'rq:job:<id>'``), for code that builds keys."""
+        return f"rq:job:{job_id}".encode()
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    def get_id(self) -> str:
+        """The job id (RQ 1.x API, kept because the getting-started guide uses it)."""
+        return self._record.id
+
+    @property
+    def key(self) -> bytes:
+        return self.key_for(self.id)
+
+    @property
+    def record(self) -> JobRecord:
+        """The stored data behind this handle (as last fetched)."""
+        return self._record
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, enqueued_at={self.enqueued_at!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- what was enqueued ----------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        return self._record.origin
+
+    @property
+    def func_name(self) -> str:
+        return self._record.func_name
+
+    @property
+    def description(self) -> str:
+        return self._record.description
+
+    @property
+    def serializer(self) -> str:
+        return self._record.serializer
+
+    def _load_payload(self) -> None:
+        args, kwargs = get_serializer(self._record.serializer).loads(self._record.payload)
+        self._args, self._kwargs = tuple(args), dict(kwargs)
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        if self._args is None:
+            self._load_payload()
+        assert self._args is not None
+        return self._args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        if self._kwargs is None:
+            self._load_payload()
+        assert self._kwargs is not None
+        return self._kwargs
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        from ._execution import resolve
+
+        return resolve(self.func_name)
+
+    @property
+    def data(self) -> bytes:
+        """The serialized ``(args, kwargs)``, as RQ's ``job.data``."""
+        return self._record.payload
+
+    # -- times and settings ---------------------------------------------------
+
+    @property
+    def created_at(self) -> datetime | None:
+        return to_datetime(self._record.created_at or None)
+
+    @property
+    def enqueued_at(self) -> datetime | None:
+        return to_datetime(self._record.enqueued_at)
+
+    @property
+    def started_at(self) -> datetime | None:
+        return to_datetime(self._record.started_at)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return to_datetime(self._record.ended_at)
+
+    @property
+    def scheduled_for(self) -> datetime | None:
+        return to_datetime(self._record.scheduled_for)
+
+    @property
+    def timeout(self) -> float | None:
+        t = self._record.timeout
+        return None if t is None else (int(t) if float(t).is_integer() else t)
+
+    @property
+    def result_ttl(self) -> int:
+        return self._record.result_ttl
+
+    @property
+    def failure_ttl(self) -> int:
+        return self._record.failure_ttl
+
+    @property
+    def ttl(self) -> int | None:
+        return self._record.ttl
+
+    @property
+    def retries_left(self) -> int | None:
+        return self._record.retries_left
+
+    @property
+    def retry_intervals(self) -> list[float]:
+        return list(self._record.retry_intervals)
+
+    @property
+    def worker_name(self) -> str | None:
+        return self._record.worker_name
+
+    @property
+    def dependency_ids(self) -> list[str]:
+        return list(self._record.depends_on)
+
+    @property
+    def attempts(self) -> int:
+        """How many times a worker started this job."""
+        return self._record.attempts
+
+    # -- status ---------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload from the store.
+
+        Raises:
+            NoSuchJobError: the job was deleted or expired.
+        """
+        record = self._backend.fetch_job(self.id)
+        if record is None:
+            raise NoSuchJobError(f"No such job: {self.id}")
+        self._record = record
+        self._args = self._kwargs = None
+        self._meta = None
+
+    def get_status(self, refresh: bool = True) -> JobStatus:
+        """The job's status (reloaded unless ``refresh=False``).
+
+        Raises:
+            NoSuchJobError: the job was deleted or expired.
+        """
+        if refresh:
+            self.refresh()
+        return self._record.status
+
+    @property
+    def is_queued(self) -> bool:
+        return self.get_status() is JobStatus.QUEUED
+
+    @property
+    def is_started(self) -> bool:
+        return self.get_status() is JobStatus.STARTED
+
+    @property
+    def is_finished(self) -> bool:
+        return self.get_status() is JobStatus.FINISHED
+
+    @property
+    def is_failed(self) -> bool:
+        return self.get_status() is JobStatus.FAILED
+
+    @property
+    def is_deferred(self) -> bool:
+        return self.get_status() is JobStatus.DEFERRED
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.get_status() is JobStatus.SCHEDULED
+
+    @property
+    def is_canceled(self) -> bool:
+        return self.get_status() is JobStatus.CANCELED
+
+    @property
+    def is_stopped(self) -> bool:
+        return self.get_status() is JobStatus.STOPPED
+
+    # -- outcome --------------------------------------------------------------
+
+    def return_value(self, refresh: bool = True) -> Any:
+        """The stored return value, or None while the job has not finished."""
+        if refresh:
+            record = self._backend.fetch_job(self.id)
+            if record is None:
+                return None
+            self._record = record
+        if self._record.status is not JobStatus.FINISHED or self._record.result is None:
+            return None
+        return get_serializer(self._record.serializer).loads(self._record.result)
+
+    @property
+    def result(self) -> Any:
+        """Alias of :meth:`return_value` (RQ's ``job.result``)."""
+        return self.return_value()
+
+    @property
+    def exc_info(self) -> str | None:
+        """Traceback text of the last failure (refreshed), or None."""
+        record = self._backend.fetch_job(self.id)
+        if record is not None:
+            self._record = record
+        return self._record.exc_info
+
+    @property
+    def latest_result(self) -> Any:
+        return self.return_value()
+
+    # -- meta -----------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            raw = self._record.meta
+            self._meta = get_serializer(self._record.serializer).loads(raw) if raw else {}
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        self._meta = dict(value)
+
+    def get_meta(self, refresh: bool = True) -> dict[str, Any]:
+        if refresh:
+            self.refresh()
+        return self.meta
+
+    def save_meta(self) -> None:
+        """Store ``job.meta`` (only meta: a running job's status is not touched)."""
+        data = get_serializer(self._record.serializer).dumps(self.meta)
+        self._backend.save_meta(self.id, data)
+        self._record.meta = data
+
+    # -- operations -----------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Cancel: a queued, deferred or scheduled job will not run.
+
+        Raises:
+            InvalidJobOperation: the job is already canceled or finished.
+        """
+        self._record = self._backend.cancel_job(self.id)
+
+    def requeue(self, at_front: bool = False) -> Job:
+        """Put a failed, canceled or stopped job back on its queue.
+
+        Raises:
+            InvalidJobOperation: the job is in another state.
+        """
+        self._record = self._backend.requeue_job(self.id, at_front=at_front)
+        return self
+
+    def delete(self, remove_from_queue: bool = True, delete_dependents: bool = False) -> None:
+        """Delete the job from the store, its queue and every registry."""
+        if delete_dependents:
+            for dep_id in self._dependents_ids():
+                self._backend.delete_job(dep_id)
+        self._backend.delete_job(self.id)
+
+    def _dependents_ids(self) -> list[str]:
+        return [
+            rid
+            for rid in self._backend.job_ids(self.origin, JobStatus.DEFERRED)
+            if (r := self._backend.fetch_job(rid)) is not None and self.id in r.depends_on
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as RQ's ``Job.to_dict()`` lays it out (strings, bytes data)."""
+        r = self._record
+
+        def iso(ts: float | None) -> str:
+            dt = to_datetime(ts)
+            return "" if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        d: dict[str, Any] = {
+            "created_at": iso(r.created_at or None),
+            "data": r.payload,
+            "success_callback_name": r.on_success or "",
+            "failure_callback_name": r.on_failure or "",
+            "started_at": iso(r.started_at),
+            "ended_at": iso(r.ended_at),
+            "last_heartbeat": iso(r.started_at),
+            "worker_name": r.worker_name or "",
+            "origin": r.origin,
+            "description": r.description,
+            "enqueued_at": iso(r.enqueued_at),
+            "status": r.status.value,
+            "timeout": -1 if r.timeout is None else self.timeout,
+            "meta": r.meta,
+            "serializer": r.serializer,
+            "func_name": r.func_name,
+            "result_ttl": r.result_ttl,
+            "failure_ttl": r.failure_ttl,
+        }
+        if r.ttl is not None:
+            d["ttl"] = r.ttl
+        if r.exc_info is not None:
+            d["exc_info"] = r.exc_info
+        if r.retries_left is not None:
+            d["retries_left"] = r.retries_left
+            d["retry_intervals"] = list(r.retry_intervals)
+        if r.depends_on:
+            d["dependency_ids"] = list(r.depends_on)
+        return d

@@ -1,0 +1,135 @@
+"""Importable tasks used by the conformance suite and the docs' examples.
+
+They live in the installed package so a worker in another process (an rq
+forking worker, a ``plugq worker`` subprocess) imports the same functions.
+Side effects go to files named by the caller, so a test in another process
+can observe them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from plugq import get_current_job
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+def sum_numbers_from_string(s: str) -> int:
+    """RQ's getting-started task, in the spirit of count_words_at_url."""
+    return sum(int(c) for c in s if c.isdigit())
+
+
+def digit_sum(hex_string: str) -> int:
+    """The benchmark task: digit sum of a uuid4 hex."""
+    return sum(int(c, 16) for c in hex_string)
+
+
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def busy(seconds: float) -> int:
+    """Spin in pure Python for ``seconds`` (interruptible by an async exception)."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+async def async_sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def append_line(path: str, text: str) -> str:
+    """Append ``text`` to a file: a side effect another process can count."""
+    with open(path, "a") as fh:
+        fh.write(text + "\n")
+    return text
+
+
+def fail_until(path: str, failures: int) -> int:
+    """Fail the first ``failures`` calls (counted in a file), then return the call number."""
+    p = Path(path)
+    calls = int(p.read_text()) + 1 if p.exists() else 1
+    p.write_text(str(calls))
+    if calls <= failures:
+        raise RuntimeError(f"attempt {calls} fails on purpose")
+    return calls
+
+
+def current_job_id() -> str | None:
+    job = get_current_job()
+    return None if job is None else job.id
+
+
+def report_progress(steps: int) -> int:
+    """Write ``meta['progress']`` from inside the job, as a progress bar would."""
+    job = get_current_job()
+    assert job is not None
+    for i in range(1, steps + 1):
+        job.meta["progress"] = i
+        job.save_meta()
+    return steps
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> str:
+    """Block until ``path`` exists (a test releases the job when it is ready)."""
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return path
+
+
+def touch_then_wait(started: str, release: str, timeout: float = 30.0) -> str:
+    """Create ``started``, then wait for ``release``: lets a test act while a job runs."""
+    Path(started).touch()
+    return wait_for_file(release, timeout)
+
+
+def return_unpicklable() -> Any:
+    return lambda: None
+
+
+# Callbacks, with RQ's signatures; they record what they saw in a file.
+
+def on_success_record(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
+    append_line(job.meta.get("callback_file") or job.kwargs["path"] + ".cb", f"success {job.id} {result!r}")
+
+
+def on_failure_record(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:  # noqa: A002
+    append_line(job.meta.get("callback_file") or job.kwargs["path"] + ".cb", f"failure {job.id} {type.__name__}")
+
+
+def callback_that_fails(job: Any, connection: Any, *args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("the callback itself fails")
+
+
+class Calculator:
+    @classmethod
+    def double(cls, x: int) -> int:
+        return 2 * x
