@@ -1,0 +1,18 @@
+"""Shared fixtures. Backend-specific server fixtures live in plugq.testing modules."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Other helpers append their fixture registrations below this line, one import each.
+pytest_plugins: list[str] = []
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture
+def tmp_db(tmp_path):
+    """A SQLite URL in a fresh temporary folder."""
+    return f"sqlite:///{tmp_path / 'plugq.db'}"
