@@ -8,6 +8,7 @@ directory, then ``sqlite:///plugq.db``.
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Settings:
 
     url: str = DEFAULT_URL
     serializer: str = "pickle"
+    #: seconds; -1.0 means no timeout; None means not configured (RQ's 180 s applies).
     job_timeout: float | None = None
     result_ttl: int | None = None
     queues: list[str] = field(default_factory=lambda: ["default"])
@@ -108,7 +110,8 @@ def _apply(settings: Settings, key: str, value: Any, where: str) -> None:
     elif key == "job_timeout":
         if value <= 0 and value != -1:
             raise ConfigurationError(f"{where}: job_timeout = {value!r} must be > 0, or -1 for none")
-        value = None if value == -1 else float(value)
+        # -1 stays -1 ("no timeout", as Queue(default_timeout=-1)); None means "not set".
+        value = float(value)
     elif key == "result_ttl":
         if value < -1:
             raise ConfigurationError(f"{where}: result_ttl = {value!r} must be >= -1")
@@ -136,11 +139,44 @@ def validate_url(url: str, *, where: str = "url") -> str:
     return url
 
 
+def current_settings() -> Settings:
+    """:func:`load_settings` for the current directory and environment, cached.
+
+    ``Queue()`` reads its defaults here, so ``pyproject.toml`` is parsed once
+    per working directory and environment rather than on every queue or
+    enqueue. Call :func:`clear_settings_cache` after editing the file in the
+    same process.
+
+    Raises:
+        ConfigurationError: as :func:`load_settings`.
+    """
+    key = (
+        os.getcwd(),
+        os.environ.get("PLUGQ_URL", ""),
+        os.environ.get("PLUGQ_ALLOWED_MODULES", ""),
+    )
+    with _settings_lock:
+        cached = _settings_cache.get(key)
+        if cached is None:
+            cached = _settings_cache[key] = load_settings()
+        return cached
+
+
+def clear_settings_cache() -> None:
+    """Forget the settings :func:`current_settings` has read."""
+    with _settings_lock:
+        _settings_cache.clear()
+
+
+_settings_lock = threading.Lock()
+_settings_cache: dict[tuple[str, str, str], Settings] = {}
+
+
 def resolve_url(url: str | None = None) -> str:
     """The backend URL by the documented order of precedence."""
     if url:
         return validate_url(url)
-    return load_settings().url
+    return current_settings().url
 
 
 def mask_url(url: str) -> str:

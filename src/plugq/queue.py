@@ -112,8 +112,16 @@ class Queue:
         self.backend: Backend = resolve_connection(connection)
         self.connection = self.backend
         self._is_async = is_async
-        self.serializer = get_serializer(serializer)
-        self._default_timeout = parse_timeout(default_timeout, "default_timeout")
+        # [tool.plugq] supplies the defaults an explicit argument did not
+        # (current_settings() is cached: pyproject is not re-read per queue).
+        from .config import current_settings
+
+        configured = current_settings()
+        self.serializer = get_serializer(serializer if serializer is not None
+                                         else configured.serializer)
+        self._default_timeout = (parse_timeout(default_timeout, "default_timeout")
+                                 if default_timeout is not None else configured.job_timeout)
+        self._default_result_ttl: int | None = configured.result_ttl
 
     # -- identity -------------------------------------------------------------
 
@@ -275,7 +283,9 @@ class Queue:
             description=data.description or describe(name, args, kwargs),
             created_at=self.backend.clock.now(),
             timeout=None if timeout == -1 else timeout,
-            result_ttl=DEFAULT_RESULT_TTL if result_ttl is None else result_ttl,
+            result_ttl=(result_ttl if result_ttl is not None
+                        else self._default_result_ttl if self._default_result_ttl is not None
+                        else DEFAULT_RESULT_TTL),
             failure_ttl=DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl,
             ttl=None if ttl in (None, -1) else ttl,
             meta=ser.dumps(dict(data.meta)) if data.meta else b"",
