@@ -16,3 +16,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 def tmp_db(tmp_path):
     """A SQLite URL in a fresh temporary folder."""
     return f"sqlite:///{tmp_path / 'plugq.db'}"
+
+
+@pytest.fixture(params=["memory"])
+def walkthrough_url(request, tmp_path):
+    """A URL per backend in the repo, fresh for each test."""
+    import uuid
+
+    if request.param == "memory":
+        return f"memory://walkthrough-{uuid.uuid4().hex}"
+    raise AssertionError(request.param)
