@@ -74,7 +74,7 @@ def test_two_plugins_claiming_one_scheme_fail_naming_both():
 def test_builtin_scheme_conflict_names_builtin_plugin():
     register(make_plugin("memory"), name="memory-impostor")
     try:
-        with pytest.raises(DuplicateSchemeError, match="'memory'.*'memory-impostor'"):
+        with pytest.raises(DuplicateSchemeError, match=r"'memory'.*'memory-impostor'"):
             backends()
     finally:
         unregister(name="memory-impostor")

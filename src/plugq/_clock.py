@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 class Clock:
@@ -21,7 +21,7 @@ class Clock:
 
     def now_datetime(self) -> datetime:
         """Return the current time as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time."""
@@ -69,11 +69,11 @@ class ManualClock(Clock):
 
 def to_datetime(ts: float | None) -> datetime | None:
     """Epoch seconds to an aware UTC datetime (None stays None)."""
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 def to_timestamp(value: datetime) -> float:
     """An aware or naive-UTC datetime to epoch seconds (naive is read as UTC, like RQ)."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.timestamp()

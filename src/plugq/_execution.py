@@ -32,8 +32,7 @@ def resolve(func_name: str) -> Callable[..., Any]:
     Raises:
         InvalidTaskError: the module or attribute does not exist, or is not callable.
     """
-    module_name, _, attr_path = func_name.rpartition(".")
-    if not module_name:
+    if "." not in func_name:
         raise InvalidTaskError(f"task {func_name!r} is not a dotted path 'module.function'")
     # The longest importable prefix is the module; the rest are attributes
     # (a method of a class defined in the module, say).
@@ -59,7 +58,7 @@ def resolve(func_name: str) -> Callable[..., Any]:
         raise InvalidTaskError(f"task {func_name!r}: module {parts[0]!r} cannot be imported")
     if not callable(obj):
         raise InvalidTaskError(f"task {func_name!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def timeout_message(timeout: float) -> str:

@@ -235,7 +235,8 @@ def remove_from_registry(
 
 
 def abandoned_exc_info(rec: JobRecord, last_seen: float | None, lease: float) -> str:
-    seen = to_datetime(last_seen).isoformat() if last_seen else "never"
+    when = to_datetime(last_seen)
+    seen = when.isoformat() if when is not None else "never"
     return (
         "Traceback (most recent call last):\n"
         "plugq.exceptions.AbandonedJobError: job abandoned: worker "

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """A job's status. A ``str`` enum so ``job.get_status() == 'queued'`` holds."""
 
     QUEUED = "queued"
@@ -16,9 +16,6 @@ class JobStatus(str, Enum):
     SCHEDULED = "scheduled"
     CANCELED = "canceled"
     STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Statuses that have a registry of their own (everything but ``queued``).

@@ -70,7 +70,7 @@ def resolve_connection(connection: Any = None) -> Backend:
             f"connection={connection!r} is not a backend URL, a plugq backend, or a connection "
             "an installed plugin knows (a redis.Redis client needs plugq[redis])"
         )
-    return backend  # type: ignore[no-any-return]
+    return backend
 
 
 def push_default(backend: Backend) -> None:

@@ -10,7 +10,7 @@ from .queue import Queue
 from .retry import Retry
 
 
-class job:  # noqa: N801 - RQ's name
+class job:
     """Decorate a module-level function so ``f.delay(*args, **kwargs)`` enqueues it.
 
     ``queue`` is a queue name or a :class:`Queue`; the remaining options are

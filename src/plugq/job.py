@@ -106,7 +106,7 @@ class Job:
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def fetch(cls, id: str, connection: Any = None) -> Job:  # noqa: A002
+    def fetch(cls, id: str, connection: Any = None) -> Job:
         """Load a job by id.
 
         Raises:

@@ -13,7 +13,7 @@ class Retry:
     last one repeats), as in RQ.
     """
 
-    def __init__(self, max: int, interval: int | float | Sequence[int | float] = 0) -> None:  # noqa: A002
+    def __init__(self, max: int, interval: int | float | Sequence[int | float] = 0) -> None:
         if not isinstance(max, int) or isinstance(max, bool) or max < 1:
             raise ValueError(f"Retry(max=...) must be a whole number >= 1, got {max!r}")
         intervals = [interval] if isinstance(interval, (int, float)) else list(interval)

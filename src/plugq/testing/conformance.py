@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -472,7 +472,7 @@ class BackendConformance:
         assert queue.scheduled_job_registry.count == 0
 
     def test_enqueue_at(self, backend, queue):
-        when = datetime.fromtimestamp(backend.clock.now() + 1, tz=timezone.utc)
+        when = datetime.fromtimestamp(backend.clock.now() + 1, tz=UTC)
         job = queue.enqueue_at(when, tasks.add, 2, 2)
         assert job.get_status() == "scheduled"
         assert abs((job.scheduled_for - when).total_seconds()) < 0.01
@@ -481,7 +481,7 @@ class BackendConformance:
         assert job.result == 4
 
     def test_enqueue_at_in_the_past_runs_at_once(self, backend, queue):
-        when = datetime.fromtimestamp(backend.clock.now() - 60, tz=timezone.utc)
+        when = datetime.fromtimestamp(backend.clock.now() - 60, tz=UTC)
         job = queue.enqueue_at(when, tasks.add, 2, 3)
         work([queue], backend)
         assert job.result == 5

@@ -118,11 +118,11 @@ def return_unpicklable() -> Any:
 # Callbacks, with RQ's signatures; they record what they saw in a file.
 
 def on_success_record(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
-    append_line(job.meta.get("callback_file") or job.kwargs["path"] + ".cb", f"success {job.id} {result!r}")
+    append_line(job.meta["callback_file"], f"success {job.id} {result!r}")
 
 
-def on_failure_record(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:  # noqa: A002
-    append_line(job.meta.get("callback_file") or job.kwargs["path"] + ".cb", f"failure {job.id} {type.__name__}")
+def on_failure_record(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
+    append_line(job.meta["callback_file"], f"failure {job.id} {type.__name__}")
 
 
 def callback_that_fails(job: Any, connection: Any, *args: Any, **kwargs: Any) -> None:
