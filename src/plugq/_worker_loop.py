@@ -20,6 +20,7 @@ from ._record import JobRecord, WorkerRecord
 from ._status import JobStatus
 from .job import Job
 from .plugins import hook
+from .security import UntrustedJobError, verified_payload
 from .serializers import get_serializer
 
 if TYPE_CHECKING:
@@ -51,8 +52,9 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
     token = _current.set(job)
     serializer = get_serializer(rec.serializer)
     try:
+        data = verified_payload(rec)  # before anything is imported or deserialized
         func = resolve(rec.func_name)
-        args, kwargs = serializer.loads(rec.payload)
+        args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout)
         result = serializer.dumps(value)
     except (Exception, SystemExit) as exc:
@@ -60,7 +62,7 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
         _lifecycle.fail(backend, rec, exc_info)
         log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
                   exc_info.strip().splitlines()[-1])
-        if rec.on_failure:
+        if rec.on_failure and not isinstance(exc, UntrustedJobError):
             _run_callback(rec.on_failure, job, backend, type(exc), exc, exc.__traceback__)
         if caller.plugq_job_failed.get_hookimpls():
             caller.plugq_job_failed(job=job, exc_info=(type(exc), exc, exc.__traceback__))

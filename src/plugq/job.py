@@ -186,7 +186,10 @@ class Job:
         return self._record.serializer
 
     def _load_payload(self) -> None:
-        args, kwargs = get_serializer(self._record.serializer).loads(self._record.payload)
+        from .security import unseal
+
+        data = unseal(self._record.payload)
+        args, kwargs = get_serializer(self._record.serializer).loads(data)
         self._args, self._kwargs = tuple(args), dict(kwargs)
 
     @property

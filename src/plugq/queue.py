@@ -20,6 +20,7 @@ from .registry import (
     StartedJobRegistry,
 )
 from .retry import Retry, dependency_ids
+from .security import seal
 from .serializers import Serializer, get_serializer
 
 DEFAULT_TIMEOUT = 180.0
@@ -271,13 +272,18 @@ class Queue:
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry must be a plugq.Retry, got {retry!r}")
         job_id = validate_job_id(data.job_id) if data.job_id is not None else new_job_id()
+        on_success = _callback_path(data.on_success, "on_success")
+        on_failure = _callback_path(data.on_failure, "on_failure")
         if job_id in dep_ids:
             raise ValueError(f"job {job_id} cannot depend on itself")
         return JobRecord(
             id=job_id,
             func_name=name,
             origin=self.name,
-            payload=ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
+            payload=seal(
+                name, ser.name, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
+                on_success, on_failure,
+            ),
             serializer=ser.name,
             status=status,
             description=data.description or describe(name, args, kwargs),
@@ -293,8 +299,8 @@ class Queue:
             retry_intervals=list(retry.intervals) if retry else [],
             depends_on=dep_ids,
             allow_dependency_failure=allow_failure,
-            on_success=_callback_path(data.on_success, "on_success"),
-            on_failure=_callback_path(data.on_failure, "on_failure"),
+            on_success=on_success,
+            on_failure=on_failure,
             scheduled_for=scheduled_for,
             at_front=bool(data.at_front or dep_front),
         )
