@@ -1,15 +1,21 @@
-"""``sqlite:///PATH``: one SQLite file shared by many processes (being built)."""
+"""``sqlite:///PATH``: one SQLite file shared by many processes.
+
+The default backend: zero setup, durable, at-least-once. See
+:class:`~plugq_sqlite.backend.SqliteBackend` and docs/sqlite.md.
+"""
 
 from __future__ import annotations
 
 from plugq import hookimpl
-from plugq.exceptions import NotSupportedError
 
+from .backend import DatabaseLockedError, SqliteBackend
 
-def _not_yet(url: str):  # type: ignore[no-untyped-def]
-    raise NotSupportedError(f"the sqlite backend is not built yet ({url})")
+__version__ = "0.1.0"
 
 
 @hookimpl
 def plugq_register_backends(register):  # type: ignore[no-untyped-def]
-    register("sqlite", _not_yet)
+    register("sqlite", SqliteBackend)
+
+
+__all__ = ["DatabaseLockedError", "SqliteBackend"]

@@ -1,0 +1,675 @@
+"""The storage primitives of :class:`plugq.backend.StorageBackend` on one SQLite file.
+
+Read top to bottom: URL parsing, connections (one per thread and per
+process), the retry on a busy database, then one method per primitive. Every
+primitive is a single SQL statement in autocommit mode (SQLite takes the
+write lock at the start of a writing statement, so a lone ``UPDATE`` is as
+atomic as a ``BEGIN IMMEDIATE`` transaction) or, where it needs several
+statements, one short ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from plugq._clock import Clock
+from plugq._record import JobRecord, WorkerRecord
+from plugq._status import JobStatus
+from plugq.backend import StorageBackend
+from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
+
+from . import schema
+
+T = TypeVar("T")
+
+
+class DatabaseLockedError(BackendUnavailableError):
+    """The database stayed locked by other connections for longer than ``busy_timeout``."""
+
+
+# -- SQL ---------------------------------------------------------------------
+
+_STATUS = {s.value: s for s in JobStatus}
+_QUEUED = JobStatus.QUEUED.value
+_COLS = ", ".join(schema.JOB_COLUMNS)
+_QMARKS = ", ".join("?" * len(schema.JOB_COLUMNS))
+_WCOLS = ", ".join(schema.WORKER_COLUMNS)
+
+# New rows go after the last row of their (origin, status), or before the
+# first for a queued at_front job. The scalar subquery is one index descent.
+_NEXT_POS = "(SELECT COALESCE(max(pos), 0) + 1 FROM jobs WHERE origin = ? AND status = ?)"
+_FIRST_POS = "(SELECT COALESCE(min(pos), 0) - 1 FROM jobs WHERE origin = ? AND status = ?)"
+_INSERT_BACK = f"INSERT OR REPLACE INTO jobs ({_COLS}, pos) VALUES ({_QMARKS}, {_NEXT_POS})"
+_INSERT_FRONT = f"INSERT OR REPLACE INTO jobs ({_COLS}, pos) VALUES ({_QMARKS}, {_FIRST_POS})"
+
+_PUT_SET = ", ".join(f"{c} = ?" for c in schema.JOB_COLUMNS if c not in ("id", "meta"))
+
+
+def _put_sql(front: bool, n_expected: int) -> str:
+    # The right-hand sides of SET read the row as it was, so "origin = ? AND
+    # status = ?" asks whether the job stays where it is (then it keeps its
+    # place) or moves to another queue or registry (then it takes a new one).
+    new_pos = _FIRST_POS if front else _NEXT_POS
+    sql = (
+        f"UPDATE jobs SET {_PUT_SET}, pos = CASE WHEN origin = ? AND status = ? THEN pos "
+        f"ELSE {new_pos} END WHERE id = ?"
+    )
+    if n_expected:
+        sql += f" AND status IN ({', '.join('?' * n_expected)})"
+    return sql
+
+
+# The claim: one statement picks the first unexpired queued row by the queue
+# index and marks it started; RETURNING hands back the row as stored.
+_CLAIM = (
+    "UPDATE jobs SET status = 'started', started_at = ?, worker_name = ?, expires_at = NULL, "
+    "attempts = attempts + 1, "
+    "pos = (SELECT COALESCE(max(pos), 0) + 1 FROM jobs WHERE origin = ? AND status = 'started') "
+    "WHERE rowid = (SELECT rowid FROM jobs WHERE origin = ? AND status = 'queued' "
+    "AND (expires_at IS NULL OR expires_at > ?) ORDER BY pos LIMIT 1) "
+    f"RETURNING {_COLS}"
+)
+_GET = f"SELECT {_COLS} FROM jobs WHERE id = ?"
+_ANY_QUEUED = "SELECT 1 FROM jobs WHERE origin = ? AND status = 'queued' LIMIT 1"
+_GET_MANY_CHUNK = 500
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    msg = str(exc)
+    return "locked" in msg or "busy" in msg
+
+
+def _params(r: JobRecord) -> tuple[Any, ...]:
+    """A record as a row, in :data:`schema.JOB_COLUMNS` order."""
+    return (
+        r.id, r.func_name, r.origin, r.payload, r.serializer, r.status.value, r.description,
+        r.created_at, r.enqueued_at, r.started_at, r.ended_at, r.timeout, r.result_ttl,
+        r.failure_ttl, r.ttl, r.meta, r.result, r.exc_info, r.worker_name, r.retries_left,
+        json.dumps(r.retry_intervals) if r.retry_intervals else None,
+        json.dumps(r.depends_on) if r.depends_on else None,
+        1 if r.allow_dependency_failure else 0, r.on_success, r.on_failure,
+        r.scheduled_for, r.expires_at, 1 if r.at_front else 0, r.attempts,
+    )
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    """A row (in :data:`schema.JOB_COLUMNS` order) as a record."""
+    rec = JobRecord(*row)
+    rec.status = _STATUS[row[5]]
+    rec.retry_intervals = json.loads(row[20]) if row[20] else []
+    rec.depends_on = json.loads(row[21]) if row[21] else []
+    rec.allow_dependency_failure = bool(row[22])
+    rec.at_front = bool(row[27])
+    return rec
+
+
+def _worker(row: tuple[Any, ...]) -> WorkerRecord:
+    w = WorkerRecord(*row)
+    w.queues = json.loads(row[1])
+    return w
+
+
+# -- connections ----------------------------------------------------------------
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that remembers the process that opened it."""
+
+    pid: int = 0
+
+
+# Connections inherited through fork(). They are never used or closed in the
+# child: closing one could drop the POSIX locks that the child's own
+# connections hold on the same file (SQLite's documented fork hazard).
+_ORPHANS: list[sqlite3.Connection] = []
+_BACKENDS: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_BACKENDS):
+        backend._forget_inherited_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- URL -----------------------------------------------------------------------
+
+_FORM = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+_PARAMS = {
+    "lease": "a number of seconds > 0, e.g. ?lease=30",
+    "busy_timeout": "a number of seconds > 0 to wait for a locked database, e.g. ?busy_timeout=30",
+    "synchronous": "normal (default: durable across crashes of the process) or full "
+                   "(also across power loss)",
+}
+
+
+def _positive(url: str, key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise ConfigurationError(
+            f"{url}: {key}={value!r} is not valid; {key} must be {_PARAMS[key]}"
+        )
+    return number
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split a ``sqlite:///…`` URL into an absolute file path and its query parameters.
+
+    Raises:
+        ConfigurationError: a host part, no path, ``:memory:``, an unknown or
+            repeated parameter; the message names it and shows the right form.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ConfigurationError(f"{url!r} is not a sqlite URL; expected {_FORM}")
+    if parts.netloc:
+        raise ConfigurationError(
+            f"{url!r}: a sqlite URL has no host part ({parts.netloc!r}); use three slashes "
+            f"for a relative path and four for an absolute one: {_FORM}"
+        )
+    path = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    if not path or path.endswith("/"):
+        raise ConfigurationError(f"{url!r} names no database file; expected {_FORM}")
+    if path == ":memory:" or path.startswith("file:"):
+        raise ConfigurationError(
+            f"{url!r}: an in-memory SQLite database cannot be shared between threads and "
+            f"processes; use memory:// for an in-process store, or {_FORM}"
+        )
+    query = parse_qs(parts.query, keep_blank_values=True)
+    params: dict[str, str] = {}
+    for key, values in query.items():
+        if key not in _PARAMS:
+            raise ConfigurationError(
+                f"{url}: unknown parameter {key!r}; the sqlite backend accepts "
+                + "; ".join(f"{k} ({v})" for k, v in _PARAMS.items())
+            )
+        if len(values) > 1:
+            raise ConfigurationError(f"{url}: parameter {key!r} is given {len(values)} times")
+        params[key] = values[0]
+    return os.path.abspath(path), params
+
+
+# -- the backend ---------------------------------------------------------------------
+
+
+class SqliteBackend(StorageBackend):
+    """Jobs, registries and workers in one SQLite file shared by many processes.
+
+    ``sqlite:///PATH[?lease=SECONDS&busy_timeout=SECONDS&synchronous=normal|full]``
+
+    * The file runs in WAL mode, so readers never block the writer, and every
+      write is one statement or one short ``BEGIN IMMEDIATE`` transaction.
+    * A worker claims a job with one ``UPDATE … RETURNING`` on the queue
+      index ``(origin, status, pos)``: exactly one claimer gets each job, in
+      O(log n) whatever the queue's length.
+    * Each thread and each process gets its own connection (SQLite
+      connections must not cross ``fork()``).
+    * "database is locked" is waited out (SQLite's busy handler, then a
+      retry loop) for up to ``busy_timeout`` seconds, then raised as
+      :class:`DatabaseLockedError`.
+    * An idle worker's :meth:`wait` polls ``PRAGMA data_version`` — a
+      counter in shared memory that changes when another connection commits
+      — every 1 to 5 ms, so it reacts in milliseconds without a busy loop.
+    """
+
+    scheme: ClassVar[str] = "sqlite"
+
+    #: Longest pause between two ``data_version`` polls of an idle :meth:`wait`.
+    POLL_MAX = 0.005
+    #: First pause after a wake-up; grows by :attr:`POLL_GROWTH` up to :attr:`POLL_MAX`.
+    POLL_MIN = 0.001
+    POLL_GROWTH = 1.25
+
+    def __init__(self, url: str, clock: Clock | None = None) -> None:
+        schema.check_sqlite_version()
+        super().__init__(url, clock)
+        self.path, params = parse_url(url)
+        shown = self.safe_url()
+        self.lease = _positive(shown, "lease", params["lease"]) if "lease" in params else 60.0
+        #: Seconds a call waits for a locked database before raising DatabaseLockedError.
+        self.busy_timeout = (
+            _positive(shown, "busy_timeout", params["busy_timeout"])
+            if "busy_timeout" in params else 30.0
+        )
+        sync = params.get("synchronous", "normal").lower()
+        if sync not in ("normal", "full"):
+            raise ConfigurationError(
+                f"{shown}: synchronous={params['synchronous']!r} is not valid; synchronous must "
+                f"be {_PARAMS['synchronous']}"
+            )
+        self.synchronous = sync.upper()
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._conns_lock = threading.Lock()
+        # thread -> its connection; strong references, so a connection is closed
+        # here (when its thread has ended) and never by the garbage collector in
+        # a forked child.
+        self._conns: dict[threading.Thread, sqlite3.Connection] = {}
+        self._open()
+        _BACKENDS.add(self)
+
+    # -- opening -------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Check the file is ours (or new), then make it a WAL database with our schema."""
+        schema.create_file(self.path)
+        schema.check_header(self.path)
+        # inspect() only reads: a foreign or newer file is refused before any write.
+        try:
+            version = self._retry(lambda c: schema.inspect(c, self.path))
+        except BaseException:
+            self.close()
+            raise
+        # WAL is a property of the file; setting it needs a moment of exclusive
+        # access, so several processes opening at once may have to retry.
+        mode = self._retry(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if str(mode).lower() != "wal":
+            raise BackendUnavailableError(
+                f"{self.path!r}: SQLite refused WAL mode (got {mode!r}); the sqlite backend "
+                "needs a local file system that supports shared memory (not NFS)"
+            )
+        if version < schema.SCHEMA_VERSION:
+            self._retry(lambda c: schema.migrate(c, self.path))
+
+    def _connect(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        if pid != self._pid:
+            self._forget_inherited_connections()
+        # The busy handler waits in SQLite's own sleep steps (1, 2, 5, 10… ms);
+        # a longer wait is the retry loop's business, so the per-attempt wait
+        # stays short enough for the loop's deadline to mean something.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=min(self.busy_timeout, 5.0),
+            isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
+            check_same_thread=False,  # only so close() may close other threads' connections
+            factory=_Connection,
+            cached_statements=256,
+        )
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # REPLACE of a row then fires the delete trigger that drops its dependency rows.
+            conn.execute("PRAGMA recursive_triggers = ON")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise BackendUnavailableError(f"{self.path!r}: cannot open: {exc}") from None
+        conn.pid = pid  # type: ignore[attr-defined]
+        me = threading.current_thread()
+        with self._conns_lock:
+            for thread, other in list(self._conns.items()):
+                if not thread.is_alive():
+                    del self._conns[thread]
+                    other.close()
+            self._conns[me] = conn
+        self._local.conn = conn
+        self._local.pid = pid
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        return self._connect()
+
+    def _forget_inherited_connections(self) -> None:
+        """In a forked child: set the parent's connections aside, unused and unclosed."""
+        _ORPHANS.extend(self._conns.values())
+        self._conns = {}
+        self._conns_lock = threading.Lock()
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        """Close this process's connections; a later call opens new ones."""
+        with self._conns_lock:
+            conns = [c for c in self._conns.values() if getattr(c, "pid", None) == self._pid]
+            self._conns = {}
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    # -- the busy retry ------------------------------------------------------------------
+
+    def _retry(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)``, retrying while the database is busy, up to ``busy_timeout``.
+
+        Most waiting happens in SQLite's busy handler; this loop covers the
+        cases SQLite reports at once (a WAL being recovered or reset, a
+        handler wait that ran out while another process checkpoints).
+        """
+        conn = self._conn()
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            first = exc
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if time.monotonic() >= deadline:
+                raise DatabaseLockedError(
+                    f"{self.path!r} stayed locked for more than {self.busy_timeout:g} s "
+                    f"({first}); another process holds a long write transaction. Raise "
+                    "?busy_timeout=SECONDS in the URL if that is expected."
+                ) from first
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.05)
+            conn = self._conn()
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (the write lock up front)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- primitives: jobs ------------------------------------------------------------------
+
+    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+        rows = [
+            (
+                _INSERT_FRONT if rec.at_front and rec.status is JobStatus.QUEUED else _INSERT_BACK,
+                (*_params(rec), rec.origin, rec.status.value),
+            )
+            for rec in records
+        ]
+        if not rows:
+            return
+        deps = [(rec.id, dep) for rec in records for dep in rec.depends_on]
+        if len(rows) == 1 and not deps and not unique_ids:
+            # The common enqueue: one statement, atomic on its own.
+            sql, params = rows[0]
+            self._retry(lambda c: c.execute(sql, params))
+            return
+
+        def body(c: sqlite3.Connection) -> None:
+            if unique_ids:
+                self._check_unique(c, list(unique_ids))
+            if all(sql is _INSERT_BACK for sql, _ in rows):
+                c.executemany(_INSERT_BACK, [params for _, params in rows])
+            else:
+                # Order matters when at_front jobs are mixed in: each one goes
+                # before everything inserted so far, as with the memory backend.
+                for sql, params in rows:
+                    c.execute(sql, params)
+            if deps:
+                c.executemany(
+                    "INSERT OR IGNORE INTO job_dependencies (job_id, depends_on) VALUES (?, ?)",
+                    deps,
+                )
+
+        self._retry(lambda c: self._write(c, body))
+
+    @staticmethod
+    def _check_unique(c: sqlite3.Connection, ids: list[str]) -> None:
+        for start in range(0, len(ids), _GET_MANY_CHUNK):
+            chunk = ids[start:start + _GET_MANY_CHUNK]
+            row = c.execute(
+                f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(chunk))}) "
+                "AND status IN ('queued', 'started') LIMIT 1",
+                chunk,
+            ).fetchone()
+            if row is not None:
+                raise DuplicateJobError(f"Job {row[0]} is already {row[1]}")
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._retry(lambda c: c.execute(_GET, (job_id,)).fetchone())
+        return None if row is None else _record(row)
+
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        found: dict[str, JobRecord] = {}
+        ids = list(job_ids)
+        for start in range(0, len(ids), _GET_MANY_CHUNK):
+            chunk = ids[start:start + _GET_MANY_CHUNK]
+            sql = f"SELECT {_COLS} FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
+            for row in self._retry(lambda c, s=sql, p=chunk: c.execute(s, p).fetchall()):
+                found[row[0]] = _record(row)
+        return [found.get(job_id) for job_id in ids]
+
+    def put(self, record: JobRecord, *, expected: Collection[JobStatus] | None = None) -> bool:
+        front = record.at_front and record.status is JobStatus.QUEUED
+        statuses = () if expected is None else tuple(s.value for s in expected)
+        if expected is not None and not statuses:
+            return False
+        sql = _put_sql(front, len(statuses))
+        values = _params(record)
+        params = (
+            *values[1:15], *values[16:],  # every column but id and meta
+            record.origin, record.status.value, record.origin, record.status.value,
+            record.id, *statuses,
+        )
+        if not record.depends_on:
+            return bool(self._retry(lambda c: c.execute(sql, params).rowcount) == 1)
+
+        def body(c: sqlite3.Connection) -> bool:
+            if c.execute(sql, params).rowcount != 1:
+                return False
+            c.execute("DELETE FROM job_dependencies WHERE job_id = ?", (record.id,))
+            c.executemany(
+                "INSERT OR IGNORE INTO job_dependencies (job_id, depends_on) VALUES (?, ?)",
+                [(record.id, dep) for dep in record.depends_on],
+            )
+            return True
+
+        return self._retry(lambda c: self._write(c, body))
+
+    def remove(self, job_id: str) -> bool:
+        n = self._retry(lambda c: c.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount)
+        return bool(n)
+
+    def set_meta(self, job_id: str, meta: bytes) -> bool:
+        n = self._retry(
+            lambda c: c.execute("UPDATE jobs SET meta = ? WHERE id = ?", (meta, job_id)).rowcount
+        )
+        return bool(n)
+
+    def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
+        for name in queues:
+            params = (now, worker_name, name, name, now)
+            # fetchall() runs the statement to completion, which ends its
+            # implicit transaction (a half-read RETURNING would keep the lock).
+            rows = self._retry(lambda c, p=params: c.execute(_CLAIM, p).fetchall())
+            if rows:
+                return _record(rows[0])
+        return None
+
+    # -- primitives: listings -------------------------------------------------------------
+
+    def ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
+        params = (queue, status.value, length if length >= 0 else -1, max(offset, 0))
+        rows = self._retry(
+            lambda c: c.execute(
+                "SELECT id FROM jobs WHERE origin = ? AND status = ? ORDER BY pos "
+                "LIMIT ? OFFSET ?",
+                params,
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    def count_status(self, queue: str, status: JobStatus) -> int:
+        row = self._retry(
+            lambda c: c.execute(
+                "SELECT count(*) FROM jobs WHERE origin = ? AND status = ?", (queue, status.value)
+            ).fetchone()
+        )
+        return int(row[0])
+
+    def queues(self) -> list[str]:
+        # A skip scan of the queue index: one descent per distinct name instead
+        # of reading every row as SELECT DISTINCT would.
+        def scan(c: sqlite3.Connection) -> list[str]:
+            names: list[str] = []
+            last = ""
+            while True:
+                row = c.execute("SELECT min(origin) FROM jobs WHERE origin > ?", (last,)).fetchone()
+                if row[0] is None:
+                    return names
+                last = row[0]
+                names.append(last)
+
+        return self._retry(scan)
+
+    def remove_queued(self, queue: str) -> int:
+        return int(
+            self._retry(
+                lambda c: c.execute(
+                    "DELETE FROM jobs WHERE origin = ? AND status = 'queued'", (queue,)
+                ).rowcount
+            )
+        )
+
+    def due(self, now: float, limit: int = 100) -> list[str]:
+        rows = self._retry(
+            lambda c: c.execute(
+                "SELECT id FROM jobs WHERE status = 'scheduled' AND scheduled_for <= ? "
+                "ORDER BY scheduled_for, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    def expired(self, now: float, limit: int = 100) -> list[str]:
+        rows = self._retry(
+            lambda c: c.execute(
+                "SELECT id FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    def dependents(self, job_id: str) -> list[str]:
+        rows = self._retry(
+            lambda c: c.execute(
+                "SELECT j.id, j.depends_on FROM job_dependencies d JOIN jobs j ON j.id = d.job_id "
+                "WHERE d.depends_on = ? AND j.status = 'deferred'",
+                (job_id,),
+            ).fetchall()
+        )
+        # The row's own list is the truth; the side table only finds candidates.
+        return [row[0] for row in rows if row[1] and job_id in json.loads(row[1])]
+
+    def started_by_dead_workers(self, now: float, exclude: str | None = None) -> list[JobRecord]:
+        cols = ", ".join(f"j.{c}" for c in schema.JOB_COLUMNS)
+        rows = self._retry(
+            lambda c: c.execute(
+                f"SELECT {cols} FROM jobs j LEFT JOIN workers w ON w.name = j.worker_name "
+                "WHERE j.status = 'started' AND j.worker_name IS NOT ? "
+                "AND (w.name IS NULL OR w.last_heartbeat + ? <= ?) ORDER BY j.pos",
+                (exclude, self.lease, now),
+            ).fetchall()
+        )
+        return [_record(row) for row in rows]
+
+    # -- primitives: workers ----------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        params = (
+            worker.name, json.dumps(list(worker.queues)), worker.pid, worker.hostname,
+            worker.birth, worker.last_heartbeat, worker.state, worker.current_job_id,
+            worker.successful_jobs, worker.failed_jobs,
+        )
+        self._retry(
+            lambda c: c.execute(
+                f"INSERT OR REPLACE INTO workers ({_WCOLS}) VALUES "
+                f"({', '.join('?' * len(schema.WORKER_COLUMNS))})",
+                params,
+            )
+        )
+
+    def heartbeat(
+        self, name: str, now: float, *, state: str, current_job_id: str | None,
+        successful: int = 0, failed: int = 0,
+    ) -> None:
+        params = (now, state, current_job_id, successful, failed, name)
+        self._retry(
+            lambda c: c.execute(
+                "UPDATE workers SET last_heartbeat = ?, state = ?, current_job_id = ?, "
+                "successful_jobs = ?, failed_jobs = ? WHERE name = ?",
+                params,
+            )
+        )
+
+    def unregister_worker(self, name: str) -> None:
+        self._retry(lambda c: c.execute("DELETE FROM workers WHERE name = ?", (name,)))
+
+    def list_workers(self) -> list[WorkerRecord]:
+        rows = self._retry(
+            lambda c: c.execute(f"SELECT {_WCOLS} FROM workers ORDER BY birth, name").fetchall()
+        )
+        return [_worker(row) for row in rows]
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when one of ``queues`` has a queued job, or after ``timeout`` seconds.
+
+        Polls ``PRAGMA data_version``: reading it costs a few microseconds
+        (shared memory, no disk I/O) and it changes whenever another
+        connection commits. Only then is the queue index consulted. The pause
+        between polls starts at :attr:`POLL_MIN` after a change and grows to
+        :attr:`POLL_MAX`, so an idle worker costs well under 1% of a core and
+        notices new work within a few milliseconds.
+        """
+        deadline = time.monotonic() + timeout
+        names = list(queues)
+
+        def has_work(c: sqlite3.Connection) -> bool:
+            return any(c.execute(_ANY_QUEUED, (name,)).fetchone() for name in names)
+
+        def version(c: sqlite3.Connection) -> int:
+            return int(c.execute("PRAGMA data_version").fetchone()[0])
+
+        seen = self._retry(version)
+        if self._retry(has_work):
+            return
+        pause = self.POLL_MIN
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(pause, left))
+            current = self._retry(version)
+            if current != seen:
+                seen = current
+                if self._retry(has_work):
+                    return
+                # Something else changed (a heartbeat, a result): a burst of
+                # work is likely near, so look often again for a while.
+                pause = self.POLL_MIN
+            else:
+                pause = min(pause * self.POLL_GROWTH, self.POLL_MAX)
