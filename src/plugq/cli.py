@@ -1,0 +1,541 @@
+"""The ``plugq`` command line: run workers, look at queues, run the demo.
+
+Every command takes ``--url``; without it the URL comes from ``PLUGQ_URL``,
+then ``[tool.plugq] url`` in the nearest pyproject.toml, then
+``sqlite:///plugq.db``.
+
+Exit codes: 0 success; 1 a job or usage error; 2 a configuration or
+connection error. Errors a user can cause print one line on stderr, never a
+traceback, and never a password.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import __version__, _monitor
+from ._status import JobStatus
+from .backend import Backend
+from .config import Settings, current_settings, mask_url, validate_url
+from .connection import connect
+from .exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    InvalidJobOperation,
+    NoSuchJobError,
+    PlugqError,
+    UnknownBackendError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Errors that mean "plugq cannot reach or set up the backend": exit code 2.
+CONFIG_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigurationError,
+    UnknownBackendError,
+    BackendUnavailableError,
+)
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("plugq.worker")
+
+_URL_WITH_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@]*:)[^\s@]+@")
+
+
+def _mask(text: str) -> str:
+    """Mask every ``scheme://user:password@`` in ``text`` (errors may quote a URL)."""
+    return _URL_WITH_PASSWORD.sub(r"\1***@", text)
+
+
+class CliError(click.ClickException):
+    """A failure reported as one line with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A failure to reach a server or open a file, from a client library plugq does not import."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    module = type(exc).__module__.split(".")[0]
+    name = type(exc).__name__
+    if module == "redis" and name in ("ConnectionError", "TimeoutError", "AuthenticationError"):
+        return True
+    return module in ("sqlite3", "_sqlite3") and name == "OperationalError"
+
+
+def url_option(func: F) -> F:
+    """``--url`` on every command (``PLUGQ_URL`` is read by the config, not by click)."""
+    return click.option(
+        "--url", "-u", metavar="URL", default=None,
+        help="Backend URL (memory://, sqlite:///PATH, redis://…). "
+             "Default: PLUGQ_URL, then [tool.plugq] url, then sqlite:///plugq.db.",
+    )(func)
+
+
+def _settings() -> Settings:
+    """Read and validate the configuration now, so a bad value fails at start."""
+    return current_settings()
+
+
+def _backend(url: str | None) -> Backend:
+    _settings()
+    if url:
+        validate_url(url, where="--url")
+    return connect(url or None)
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str, sort_keys=True))
+
+
+# -- the group --------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="plugq")
+def cli() -> None:
+    """plugq: RQ's Queue / Job / Worker over memory, SQLite and Redis backends."""
+
+
+# -- worker -----------------------------------------------------------------
+
+
+class _Shutdown:
+    """SIGINT/SIGTERM in a worker process: first warm, second cold."""
+
+    def __init__(self, request_stop: Callable[[], None]) -> None:
+        self.request_stop = request_stop
+        self.count = 0
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self)
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.warning("Warm shut down requested (signal %d): finishing the current job; "
+                        "send it again to stop at once", signum)
+            self.request_stop()
+            return
+        log.warning("Cold shut down (signal %d)", signum)
+        # Raised in the main thread, it unwinds the worker loop, whose
+        # `finally` unregisters the worker: the interrupted job is then
+        # found abandoned at once and retried or failed, never lost.
+        raise _ColdShutdown()
+
+
+class _ColdShutdown(BaseException):
+    """Not an Exception: a job's ``except Exception`` must not swallow it."""
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("plugq")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@cli.command()
+@click.argument("queues", nargs=-1)
+@click.option("--burst", "-b", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--name", "-n", help="Worker name (default: host.pid.random).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes to run under one supervisor that restarts any that die.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
+@click.option("--with-scheduler/--without-scheduler", default=True, show_default=True,
+              help="Also move due scheduled jobs onto their queues.")
+@click.option("--path", "-P", "paths", multiple=True, default=["."], show_default=True,
+              type=click.Path(file_okay=False), help="Add to sys.path to import tasks.")
+@click.option("--logging-level", "-l", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                case_sensitive=False))
+@click.option("--worker-class", type=click.Choice(["fork", "simple", "spawn"]),
+              help="rq worker class (Redis backend only).")
+@url_option
+def worker(
+    queues: tuple[str, ...], burst: bool, name: str | None, concurrency: int,
+    max_jobs: int | None, with_scheduler: bool, paths: tuple[str, ...], logging_level: str,
+    worker_class: str | None, url: str | None,
+) -> int:
+    """Take jobs from QUEUES (default: [tool.plugq] queues, else 'default') and run them.
+
+    Queues are served in the order given. SIGINT/SIGTERM: finish the current
+    job and stop; a second signal stops at once.
+    """
+    settings = _settings()
+    _configure_logging(logging_level)
+    names = list(queues) or list(settings.queues)
+    for path in reversed(paths):
+        sys.path.insert(0, os.path.abspath(path))
+    if concurrency > 1:
+        return _supervise(names, concurrency, burst, name, max_jobs, with_scheduler, paths,
+                          logging_level, worker_class, url)
+    from ._supervisor import watch_supervisor
+    from .worker import Worker
+
+    backend = _backend(url)
+    w = Worker(names, connection=backend, name=name, worker_class=worker_class)
+    shutdown = _Shutdown(w.request_stop)
+    shutdown.install()
+    watch_supervisor(w.request_stop)
+    try:
+        w.work(burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler,
+               logging_level=logging_level.upper())
+    except _ColdShutdown:
+        return EXIT_OK
+    except ValueError as exc:
+        # The one ValueError work() documents: the name is taken by a live worker.
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
+def _supervise(
+    names: list[str], concurrency: int, burst: bool, name: str | None, max_jobs: int | None,
+    with_scheduler: bool, paths: Sequence[str], logging_level: str, worker_class: str | None,
+    url: str | None,
+) -> int:
+    from ._supervisor import Supervisor
+
+    backend = _backend(url)
+    if backend.scheme == "memory":
+        raise CliError(
+            "memory:// lives in one process; --concurrency needs a backend shared between "
+            "processes (sqlite:///…, redis://…)"
+        )
+    env = dict(os.environ)
+    # Children get the URL resolved here, through the environment so that a
+    # password does not show in `ps`.
+    env["PLUGQ_URL"] = backend.url
+
+    def command(index: int, generation: int) -> list[str]:
+        argv = [sys.executable, "-m", "plugq.cli", "worker", *names,
+                "--logging-level", logging_level]
+        for path in paths:
+            argv += ["--path", os.path.abspath(path)]
+        if name:
+            # A restarted child needs a fresh name: its dead predecessor's
+            # registration may still look alive until its lease runs out.
+            argv += ["--name", f"{name}.{index}" + (f".r{generation}" if generation else "")]
+        if burst:
+            argv.append("--burst")
+        if max_jobs is not None:
+            argv += ["--max-jobs", str(max_jobs)]
+        argv.append("--with-scheduler" if with_scheduler else "--without-scheduler")
+        if worker_class:
+            argv += ["--worker-class", worker_class]
+        return argv
+
+    log.info("Supervisor %d: starting %d workers on %s, queues: %s", os.getpid(), concurrency,
+             backend.safe_url(), ", ".join(names))
+    return Supervisor(concurrency, command, env).run()
+
+
+# -- info -------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("queues", nargs=-1)
+@click.option("--interval", "-i", type=click.FloatRange(min=0.05), default=None,
+              help="Redraw every SECONDS until Ctrl-C (with --json: one line per interval).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@url_option
+def info(queues: tuple[str, ...], interval: float | None, as_json: bool, url: str | None) -> int:
+    """Queues with their job counts per status, and workers with their state."""
+    backend = _backend(url)
+    if interval is None:
+        snap = _monitor.snapshot(backend, queues)
+        if as_json:
+            _echo_json(snap)
+        else:
+            _console().print(_monitor.render(snap))
+        return EXIT_OK
+    try:
+        if as_json:
+            while True:
+                _echo_json(_monitor.snapshot(backend, queues))
+                sys.stdout.flush()
+                time.sleep(interval)
+        console = _console()
+        with Live(_monitor.render(_monitor.snapshot(backend, queues)), console=console,
+                  auto_refresh=False, redirect_stdout=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(_monitor.render(_monitor.snapshot(backend, queues)), refresh=True)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a live view ends: not an error.
+        return EXIT_OK
+
+
+# -- enqueue, jobs, empty, requeue ------------------------------------------
+
+
+def _parse_arg(text: str) -> Any:
+    """JSON where it parses (numbers, lists, objects, true/null), else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--queue", "-q", default="default", show_default=True)
+@click.argument("func")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@url_option
+def enqueue(queue: str, func: str, args: tuple[str, ...], url: str | None) -> int:
+    """Enqueue FUNC (a dotted path, e.g. tasks.add) with ARGS; prints the job id.
+
+    Each ARG is parsed as JSON where it parses (1, 2.5, true, null, [1,2],
+    {"a": 1}, "\\"quoted\\""), else passed as a string.
+    """
+    from .queue import Queue
+
+    backend = _backend(url)
+    job = Queue(queue, connection=backend).enqueue(func, *(_parse_arg(a) for a in args))
+    click.echo(job.id)
+    return EXIT_OK
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command()
+@click.argument("queue")
+@click.option("--status", "-s", default=JobStatus.QUEUED.value, show_default=True,
+              type=click.Choice([s.value for s in JobStatus]))
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@url_option
+def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) -> int:
+    """List QUEUE's jobs in one status (queued: in the order workers take them)."""
+    from .job import Job
+
+    backend = _backend(url)
+    ids = backend.job_ids(queue, JobStatus(status), 0, limit)
+    found = [Job(backend, r) for r in backend.fetch_jobs(ids) if r is not None]
+    rows = []
+    for job in found:
+        outcome: Any = None
+        if job.is_finished:
+            outcome = job.return_value(refresh=False)
+        elif job.exc_info:
+            outcome = job.exc_info.strip().splitlines()[-1]
+        rows.append({
+            "id": job.id, "status": job.get_status(refresh=False).value,
+            "description": job.description, "enqueued_at": job.enqueued_at,
+            "ended_at": job.ended_at, "result": outcome,
+        })
+    if as_json:
+        _echo_json(rows)
+        return EXIT_OK
+    table = Table(title=f"{queue}: {status} ({len(rows)} shown, limit {limit})",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("id", no_wrap=True)
+    for column in ("description", "enqueued", "result / error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        when = row["enqueued_at"].strftime("%H:%M:%S") if row["enqueued_at"] else "-"
+        table.add_row(row["id"], row["description"], when,
+                      "" if row["result"] is None else _short(row["result"]))
+    _console().print(table)
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("queues", nargs=-1, required=True)
+@url_option
+def empty(queues: tuple[str, ...], url: str | None) -> int:
+    """Delete every queued job of each QUEUE."""
+    backend = _backend(url)
+    for name in queues:
+        removed = backend.empty_queue(name)
+        click.echo(f"{name}: {removed} job(s) removed")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--queue", "-q", default="default", show_default=True,
+              help="The queue whose failed jobs --all requeues.")
+@click.option("--all", "all_failed", is_flag=True, help="Requeue every failed job of --queue.")
+@url_option
+def requeue(job_ids: tuple[str, ...], queue: str, all_failed: bool, url: str | None) -> int:
+    """Put failed (or canceled, stopped) jobs back on their queue: --all, or JOB_ID…"""
+    if all_failed == bool(job_ids):
+        raise click.UsageError("give either --all or one or more JOB_IDs")
+    backend = _backend(url)
+    ids = list(job_ids) or backend.job_ids(queue, JobStatus.FAILED)
+    done, errors = 0, 0
+    for job_id in ids:
+        try:
+            backend.requeue_job(job_id)
+            done += 1
+        except (NoSuchJobError, InvalidJobOperation) as exc:
+            click.echo(f"plugq: {job_id}: {_mask(str(exc))}", err=True)
+            errors += 1
+    click.echo(f"Requeued {done} job(s)")
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+# -- backends, config -------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def backends(as_json: bool) -> int:
+    """The installed backends: URL scheme, the plugin that serves it, its version."""
+    from .plugins import backends as registered
+
+    entries = sorted(registered().values(), key=lambda e: e.scheme)
+    if as_json:
+        _echo_json([{"scheme": e.scheme, "plugin": e.plugin, "version": e.version}
+                    for e in entries])
+        return EXIT_OK
+    table = Table(title="Installed backends", title_justify="left")
+    for column in ("scheme", "plugin", "version"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(f"{e.scheme}://", e.plugin, e.version or "-")
+    _console().print(table)
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@url_option
+def config(as_json: bool, url: str | None) -> int:
+    """The resolved settings and where each one came from (does not connect)."""
+    settings = _settings()
+    values: dict[str, Any] = {
+        "url": mask_url(url) if url else mask_url(settings.url),
+        "serializer": settings.serializer,
+        "job_timeout": settings.job_timeout,
+        "result_ttl": settings.result_ttl,
+        "queues": settings.queues,
+        "allowed_modules": settings.allowed_modules,
+    }
+    if url:
+        validate_url(url, where="--url")
+    sources = {key: settings.sources.get(key, "default") for key in values}
+    if url:
+        sources["url"] = "--url"
+    if as_json:
+        _echo_json({"settings": values, "sources": sources})
+        return EXIT_OK
+    table = Table(title="plugq configuration", title_justify="left")
+    for column in ("key", "value", "from"):
+        table.add_column(column)
+    for key, value in values.items():
+        table.add_row(key, json.dumps(value), sources[key])
+    _console().print(table)
+    return EXIT_OK
+
+
+# -- demo -------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@url_option
+def demo(n_jobs: int, workers: int, url: str | None) -> int:
+    """Enqueue digit-sum jobs, work them off live, report throughput.
+
+    Without --url it runs on SQLite in a temporary file (not your configured
+    backend); with --url it runs, unchanged, on redis://… or memory://.
+    """
+    from ._demo import run_demo
+
+    _settings()
+    console = _console()
+    result = run_demo(n_jobs, workers, url, console)
+    console.print(
+        f"[bold]{result.finished}[/] of {result.jobs} jobs finished, {result.failed} failed, "
+        f"with {result.workers} worker(s) on [cyan]{result.url}[/] in {result.seconds:.2f} s: "
+        f"[bold green]{result.throughput:,.0f} jobs/s[/]"
+    )
+    if result.samples:
+        console.print("Sample results:")
+        for arg, value, ok in result.samples:
+            mark = "[green]✓[/]" if ok else "[red]✗ wrong[/]"
+            console.print(f"  digit_sum({arg!r}) = {value!r} {mark}")
+    if result.first_error:
+        console.print(f"[red]First failure:[/] {result.first_error}")
+    all_ok = result.failed == 0 and all(ok for _, _, ok in result.samples)
+    return EXIT_OK if all_ok else EXIT_ERROR
+
+
+# -- entry point ------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"plugq: error: {_mask(message)}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point: run the command and map errors to exit codes."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="plugq",
+                      standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", EXIT_ERROR)
+    except CliError as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.ClickException as exc:
+        # Usage mistakes (bad option, missing argument): click's message and
+        # hint, but exit code 1; 2 is kept for configuration errors.
+        exc.show()
+        sys.exit(EXIT_ERROR)
+    except CONFIG_ERRORS as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except PlugqError as exc:
+        _fail(str(exc), EXIT_ERROR)
+    except ValueError as exc:
+        # Raised by the public API for bad input (a queue name, a job id, a
+        # TTL): a user mistake, reported as one line. PLUGQ_DEBUG=1 shows
+        # the traceback, for when it is plugq's mistake instead.
+        if os.environ.get("PLUGQ_DEBUG"):
+            raise
+        _fail(str(exc), EXIT_ERROR)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if _is_connection_error(exc):
+            _fail(f"cannot reach the backend: {exc}", EXIT_CONFIG)
+        raise
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()
