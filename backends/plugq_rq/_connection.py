@@ -1,0 +1,139 @@
+"""From a plugq URL to a ``redis.Redis`` client, and Redis errors to plugq's.
+
+``redis://``, ``rediss://`` and ``unix://`` go to :meth:`redis.Redis.from_url`
+unchanged (plugq-only query parameters removed first); ``fakeredis://NAME``
+gives a :class:`fakeredis.FakeRedis` on one in-process ``FakeServer`` per URL,
+so every backend object made from the same URL sees the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from plugq.config import mask_url
+from plugq.exceptions import BackendUnavailableError, ConfigurationError
+
+EXTRA_HINT = "pip install 'plugq[redis]'"
+
+#: Query parameters plugq reads itself and does not pass to redis-py.
+PLUGQ_PARAMS = ("worker_class", "lease", "scheduler_interval")
+
+_servers: dict[str, Any] = {}
+_servers_lock = threading.Lock()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def require_redis() -> None:
+    """Import rq and redis, or explain which extra to install.
+
+    Raises:
+        BackendUnavailableError: rq or redis-py is not installed.
+    """
+    try:
+        import redis  # noqa: F401
+        import rq  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the Redis backend needs rq and redis-py, which are not installed ({exc}); "
+            f"install them with: {EXTRA_HINT}"
+        ) from None
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """Return ``url`` without plugq's own query parameters, and those parameters."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in PLUGQ_PARAMS:
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def make_client(url: str) -> Any:
+    """A redis-py client (bytes responses, as rq needs) for ``url``.
+
+    Raises:
+        BackendUnavailableError: the extra is missing (fakeredis for ``fakeredis://``).
+        ConfigurationError: the URL cannot be parsed by redis-py.
+    """
+    require_redis()
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "fakeredis":
+        try:
+            import fakeredis
+        except ImportError:
+            raise BackendUnavailableError(
+                f"fakeredis:// needs the fakeredis package; install it with: {EXTRA_HINT}"
+            ) from None
+        with _servers_lock:
+            server = _servers.get(url)
+            if server is None:
+                server = _servers[url] = fakeredis.FakeServer()
+        return fakeredis.FakeRedis(server=server)
+    import redis
+
+    try:
+        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    except ValueError as exc:
+        raise ConfigurationError(f"{mask_url(url)!r} is not a valid Redis URL: {exc}") from None
+
+
+def unavailable(url: str, exc: BaseException) -> BackendUnavailableError:
+    """The one error plugq raises for an unreachable or refusing Redis."""
+    import redis
+
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
+        why = f"authentication failed ({text}); check the user and password in the URL"
+    elif "DB index" in text or "invalid DB" in text.lower():
+        why = f"the database number in the URL is not available on this server ({text})"
+    elif isinstance(exc, redis.exceptions.TimeoutError):
+        why = f"the server did not answer in time ({text})"
+    else:
+        why = f"cannot connect ({text}); is redis-server running there?"
+    return BackendUnavailableError(f"Redis at {mask_url(url)} is unavailable: {why}")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean 'Redis is not usable right now' rather than a bug."""
+    import redis
+
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, redis.exceptions.ResponseError) and (
+        "DB index" in text or "NOAUTH" in text or "WRONGPASS" in text
+    )
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """Turn redis-py connection errors raised inside the block into BackendUnavailableError."""
+    try:
+        yield
+    except BackendUnavailableError:
+        raise
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise unavailable(url, exc) from exc
+        raise
+
+
+def translate_errors(method: F) -> F:
+    """Decorate a backend method so connection errors surface as BackendUnavailableError."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with translated(self.url):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

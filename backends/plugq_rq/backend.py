@@ -1,0 +1,461 @@
+"""``RQBackend``: plugq's operations, each done by rq on Redis.
+
+Jobs are rq jobs in rq's keys (``rq:job:<id>``, ``rq:queue:<name>``, rq's
+registries, rq's results stream); this class translates between those and
+plugq's :class:`~plugq._record.JobRecord`, and adds the checks where plugq's
+contract is stricter than rq (dependencies that do not exist, unique ids,
+invalid cancel/requeue transitions).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from redis import WatchError
+from rq.exceptions import InvalidJobOperation as RQInvalidJobOperation
+from rq.job import JobStatus as RQStatus
+from rq.queue import Queue as RQQueue
+from rq.registry import (
+    BaseRegistry,
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+    clean_registries,
+)
+from rq.results import Result
+from rq.utils import now as rq_now
+from rq.utils import utcformat
+from rq.worker import Worker as RQWorker
+
+from plugq._clock import Clock
+from plugq._record import JobRecord, WorkerRecord
+from plugq._status import JobStatus
+from plugq.backend import ALL_FEATURES, Backend
+from plugq.exceptions import (
+    ConfigurationError,
+    DuplicateJobError,
+    InvalidJobOperation,
+    NoSuchJobError,
+    NotSupportedError,
+)
+from plugq.serializers import get_serializer
+
+from ._connection import make_client, split_options, translate_errors, translated
+from .convert import attempts_of, to_record, to_rq_job
+from .jobs import PlugqJob, ceil_datetime, death_penalty_class, rq_serializer, serializer_name
+
+if TYPE_CHECKING:
+    from plugq.worker import Worker
+
+ENDED_ANY = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
+
+_REGISTRIES: dict[JobStatus, type[BaseRegistry]] = {
+    JobStatus.STARTED: StartedJobRegistry,
+    JobStatus.FINISHED: FinishedJobRegistry,
+    JobStatus.FAILED: FailedJobRegistry,
+    JobStatus.STOPPED: FailedJobRegistry,  # rq keeps stopped jobs in the failed registry
+    JobStatus.DEFERRED: DeferredJobRegistry,
+    JobStatus.SCHEDULED: ScheduledJobRegistry,
+    JobStatus.CANCELED: CanceledJobRegistry,
+}
+
+
+class RQBackend(Backend):
+    """Real rq on Redis (or fakeredis). See ``docs/redis.md``."""
+
+    scheme: ClassVar[str] = "redis"
+    features: ClassVar[frozenset[str]] = ALL_FEATURES - {"manual_clock"}
+
+    def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
+        super().__init__(url, clock)
+        redis_url, options = split_options(url)
+        self.is_fake = url.lower().startswith("fakeredis://")
+        #: rq worker class used when ``Worker(worker_class=None)``.
+        self.default_worker_class = options.get("worker_class") or ("simple" if self.is_fake else "fork")
+        if self.default_worker_class not in ("fork", "simple", "spawn"):
+            raise ConfigurationError(
+                f"{self.safe_url()}: worker_class={self.default_worker_class!r}; "
+                "choose fork, simple or spawn"
+            )
+        try:
+            self.scheduler_interval = float(options.get("scheduler_interval", "1"))
+        except ValueError:
+            raise ConfigurationError(f"{self.safe_url()}: scheduler_interval must be seconds") from None
+        self.redis = client if client is not None else make_client(redis_url)
+        if self.redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigurationError(
+                "rq needs a Redis client with decode_responses=False (it stores bytes)"
+            )
+        with translated(url):
+            self.redis.ping()
+        self._queues: dict[str, RQQueue] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers ----------------------------------------------------------------
+
+    def rq_queue(self, name: str) -> RQQueue:
+        """rq's Queue object for ``name`` (cached: it caches the server version)."""
+        with self._lock:
+            q = self._queues.get(name)
+            if q is None:
+                q = self._queues[name] = RQQueue(name, connection=self.redis, job_class=PlugqJob)
+            return q
+
+    def _registry(self, queue: str, status: JobStatus) -> BaseRegistry:
+        return _REGISTRIES[status](queue, connection=self.redis, job_class=PlugqJob)
+
+    def _load(self, job_ids: Sequence[str]) -> list[PlugqJob | None]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(PlugqJob.key_for(job_id))
+            raws = pipe.execute()
+        jobs: list[PlugqJob | None] = []
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            if not raw or (b"data" not in raw):
+                jobs.append(None)
+                continue
+            job = PlugqJob(job_id, connection=self.redis)
+            job.restore(raw)
+            job.plugq_attempts = attempts_of(raw)  # type: ignore[attr-defined]
+            jobs.append(job)
+        return jobs
+
+    def _records(self, jobs: Sequence[PlugqJob | None]) -> list[JobRecord | None]:
+        live = [j for j in jobs if j is not None]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job in live:
+                pipe.xrevrange(Result.get_key(job.id), "+", "-", count=1)
+                pipe.zscore(ScheduledJobRegistry(job.origin, connection=self.redis).key, job.id)
+            answers = pipe.execute()
+        out: dict[str, JobRecord] = {}
+        for i, job in enumerate(live):
+            entries, score = answers[2 * i], answers[2 * i + 1]
+            result = None
+            if entries:
+                rid, payload = entries[0]
+                result = Result.restore(
+                    job.id, rid.decode(), payload, connection=self.redis, serializer=job.serializer
+                )
+            sched = float(score) if score is not None and job.get_status(refresh=False) == RQStatus.SCHEDULED else None
+            out[job.id] = to_record(
+                job, result, scheduled_for=sched, attempts=getattr(job, "plugq_attempts", 0)
+            )
+        return [None if j is None else out[j.id] for j in jobs]
+
+    def _job(self, job_id: str) -> PlugqJob:
+        job = self._load([job_id])[0]
+        if job is None:
+            raise NoSuchJobError(f"No such job: {job_id}")
+        return job
+
+    # -- jobs -------------------------------------------------------------------
+
+    @translate_errors
+    def enqueue_jobs(self, records: Sequence[JobRecord], *, unique: bool = False) -> list[JobRecord]:
+        watch = unique or any(r.depends_on for r in records)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    if watch:
+                        keys = {PlugqJob.key_for(r.id) for r in records}
+                        keys |= {PlugqJob.key_for(d) for r in records for d in r.depends_on}
+                        pipe.watch(*keys)
+                    jobs = self._enqueue_in(pipe, records, unique=unique)
+                    break
+                except WatchError:
+                    continue
+        stored = []
+        for rec, job in zip(records, jobs, strict=True):
+            out = to_record(job)
+            out.scheduled_for = rec.scheduled_for if out.status is JobStatus.SCHEDULED else None
+            stored.append(out)
+        return stored
+
+    def _enqueue_in(self, pipe: Any, records: Sequence[JobRecord], *, unique: bool) -> list[PlugqJob]:
+        batch = {r.id for r in records}
+        dep_ids = sorted({d for r in records for d in r.depends_on} - batch)
+        with self.redis.pipeline(transaction=False) as read:
+            for job_id in [r.id for r in records] + dep_ids:
+                read.hget(PlugqJob.key_for(job_id), "status")
+            statuses = read.execute()
+        own = dict(zip([r.id for r in records], statuses[: len(records)], strict=True))
+        deps = dict(zip(dep_ids, statuses[len(records):], strict=True))
+        if unique:
+            for job_id, raw in own.items():
+                if raw in (b"queued", b"started"):
+                    raise DuplicateJobError(f"Job {job_id} is already {raw.decode()}; unique=True")
+        for dep_id, raw in deps.items():
+            if raw is None:
+                raise NoSuchJobError(f"depends_on names job {dep_id!r}, which does not exist")
+        replaced = [j for j in self._load([i for i, raw in own.items() if raw is not None]) if j]
+        jobs = [to_rq_job(r, self.redis) for r in records]
+        pipe.multi()
+        for old in replaced:
+            old.delete(pipeline=pipe)
+            pipe.delete(Result.get_key(old.id))
+        for rec, job in zip(records, jobs, strict=True):
+            q = self.rq_queue(rec.origin)
+            pipe.sadd(q.redis_queues_keys, q.key)
+            wanted = ENDED_ANY if rec.allow_dependency_failure else {JobStatus.FINISHED}
+            met = all(
+                d not in batch and JobStatus(deps[d].decode()) in wanted for d in rec.depends_on
+            )
+            if rec.depends_on and not met:
+                job.set_status(RQStatus.DEFERRED, pipeline=pipe)
+                job.register_dependency(pipeline=pipe)
+                job.save(pipeline=pipe)
+                job.cleanup(ttl=job.ttl, pipeline=pipe)
+            elif rec.status is JobStatus.SCHEDULED and rec.scheduled_for is not None:
+                q.schedule_job(job, ceil_datetime(rec.scheduled_for - self.clock.now()), pipeline=pipe)
+            else:
+                q._enqueue_job(job, pipeline=pipe, at_front=rec.at_front)
+        pipe.execute()
+        return jobs
+
+    @translate_errors
+    def fetch_job(self, job_id: str) -> JobRecord | None:
+        return self._records(self._load([job_id]))[0]
+
+    @translate_errors
+    def fetch_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        return self._records(self._load(list(job_ids)))
+
+    @translate_errors
+    def delete_job(self, job_id: str) -> None:
+        job = self._load([job_id])[0]
+        if job is not None:
+            job.delete()
+        self.redis.delete(Result.get_key(job_id))
+
+    @translate_errors
+    def save_meta(self, job_id: str, meta: bytes) -> None:
+        data = self.redis.hget(PlugqJob.key_for(job_id), "data")
+        if data is None:
+            raise NoSuchJobError(f"No such job: {job_id}")
+        name = serializer_name(data)
+        value = get_serializer(name).loads(meta) if meta else {}
+        self.redis.hset(PlugqJob.key_for(job_id), "meta", rq_serializer(name).dumps(value))
+
+    @translate_errors
+    def cancel_job(self, job_id: str) -> JobRecord:
+        job = self._job(job_id)
+        status = job.get_status(refresh=False)
+        if status in (RQStatus.CANCELED, RQStatus.FINISHED):
+            raise InvalidJobOperation(f"Cannot cancel job {job_id}: it is already {status.value}")
+        job.cancel()
+        self.redis.hset(job.key, "ended_at", utcformat(rq_now()))
+        rec = self.fetch_job(job_id)
+        assert rec is not None
+        return rec
+
+    @translate_errors
+    def requeue_job(self, job_id: str, *, at_front: bool = False) -> JobRecord:
+        job = self._job(job_id)
+        status = job.get_status(refresh=False)
+        if status not in (RQStatus.FAILED, RQStatus.CANCELED, RQStatus.STOPPED):
+            raise InvalidJobOperation(
+                f"Cannot requeue job {job_id}: it is {status.value}; only failed, canceled or "
+                "stopped jobs can be requeued"
+            )
+        job.worker_name = None
+        registry = self._registry(job.origin, JobStatus(status.value))
+        try:
+            registry.requeue(job, at_front=at_front)
+        except RQInvalidJobOperation:
+            # Not in its registry any more (removed or expired there): enqueue directly.
+            job.started_at = job.ended_at = None
+            job.save()
+            self.rq_queue(job.origin)._enqueue_job(job, at_front=at_front)
+        rec = self.fetch_job(job_id)
+        assert rec is not None
+        return rec
+
+    # -- queues and registries ----------------------------------------------------
+
+    @translate_errors
+    def queue_names(self) -> list[str]:
+        return sorted(q.name for q in RQQueue.all(connection=self.redis))
+
+    @translate_errors
+    def job_ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
+        if status is JobStatus.QUEUED:
+            return self.rq_queue(queue).get_job_ids(offset, length)
+        end = -1 if length < 0 else offset + length - 1
+        if status in (JobStatus.STARTED, JobStatus.STOPPED, JobStatus.FAILED):
+            ids = list(dict.fromkeys(self._registry(queue, status).get_job_ids()))
+            if status is not JobStatus.STARTED:
+                want = status.value.encode()
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.hget(PlugqJob.key_for(job_id), "status")
+                    ids = [i for i, s in zip(ids, pipe.execute(), strict=True) if s == want]
+            return ids[offset:] if end == -1 else ids[offset : end + 1]
+        return self._registry(queue, status).get_job_ids(offset, end)
+
+    @translate_errors
+    def count(self, queue: str, status: JobStatus) -> int:
+        if status is JobStatus.QUEUED:
+            return int(self.rq_queue(queue).count)
+        if status in (JobStatus.STARTED, JobStatus.STOPPED, JobStatus.FAILED):
+            return len(self.job_ids(queue, status))
+        return int(self._registry(queue, status).count)
+
+    @translate_errors
+    def empty_queue(self, queue: str) -> int:
+        return int(self.rq_queue(queue).empty())
+
+    @translate_errors
+    def delete_queue(self, queue: str, *, delete_jobs: bool = True) -> None:
+        self.rq_queue(queue).delete(delete_jobs=delete_jobs)
+
+    @translate_errors
+    def remove_from_registry(
+        self, queue: str, status: JobStatus, job_id: str, *, delete_job: bool = False
+    ) -> None:
+        job = self._load([job_id])[0]
+        if job is None or job.origin != queue or job.get_status(refresh=False) != RQStatus(status.value):
+            raise InvalidJobOperation(f"Job {job_id} is not in the {status.value} registry of {queue!r}")
+        registry = self._registry(queue, status)
+        if isinstance(registry, StartedJobRegistry):
+            registry.remove_executions(job)
+        else:
+            registry.remove(job)
+        if delete_job:
+            self.delete_job(job_id)
+        else:
+            # The job outlives its registry entry, detached from the queue (as
+            # plugq's other backends do), so it no longer counts as in the registry.
+            self.redis.hset(job.key, "origin", "")
+
+    # -- workers --------------------------------------------------------------------
+
+    def _worker_class(self, name: str | None) -> Any:
+        from .worker import WORKER_CLASSES
+
+        chosen = name or self.default_worker_class
+        cls = WORKER_CLASSES.get(chosen)
+        if cls is None:
+            raise ConfigurationError(
+                f"worker_class={chosen!r} is not an rq worker class; choose fork, simple or spawn"
+            )
+        if self.is_fake and chosen != "simple":
+            raise NotSupportedError(
+                f"worker_class={chosen!r} is not supported on fakeredis:// (its data lives in this "
+                "process and does not cross a fork or spawn); use worker_class='simple'"
+            )
+        return cls
+
+    @translate_errors
+    def run_worker(
+        self, worker: Worker, *, burst: bool, max_jobs: int | None, with_scheduler: bool
+    ) -> bool:
+        import logging
+
+        cls = self._worker_class(worker.worker_class)
+        rqw = cls(
+            [self.rq_queue(n) for n in worker.queue_names()],
+            name=worker.name,
+            connection=self.redis,
+            job_class=PlugqJob,
+            **{k: v for k, v in worker.options.items() if k in ("worker_ttl", "job_monitoring_interval", "maintenance_interval", "default_result_ttl")},
+        )
+        rqw.plugq_backend = self
+        rqw.plugq_worker = worker
+        rqw.plugq_burst = burst
+        rqw.plugq_with_scheduler = with_scheduler
+        level = logging.getLogger("plugq").getEffectiveLevel()
+        return bool(
+            rqw.work(
+                burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler,
+                logging_level=logging.getLevelName(level),
+            )
+        )
+
+    @translate_errors
+    def run_sync(self, record: JobRecord) -> JobRecord:
+        from .worker import PlugqSimpleWorker
+
+        stored = self.enqueue_jobs([record])[0]
+        if stored.status is not JobStatus.QUEUED:
+            return self.fetch_job(stored.id) or stored
+        name = f"sync.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        queue = self.rq_queue(record.origin)
+        w = PlugqSimpleWorker([queue], name=name, connection=self.redis, job_class=PlugqJob,
+                              prepare_for_work=False)
+        w.hostname, w.pid, w.ip_address = socket.gethostname(), os.getpid(), "unknown"
+        w.plugq_backend = self
+        w.plugq_only_job = stored.id
+        w.death_penalty_class = death_penalty_class()
+        try:
+            while True:
+                current = self.fetch_job(stored.id)
+                if current is None:
+                    return stored
+                if current.status is JobStatus.SCHEDULED and current.scheduled_for is not None:
+                    # A retry interval: wait it out on the backend's clock, then
+                    # move it to its queue as rq's scheduler would.
+                    self.clock.sleep(current.scheduled_for - self.clock.now())
+                    job = self._job(stored.id)
+                    ScheduledJobRegistry(queue=queue).remove(job)
+                    queue._enqueue_job(job)
+                    continue
+                if current.status is not JobStatus.QUEUED:
+                    return current
+                taken = w.dequeue_job_and_maintain_ttl(None)
+                if taken is None:
+                    continue  # a worker took it first; look again
+                w.execute_job(*taken)
+        finally:
+            self.redis.delete(w.key)
+
+    @translate_errors
+    def workers(self) -> list[WorkerRecord]:
+        found = []
+        for w in RQWorker.all(connection=self.redis):
+            found.append(
+                WorkerRecord(
+                    name=w.name,
+                    queues=w.queue_names(),
+                    pid=w.pid or 0,
+                    hostname=w.hostname or "",
+                    birth=w.birth_date.timestamp() if w.birth_date else 0.0,
+                    last_heartbeat=w.last_heartbeat.timestamp() if w.last_heartbeat else 0.0,
+                    state=str(w.get_state()),
+                    current_job_id=getattr(w, "_job_id", None),
+                    successful_jobs=w.successful_job_count,
+                    failed_jobs=w.failed_job_count,
+                )
+            )
+        return sorted(found, key=lambda r: r.name)
+
+    @translate_errors
+    def maintenance(self) -> None:
+        """rq's registry cleanup (abandoned jobs retried or failed) and a scheduler pass."""
+        from .worker import PlugqScheduler
+
+        names = self.queue_names()
+        for name in names:
+            clean_registries(self.rq_queue(name))
+        if names:
+            sched = PlugqScheduler(names, connection=self.redis, interval=1)
+            sched._connection = self.redis
+            sched.acquire_locks()
+            if sched.acquired_locks:
+                try:
+                    sched.enqueue_scheduled_jobs()
+                finally:
+                    sched.release_locks()
+
+    def close(self) -> None:
+        try:
+            self.redis.close()
+        except Exception:  # noqa: S110 - closing is best effort
+            pass
