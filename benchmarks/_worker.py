@@ -1,0 +1,155 @@
+"""A worker process of the benchmark: ``python -m benchmarks._worker '<json spec>'``.
+
+Each system's worker runs here the way its users run it (plugq's Worker, rq's
+SimpleWorker / Worker in burst mode, huey's consumer as huey_consumer sets it
+up, a get/ack loop for persist-queue).
+
+Protocol on stdin/stdout, so that imports and setup stay outside the clock:
+
+* ``burst`` mode: print ``READY``, wait for a line on stdin (``GO``), process
+  until the queue is empty (huey has no burst mode: it runs until a second
+  line, ``STOP``), then print one JSON line: ``end`` (epoch seconds after the
+  last job), peak RSS of this process and of its children in KiB.
+* ``serve`` mode: print ``READY`` and work until terminated (latency runs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import time
+from typing import Any
+
+
+def _ready() -> None:
+    print("READY", flush=True)
+
+
+def _wait_line() -> None:
+    sys.stdin.readline()
+
+
+def _report(**fields: Any) -> None:
+    fields["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fields["children_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps(fields), flush=True)
+
+
+def run_plugq(spec: dict[str, Any]) -> None:
+    from plugq import Queue, Worker
+
+    q = Queue(spec["queue"], connection=spec["url"])
+    w = Worker([q], worker_class=spec.get("worker_class"))
+    _ready()
+    if spec["mode"] == "burst":
+        _wait_line()
+        w.work(burst=True)
+        _report(end=time.time())
+    else:
+        w.work(burst=False)
+
+
+def run_rq(spec: dict[str, Any]) -> None:
+    from redis import Redis
+    from rq import Queue, SimpleWorker, Worker
+
+    conn = Redis.from_url(spec["url"])
+    q = Queue(spec["queue"], connection=conn)
+    cls = SimpleWorker if spec["worker_class"] == "simple" else Worker
+    w = cls([q], connection=conn)
+    _ready()
+    if spec["mode"] == "burst":
+        _wait_line()
+        w.work(burst=True)  # rq's defaults, logging at INFO included, as `rq worker --burst`
+        _report(end=time.time())
+    else:
+        w.work()
+
+
+def run_huey(spec: dict[str, Any]) -> None:
+    from huey.consumer_options import ConsumerConfig
+
+    from benchmarks.huey_app import make_app
+
+    app = make_app(spec["huey"])
+    # Exactly what huey_consumer does: default options, INFO logging on 'huey'.
+    config = ConsumerConfig(workers=spec["workers"], worker_type=spec["worker_type"])
+    config.validate()
+    config.setup_logger(logging.getLogger("huey"))
+    consumer = app.huey.create_consumer(**config.values)
+    _ready()
+    if spec["mode"] == "burst":
+        _wait_line()
+        consumer.start()
+        _wait_line()  # the driver saw every result stored
+        consumer.stop(graceful=True)
+        _report(end=None)
+    else:
+        consumer.run()
+
+
+def run_persistqueue(spec: dict[str, Any]) -> None:
+    from persistqueue import SQLiteAckQueue
+    from persistqueue.exceptions import Empty
+
+    from benchmarks.tasks import digit_sum
+
+    q = SQLiteAckQueue(spec["path"], multithreading=False)
+    _ready()
+    _wait_line()
+    # persist-queue has no worker and no result store: the loop a user writes
+    # is get -> run -> ack (the ack is the stored outcome).
+    while True:
+        try:
+            item = q.get(block=False)
+        except Empty:
+            break
+        digit_sum(item)
+        q.ack(item)
+    _report(end=time.time())
+
+
+def run_memory(spec: dict[str, Any]) -> None:
+    """memory:// lives in one process: fill, drain and verify here."""
+    import random
+    import uuid
+
+    from benchmarks.tasks import digit_sum
+    from plugq import Job, Queue, Worker
+
+    q = Queue("bench", connection="memory://bench")
+    hexes = [uuid.uuid4().hex for _ in range(spec["jobs"])]
+    jobs = q.enqueue_many([Queue.prepare_data(digit_sum, (h,)) for h in hexes])
+    w = Worker([q])
+    _ready()
+    _wait_line()
+    start = time.time()
+    w.work(burst=True)
+    end = time.time()
+    fetched = Job.fetch_many([j.id for j in jobs], connection=q.backend)
+    finished = sum(1 for j in fetched if j is not None and j.get_status() == "finished")
+    sample = random.sample(range(len(hexes)), min(50, len(hexes)))
+    spot_ok = all(
+        (j := fetched[i]) is not None and j.return_value() == digit_sum(hexes[i]) for i in sample
+    )
+    _report(start=start, end=end, finished=finished, spot_ok=spot_ok)
+
+
+RUNNERS = {
+    "plugq": run_plugq,
+    "rq": run_rq,
+    "huey": run_huey,
+    "persistqueue": run_persistqueue,
+    "memory": run_memory,
+}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    RUNNERS[spec["kind"]](spec)
+
+
+if __name__ == "__main__":
+    main()
