@@ -113,6 +113,15 @@ def make_machine(factory):
             else:
                 self.order.append(job_id)
 
+        def teardown(self) -> None:
+            self.backend.close()
+            folder = getattr(self.backend, "path", None)
+            if folder is not None:
+                import shutil
+                from pathlib import Path
+
+                shutil.rmtree(Path(folder).parent, ignore_errors=True)
+
         # -- invariants --------------------------------------------------------
 
         @invariant()
@@ -146,3 +155,17 @@ MemoryModel = make_machine(
 )
 TestMemoryModel = MemoryModel.TestCase
 TestMemoryModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+def _sqlite_factory():
+    import tempfile
+
+    from plugq_sqlite import SqliteBackend
+
+    folder = tempfile.mkdtemp(prefix="plugq-model-")
+    return SqliteBackend(f"sqlite:///{folder}/model.db", clock=ManualClock(start=1e9))
+
+
+SqliteModel = make_machine(_sqlite_factory)
+TestSqliteModel = SqliteModel.TestCase
+TestSqliteModel.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
