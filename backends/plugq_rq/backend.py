@@ -50,7 +50,7 @@ from plugq.serializers import get_serializer
 
 from ._connection import make_client, split_options, translate_errors, translated
 from .convert import attempts_of, to_record, to_rq_job
-from .jobs import PlugqJob, ceil_datetime, death_penalty_class, rq_serializer, serializer_name
+from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule, serializer_name
 
 if TYPE_CHECKING:
     from plugq.worker import Worker
@@ -214,7 +214,7 @@ class RQBackend(Backend):
                 job.save(pipeline=pipe)
                 job.cleanup(ttl=job.ttl, pipeline=pipe)
             elif rec.status is JobStatus.SCHEDULED and rec.scheduled_for is not None:
-                q.schedule_job(job, ceil_datetime(rec.scheduled_for - self.clock.now()), pipeline=pipe)
+                schedule(q, job, rec.scheduled_for, pipe)
             else:
                 q._enqueue_job(job, pipeline=pipe, at_front=rec.at_front)
         pipe.execute()

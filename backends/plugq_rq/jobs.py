@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
+import time
 import zlib
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from rq.job import Job as RQJob
@@ -65,12 +64,18 @@ def death_penalty_class() -> type[BaseDeathPenalty]:
     return TimerDeathPenalty
 
 
-def ceil_datetime(seconds_from_now: float) -> datetime:
-    """Now plus ``seconds_from_now``, rounded up to the whole second rq's registry stores."""
-    from rq.utils import now
+def schedule(queue: RQQueue, job: RQJob, when: float, pipeline: Any) -> None:
+    """rq's ``Queue.schedule_job`` with the exact due time.
 
-    when = (now() + timedelta(seconds=seconds_from_now)).timestamp()
-    return datetime.fromtimestamp(math.ceil(when), tz=timezone.utc)
+    rq's ``ScheduledJobRegistry.schedule`` rounds the time down to the second
+    (a job could run up to a second early); the registry is a sorted set scored
+    by epoch seconds, so the exact float score is what rq's scheduler reads.
+    """
+    from rq.registry import ScheduledJobRegistry
+
+    pipeline.sadd(queue.redis_queues_keys, queue.key)
+    queue._persist_job(job, pipeline, status=RQStatus.SCHEDULED)
+    pipeline.zadd(ScheduledJobRegistry(queue=queue).key, {job.id: when})
 
 
 class PlugqJob(RQJob):
@@ -138,8 +143,7 @@ class PlugqJob(RQJob):
         if self.plugq_exc_string:
             self._exc_info = self.plugq_exc_string
         if interval:
-            self.set_status(RQStatus.SCHEDULED)
-            queue.schedule_job(self, ceil_datetime(interval), pipeline=pipeline)
+            schedule(queue, self, time.time() + interval, pipeline)
             log.info("Job %s: scheduled for retry in %ss, %s left", self.id, interval, self.retries_left)
         else:
             queue._enqueue_job(self, pipeline=pipeline, at_front=self.enqueue_at_front_on_retry)

@@ -59,7 +59,7 @@ class PlugqScheduler(RQScheduler):
         if not self._scheduled_job_registries and self._acquired_locks:
             self.prepare_registries()
         for registry in self._scheduled_job_registries:
-            job_ids = registry.get_jobs_to_schedule()
+            job_ids = registry.get_jobs_to_schedule(time.time())  # type: ignore[arg-type]
             if not job_ids:
                 continue
             queue = RQQueue(registry.name, connection=self.connection, job_class=PlugqJob)
