@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from ._record import WorkerRecord
 from .backend import Backend
 from .queue import Queue
 
@@ -101,16 +102,14 @@ class Worker:
         return self._stop.is_set()
 
     @classmethod
-    def all(cls, connection: Any = None, queue: Queue | None = None) -> list[dict[str, Any]]:
-        """The registered workers as dicts (name, queues, state, current_job_id, …)."""
-        from dataclasses import asdict
-
+    def all(cls, connection: Any = None, queue: Queue | None = None) -> list[WorkerRecord]:
+        """The registered workers (name, queues, pid, state, current_job_id, heartbeat…)."""
         from .connection import resolve_connection
 
         backend = queue.backend if queue is not None else resolve_connection(connection)
-        found = [asdict(w) for w in backend.workers()]
+        found = backend.workers()
         if queue is not None:
-            found = [w for w in found if queue.name in w["queues"]]
+            found = [w for w in found if queue.name in w.queues]
         return found
 
     @classmethod

@@ -747,10 +747,10 @@ class BackendConformance:
             wait_until(lambda: Path(started).exists(), message="job to start")
             assert job.get_status() == "started"
             assert queue.started_job_registry.get_job_ids() == [job.id]
-            names = [x["name"] for x in Worker.all(connection=backend)]
+            names = [x.name for x in Worker.all(connection=backend)]
             assert "seen-worker" in names
         finally:
             Path(release).touch()
             t.join(30)
         assert job.get_status() == "finished"
-        assert "seen-worker" not in [x["name"] for x in Worker.all(connection=backend)]
+        assert "seen-worker" not in [x.name for x in Worker.all(connection=backend)]
