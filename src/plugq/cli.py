@@ -155,10 +155,13 @@ class _ColdShutdown(BaseException):
 def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("plugq")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    # "rq" too: the Redis backend runs rq's own worker, which logs there; with
+    # a handler already in place rq does not install its own.
+    for name in ("plugq", "rq"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
 
 @cli.command()
