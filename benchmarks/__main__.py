@@ -85,6 +85,7 @@ def build_systems(workdir: Path, redis_port: int | None) -> list[System]:
     return [
         PlugqMemory(workdir),
         PlugqSqlite(workdir),
+        PlugqSqlite(workdir, "full"),
         Huey(workdir, "sqlite"),
         PersistQueue(workdir),
         PlugqRedis(workdir, url, "simple"),

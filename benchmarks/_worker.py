@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import sys
 import time
 from typing import Any
 
+#: The protocol channel: the original stdout. main() points fd 1 at stderr,
+#: because rq's worker logs to stdout and would garble the protocol.
+_proto = sys.stdout
+
 
 def _ready() -> None:
-    print("READY", flush=True)
+    print("READY", file=_proto, flush=True)
 
 
 def _wait_line() -> None:
@@ -34,7 +39,7 @@ def _wait_line() -> None:
 def _report(**fields: Any) -> None:
     fields["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fields["children_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps(fields), flush=True)
+    print(json.dumps(fields), file=_proto, flush=True)
 
 
 def run_plugq(spec: dict[str, Any]) -> None:
@@ -147,6 +152,10 @@ RUNNERS = {
 
 
 def main() -> None:
+    global _proto
+    _proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     spec = json.loads(sys.argv[1])
     RUNNERS[spec["kind"]](spec)
 

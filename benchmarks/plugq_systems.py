@@ -156,12 +156,27 @@ class PlugqMemory(PlugqSystem):
 
 
 class PlugqSqlite(PlugqSystem):
+    """plugq's default SQLite settings (WAL, synchronous=normal).
+
+    ``synchronous="full"`` is the ``plugq-sqlite-full`` row: an fsync per
+    commit, the durability huey's SqliteHuey has by default, so the ratio
+    against huey can be read like for like.
+    """
+
     name = "plugq-sqlite"
     aliases = frozenset({"sqlite", "plugq"})
     peer = "huey-sqlite"
 
+    def __init__(self, workdir: Any, synchronous: str | None = None) -> None:
+        super().__init__(workdir)
+        self.synchronous = synchronous
+        if synchronous is not None:
+            self.name = f"plugq-sqlite-{synchronous}"
+            self.aliases = frozenset({"sqlite", "plugq", self.name})
+
     def url(self) -> str:
-        return f"sqlite:///{self.workdir}/plugq-{self.run_no}.db"
+        query = f"?synchronous={self.synchronous}" if self.synchronous else ""
+        return f"sqlite:///{self.workdir}/{self.name}-{self.run_no}.db{query}"
 
     def reset(self) -> None:
         from plugq.connection import forget
