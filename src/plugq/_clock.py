@@ -37,12 +37,15 @@ class ManualClock(Clock):
     """
 
     def __init__(self, start: float | None = None) -> None:
-        self._now = time.time() if start is None else start
+        # Whole microseconds, as datetime holds them: a job scheduled with
+        # enqueue_in(delta) is then due after exactly advance(delta), with no
+        # float rounding between the datetime and the epoch-seconds paths.
+        self._us = round((time.time() if start is None else start) * 1_000_000)
         self._lock = threading.Lock()
 
     def now(self) -> float:
         with self._lock:
-            return self._now
+            return self._us / 1_000_000
 
     def advance(self, seconds: float | timedelta) -> float:
         """Move the clock forward; returns the new time. Negative moves are refused."""
@@ -51,16 +54,16 @@ class ManualClock(Clock):
         if seconds < 0:
             raise ValueError(f"a clock only moves forward; got advance({seconds!r})")
         with self._lock:
-            self._now += float(seconds)
-            return self._now
+            self._us += round(seconds * 1_000_000)
+            return self._us / 1_000_000
 
     def set(self, when: float | datetime) -> None:
         """Jump to ``when`` (epoch seconds or an aware datetime), not backwards."""
-        target = when.timestamp() if isinstance(when, datetime) else float(when)
+        target = round((when.timestamp() if isinstance(when, datetime) else float(when)) * 1_000_000)
         with self._lock:
-            if target < self._now:
+            if target < self._us:
                 raise ValueError("a clock only moves forward")
-            self._now = target
+            self._us = target
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
