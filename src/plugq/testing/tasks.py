@@ -133,3 +133,15 @@ class Calculator:
     @classmethod
     def double(cls, x: int) -> int:
         return 2 * x
+
+
+def enqueue_to(queue_name: str, func_name: str, *args: Any) -> str:
+    """Enqueue ``func_name(*args)`` on ``queue_name`` of the running job's backend; return its id.
+
+    A job that makes another job, on another queue (a fan-out step).
+    """
+    from plugq import Queue
+
+    job = get_current_job()
+    connection = job.connection if job is not None else None
+    return Queue(queue_name, connection=connection).enqueue(func_name, *args).id
