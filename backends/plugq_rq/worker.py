@@ -137,6 +137,19 @@ class PlugqWorkerMixin:
         self.death_penalty_class = UnixSignalDeathPenalty  # type: ignore[assignment]
         super().main_work_horse(job, queue)  # type: ignore[misc]
 
+    def subscribe(self) -> None:
+        """rq's command channel (``rq`` shutdown/kill-horse/stop-job commands).
+
+        rq's listener thread wakes every 60 s, so stopping it makes a worker's
+        exit wait up to a second in ``join``; a short wake-up keeps exits prompt.
+        """
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})  # type: ignore[attr-defined]
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=0.1, daemon=True,
+            exception_handler=self._pubsub_exception_handler,  # type: ignore[attr-defined]
+        )
+
     def check_for_suspension(self, burst: bool) -> None:
         while True:
             try:
