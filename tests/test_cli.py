@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _cli_helpers import (
     PLUGQ,
     PtyProcess,
@@ -51,7 +52,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def counts(url: str, queue: str) -> dict[str, int]:
     snap = plugq_json("info", queue, "--url", url)
-    return snap["queues"][queue]  # type: ignore[no-any-return]
+    return snap["queues"][queue]
 
 
 # -- the main cross-process flow ------------------------------------------
@@ -174,7 +175,7 @@ def test_concurrency_on_memory_is_refused() -> None:
 
 
 def _worker_records(url: str, q: str) -> list[dict]:
-    return plugq_json("info", q, "--url", url)["workers"]  # type: ignore[no-any-return]
+    return plugq_json("info", q, "--url", url)["workers"]
 
 
 def test_supervisor_restarts_a_killed_worker_and_stops_warmly(

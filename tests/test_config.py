@@ -7,12 +7,13 @@ temporary project folder; Queue's defaults in-process with the public API.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_helpers import assert_one_line_error, clean_env, plugq, plugq_json
 
 import plugq as pq
+from _cli_helpers import assert_one_line_error, clean_env, plugq, plugq_json
 from plugq.config import DEFAULT_URL, clear_settings_cache, load_settings
 from plugq.exceptions import ConfigurationError
 from plugq.testing import tasks
@@ -142,7 +143,7 @@ def test_passwords_are_masked_in_config_output_and_errors(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PLUGQ_URL", raising=False)
     clear_settings_cache()

@@ -15,6 +15,7 @@ configuration error that a restart cannot fix: everything stops with 2.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -72,12 +73,10 @@ class Supervisor:
         self._wake.set()
         for slot in self._alive():
             assert slot.process is not None
-            try:
-                # Always SIGTERM: the child counts signals itself, so the
-                # second one forwarded is its cold shutdown.
+            # Always SIGTERM: the child counts signals itself, so the second
+            # one forwarded is its cold shutdown. It may have just exited.
+            with contextlib.suppress(ProcessLookupError):
                 slot.process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     @property
     def stopping(self) -> bool:
@@ -108,9 +107,9 @@ class Supervisor:
                 # os.wait() blocks until some child ends; PEP 475 resumes it
                 # after our signal handler has forwarded the signal.
                 pid, status = os.wait()
-                slot = by_pid.pop(pid, None)
-                if slot is None:
+                if pid not in by_pid:
                     continue
+                slot = by_pid.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
                 if slot.process is not None:
                     # Reaped here, not by Popen: tell it, so it never waits on the pid again.

@@ -66,9 +66,9 @@ def _mask(text: str) -> str:
 class CliError(click.ClickException):
     """A failure reported as one line with a chosen exit code."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.code = code
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -514,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.exceptions.Abort:
         _fail("aborted", EXIT_ERROR)
     except CliError as exc:
-        _fail(exc.format_message(), exc.exit_code)
+        _fail(exc.format_message(), exc.code)
     except click.ClickException as exc:
         # Usage mistakes (bad option, missing argument): click's message and
         # hint, but exit code 1; 2 is kept for configuration errors.

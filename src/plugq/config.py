@@ -94,7 +94,9 @@ def load_settings(start: Path | None = None, env: dict[str, str] | None = None) 
 
 def _apply(settings: Settings, key: str, value: Any, where: str) -> None:
     types = KNOWN_KEYS[key]
-    if isinstance(value, bool) or not isinstance(value, types):
+    # any(...) rather than isinstance(value, types): checks the same without
+    # narrowing `value` to `object` for the checks below.
+    if isinstance(value, bool) or not any(isinstance(value, t) for t in types):
         raise ConfigurationError(
             f"{where}: {key} = {value!r} must be {' or '.join(t.__name__ for t in types)}"
         )
@@ -115,9 +117,10 @@ def _apply(settings: Settings, key: str, value: Any, where: str) -> None:
     elif key == "result_ttl":
         if value < -1:
             raise ConfigurationError(f"{where}: result_ttl = {value!r} must be >= -1")
-    elif key in ("queues", "allowed_modules"):
-        if not value or not all(isinstance(v, str) and v for v in value):
-            raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
+    elif key in ("queues", "allowed_modules") and (
+        not value or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
     setattr(settings, key, value)
     settings.sources[key] = where
 
