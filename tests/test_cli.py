@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -474,3 +475,55 @@ def test_module_entry_point_matches_console_script() -> None:
                        capture_output=True, text=True, env=clean_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == plugq_json("backends")
+
+
+def test_children_stop_when_the_supervisor_is_killed(sqlite_url: str) -> None:
+    q = unique_queue()
+    sup = subprocess.Popen(
+        [PLUGQ, "worker", q, "-c", "2", "--name", "orphan", "--url", sqlite_url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
+    )
+    try:
+        workers = wait_until(lambda: len(_worker_records(sqlite_url, q)) == 2
+                             and _worker_records(sqlite_url, q), what="two workers")
+    finally:
+        sup.kill()
+        sup.wait()
+    # Each child notices its supervisor is gone, stops warmly and unregisters.
+    wait_until(lambda: _worker_records(sqlite_url, q) == [], timeout=30,
+               what="the orphaned workers to stop")
+    for w in workers:
+        wait_until(lambda pid=w["pid"]: _gone(pid), timeout=10, what=f"pid {w['pid']} to exit")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _exits(code_by_generation: dict[int, int]) -> Callable[[int, int], list[str]]:
+    """A child command exiting with the code given for its generation (0 after)."""
+    def command(index: int, generation: int) -> list[str]:
+        code = code_by_generation.get(generation, 0)
+        return [sys.executable, "-c", f"raise SystemExit({code})"]
+    return command
+
+
+def test_supervisor_restarts_a_dead_child_but_not_a_finished_one() -> None:
+    from plugq._supervisor import Supervisor
+
+    sup = Supervisor(2, _exits({0: 1}))
+    assert sup.run() == 0
+    # Each child died once (exit 1), was restarted, then finished (exit 0).
+    assert [slot.generation for slot in sup.slots] == [1, 1]
+
+
+def test_supervisor_stops_on_a_child_configuration_error() -> None:
+    from plugq._supervisor import Supervisor
+
+    sup = Supervisor(2, _exits({0: 2}))
+    assert sup.run() == 2
+    assert [slot.generation for slot in sup.slots] == [0, 0]
