@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("rq")
 
-from plugq.testing.conformance import BackendConformance  # noqa: E402
+from plugq.testing.conformance import BackendConformance
 
 pytestmark = pytest.mark.redis
 

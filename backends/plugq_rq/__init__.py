@@ -52,7 +52,8 @@ def url_for_client(client: Any) -> str:
     if kwargs.get("password"):
         auth = f"{kwargs.get('username') or ''}:{kwargs['password']}@"
     scheme = "rediss" if "ssl" in str(client.connection_pool.connection_class).lower() else "redis"
-    return f"{scheme}://{auth}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"{scheme}://{auth}{host}:{port}/{db}"
 
 
 @hookimpl

@@ -9,6 +9,7 @@ invalid cancel/requeue transitions).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -54,6 +55,9 @@ from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule, serial
 
 if TYPE_CHECKING:
     from plugq.worker import Worker
+
+#: ``Worker(..., **options)`` passed through to rq's worker constructor.
+RQ_WORKER_OPTIONS = ("worker_ttl", "job_monitoring_interval", "maintenance_interval", "default_result_ttl")
 
 ENDED_ANY = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
 
@@ -144,7 +148,8 @@ class RQBackend(Backend):
                 result = Result.restore(
                     job.id, rid.decode(), payload, connection=self.redis, serializer=job.serializer
                 )
-            sched = float(score) if score is not None and job.get_status(refresh=False) == RQStatus.SCHEDULED else None
+            scheduled = job.get_status(refresh=False) == RQStatus.SCHEDULED
+            sched = float(score) if score is not None and scheduled else None
             out[job.id] = to_record(
                 job, result, scheduled_for=sched, attempts=getattr(job, "plugq_attempts", 0)
             )
@@ -365,7 +370,7 @@ class RQBackend(Backend):
             name=worker.name,
             connection=self.redis,
             job_class=PlugqJob,
-            **{k: v for k, v in worker.options.items() if k in ("worker_ttl", "job_monitoring_interval", "maintenance_interval", "default_result_ttl")},
+            **{k: v for k, v in worker.options.items() if k in RQ_WORKER_OPTIONS},
         )
         rqw.plugq_backend = self
         rqw.plugq_worker = worker
@@ -455,7 +460,5 @@ class RQBackend(Backend):
                     sched.release_locks()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.redis.close()
-        except Exception:  # noqa: S110 - closing is best effort
-            pass

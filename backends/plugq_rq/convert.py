@@ -8,7 +8,7 @@ results stream. Statuses map one to one (rq's ``created`` reads as queued).
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rq.job import Callback
@@ -31,7 +31,7 @@ def _ts(dt: datetime | None) -> float | None:
 
 
 def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 def status_of(job: PlugqJob) -> JobStatus:
@@ -47,7 +47,7 @@ def to_rq_job(record: JobRecord, connection: Any) -> PlugqJob:
     ser = get_serializer(record.serializer)
     args, kwargs = ser.loads(record.payload)
     timeout: int | None = -1 if record.timeout is None else max(1, math.ceil(record.timeout))
-    job = PlugqJob.create(
+    job: PlugqJob = PlugqJob.create(  # type: ignore[assignment]
         record.func_name,
         args=list(args) if record.serializer == "json" else tuple(args),
         kwargs=dict(kwargs),
@@ -76,9 +76,10 @@ def to_rq_job(record: JobRecord, connection: Any) -> PlugqJob:
         job.plugq_retry_intervals = list(record.retry_intervals)
         # rq picks interval number (len - retries_left) and repeats the first;
         # plugq repeats the last. One entry per retry makes rq pick plugq's.
-        job.retry_intervals = [
+        padded: list[Any] = [
             retry_interval(record.retry_intervals, i) for i in range(record.retries_left)
-        ] or [0]
+        ]
+        job.retry_intervals = padded or [0]
     return job
 
 
@@ -128,7 +129,7 @@ def to_record(
         enqueued_at=_ts(job.enqueued_at),
         started_at=_ts(job.started_at),
         ended_at=_ts(job.ended_at),
-        timeout=None if timeout in (None, -1) else float(timeout),  # type: ignore[arg-type]
+        timeout=None if timeout in (None, -1) else float(timeout),
         result_ttl=DEFAULT_RESULT_TTL if job.result_ttl is None else int(job.result_ttl),
         failure_ttl=DEFAULT_FAILURE_TTL if job.failure_ttl is None else int(job.failure_ttl),
         ttl=job.ttl,

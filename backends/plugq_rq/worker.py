@@ -125,8 +125,8 @@ class PlugqWorkerMixin:
     # -- rq overrides ------------------------------------------------------------
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        self.death_penalty_class = death_penalty_class()  # type: ignore[assignment]
-        return super().work(*args, **kwargs)  # type: ignore[misc,no-any-return]
+        self.death_penalty_class = death_penalty_class()
+        return super().work(*args, **kwargs)  # type: ignore[misc]
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -134,7 +134,7 @@ class PlugqWorkerMixin:
 
     def main_work_horse(self, job: Any, queue: Any) -> None:
         # The horse is the only thread of its process: SIGALRM works there.
-        self.death_penalty_class = UnixSignalDeathPenalty  # type: ignore[assignment]
+        self.death_penalty_class = UnixSignalDeathPenalty
         super().main_work_horse(job, queue)  # type: ignore[misc]
 
     def subscribe(self) -> None:
@@ -153,7 +153,7 @@ class PlugqWorkerMixin:
     def check_for_suspension(self, burst: bool) -> None:
         while True:
             try:
-                return super().check_for_suspension(burst)  # type: ignore[misc,no-any-return]
+                return super().check_for_suspension(burst)  # type: ignore[misc]
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -203,7 +203,7 @@ class PlugqWorkerMixin:
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)  # type: ignore[attr-defined]
             pipeline.hincrby(job.key, ATTEMPTS_FIELD, 1)
             pipeline.execute()
-        return self.execution  # type: ignore[no-any-return]
+        return self.execution
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -219,10 +219,10 @@ class PlugqWorkerMixin:
                 result = parent(None, None)
                 if result is None and self._plugq_idle_maintenance():
                     result = parent(None, None)
-                return result  # type: ignore[no-any-return]
+                return result
             result = parent(POLL, POLL)
             if result is not None:
-                return result  # type: ignore[no-any-return]
+                return result
 
     def _plugq_take_only_job(self) -> tuple[Any, Any] | None:
         """Sync mode: run exactly the one job, if it is (still) queued."""

@@ -1,0 +1,140 @@
+"""plugq and plain rq on one real Redis, in both directions, through the real ``rq`` CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rq")
+
+from plugq import Job, Queue, Retry, Worker  # noqa: E402
+from plugq.testing import tasks  # noqa: E402
+
+pytestmark = pytest.mark.redis
+
+RQ = shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
+
+
+def rq_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    assert RQ is not None, "the rq command is not installed next to this Python"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [RQ, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def wait_until(predicate, timeout: float = 15.0, message: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def url(redis_server) -> str:
+    redis_server.flushall()
+    return redis_server.url + "/0"
+
+
+def test_rq_info_shows_plugq_queues_counts_and_workers(url):
+    q = Queue("interop-info", connection=url)
+    for i in range(3):
+        q.enqueue(tasks.add, i, i)
+    idle = Worker(["interop-idle"], connection=url, name="plugq-idle-worker", worker_class="simple")
+    t = threading.Thread(target=idle.work, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: any(w.name == "plugq-idle-worker" for w in Worker.all(connection=url)),
+                   message="the plugq worker to register")
+        out = rq_cli("info", "--url", url)
+        assert out.returncode == 0, out.stderr
+        # e.g. "interop-info |███ 3, 0 executing, 0 finished, 0 failed"
+        assert re.search(r"^interop-info \|\S* 3, 0 executing", out.stdout, re.M), out.stdout
+        workers = rq_cli("info", "--url", url, "--only-workers", "interop-idle")
+        assert workers.returncode == 0, workers.stderr
+        assert re.search(r"^plugq-idle-worker .*idle.* interop-idle", workers.stdout, re.M), workers.stdout
+    finally:
+        idle.request_stop()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_rq_worker_burst_runs_plugq_jobs_and_plugq_reads_outcomes(url, tmp_path):
+    q = Queue("interop-a", connection=url)
+    ok = q.enqueue(tasks.sum_numbers_from_string, "a1b2c3")
+    kw = q.enqueue(tasks.echo, 1, "two", key=[3])
+    bad = q.enqueue(tasks.fail, "told to")
+    out = rq_cli("worker", "--burst", "--url", url, "interop-a")
+    assert out.returncode == 0, out.stderr
+    assert ok.get_status() == "finished" and ok.result == 6
+    assert kw.result == {"args": [1, "two"], "kwargs": {"key": [3]}}
+    assert bad.get_status() == "failed"
+    assert "ValueError: told to" in bad.exc_info
+    assert q.finished_job_registry.count == 2
+    assert q.failed_job_registry.get_job_ids() == [bad.id]
+    assert len(q) == 0
+
+
+def test_rq_worker_runs_plugq_json_jobs_with_rqs_json_serializer(url):
+    q = Queue("interop-json", connection=url, serializer="json")
+    job = q.enqueue(tasks.add, 20, 22)
+    out = rq_cli("worker", "--burst", "--url", url, "--serializer", "rq.serializers.JSONSerializer",
+                 "interop-json")
+    assert out.returncode == 0, out.stderr
+    assert job.get_status() == "finished" and job.result == 42
+
+
+def test_plain_rq_jobs_run_on_plugq_worker_and_show_in_plugq(url):
+    from redis import Redis
+    from rq import Queue as RQQueue
+    from rq import Retry as RQRetry
+
+    conn = Redis.from_url(url)
+    rq_queue = RQQueue("interop-b", connection=conn)
+    rq_ok = rq_queue.enqueue(tasks.add, 2, 3)
+    rq_bad = rq_queue.enqueue(tasks.fail, "rq side", retry=RQRetry(max=1))
+    q = Queue("interop-b", connection=url)
+    assert sorted(q.get_job_ids()) == sorted([rq_ok.id, rq_bad.id])
+    assert Job.fetch(rq_ok.id, connection=url).get_status() == "queued"
+    assert Worker([q]).work(burst=True)  # rq's forking worker, via plugq
+    assert Job.fetch(rq_ok.id, connection=url).result == 5
+    failed = Job.fetch(rq_bad.id, connection=url)
+    assert failed.get_status() == "failed" and failed.retries_left == 0
+    assert "ValueError: rq side" in failed.exc_info
+    # and rq itself agrees
+    rq_ok.refresh()
+    assert rq_ok.get_status() == "finished" and rq_ok.return_value() == 5
+
+
+def test_plugq_retry_runs_on_rq_worker(url, tmp_path):
+    q = Queue("interop-retry", connection=url)
+    path = str(tmp_path / "count")
+    job = q.enqueue(tasks.fail_until, path, 1, retry=Retry(max=2))
+    out = rq_cli("worker", "--burst", "--url", url, "interop-retry")
+    assert out.returncode == 0, out.stderr
+    assert job.get_status() == "finished" and job.result == 2
+    assert job.retries_left == 1
+
+
+def test_rq_getting_started_with_only_the_import_changed(redis_server, url):
+    # From RQ's docs, with `from rq import Queue` replaced by `from plugq import Queue`.
+    from redis import Redis
+
+    from plugq import Queue as PQueue
+
+    q = PQueue(connection=Redis(host="127.0.0.1", port=redis_server.port))
+    job = q.enqueue(tasks.sum_numbers_from_string, "http://nvie.com/2024")
+    assert job.get_status() == "queued"
+    out = rq_cli("worker", "--burst", "--url", url)
+    assert out.returncode == 0, out.stderr
+    assert job.result == 2 + 0 + 2 + 4
+    assert job.get_status() == "finished"
