@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("rq")
 
-from plugq import Job, Queue, Retry, Worker  # noqa: E402
-from plugq.testing import tasks  # noqa: E402
+from plugq import Job, Queue, Retry, Worker
+from plugq.testing import tasks
 
 pytestmark = pytest.mark.redis
 
