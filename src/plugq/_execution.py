@@ -9,7 +9,6 @@ helper gets an asynchronous exception, as RQ's TimerDeathPenalty does).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import ctypes
 import importlib
@@ -77,6 +76,10 @@ def call(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None
 
 
 def _call_async(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None) -> Any:
+    # Imported here, not at module level: asyncio costs ~20 ms to import and
+    # only async tasks need it; every worker start and sync job paid for it.
+    import asyncio
+
     async def runner() -> Any:
         if timeout is None or timeout <= 0:
             return await func(*args, **kwargs)
