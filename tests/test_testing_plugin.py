@@ -38,6 +38,8 @@ pytest_plugins = ["pytester"]
 USER_TESTS = '''
 from datetime import timedelta
 
+import pytest
+
 from plugq import Queue, Retry
 from plugq.testing import (
     assert_enqueued, assert_job_failed, assert_job_finished, assert_job_status,
@@ -112,12 +114,19 @@ def test_failure_is_kept(plugq_queue):
     assert_job_failed(job, ValueError, match="declined")
 
 
+def test_raise_failures_reraises_the_task_exception(plugq_queue):
+    job = plugq_queue.enqueue(fail, "card declined")
+    with pytest.raises(ValueError, match="card declined"):
+        drain(plugq_queue, raise_failures=True)
+    assert_job_failed(job, ValueError)
+
+
 def test_each_test_starts_empty(plugq_queue):
     assert len(plugq_queue) == 0
     assert plugq_queue.finished_job_registry.count == 0
     assert plugq_queue.failed_job_registry.count == 0
 '''
-USER_TEST_COUNT = 7
+USER_TEST_COUNT = 8
 
 # A user's test file where every test fails, to check what the user reads.
 FAILING_TESTS = '''
@@ -238,6 +247,33 @@ def test_user_file_passes_on_fakeredis(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=USER_TEST_COUNT)
 
 
+# -- the worked example in docs/testing.md -----------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
+
+
+def _doc_files() -> dict[str, str]:
+    """The docs' Python blocks that start with a ``# path/to/file.py`` line."""
+    blocks = re.findall(r"```python\n# (\S+\.py)\n(.*?)```", DOCS.read_text(), re.S)
+    return {path: body for path, body in blocks}
+
+
+@pytest.mark.parametrize("url", [None, "sqlite:///plugq.db"], ids=["memory", "sqlite"])
+def test_docs_worked_example_passes(pytester: pytest.Pytester, url: str | None) -> None:
+    if url is not None:
+        _require_backend(f"sqlite:///{pytester.path / 'probe.db'}")
+    files = _doc_files()
+    assert sorted(files) == ["shop/tasks.py", "tests/test_shop.py"]
+    for path, body in {**files, "shop/__init__.py": ""}.items():
+        target = pytester.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+    pytester.syspathinsert()
+    args = ["-p", "no:cacheprovider", "tests/test_shop.py"]
+    result = pytester.runpytest(*args, *([f"--plugq-url={url}"] if url else []))
+    result.assert_outcomes(passed=2)
+
+
 # -- what a failing user test prints ----------------------------------------------
 
 
@@ -258,6 +294,7 @@ def test_failure_messages_are_readable(pytester: pytest.Pytester) -> None:
     finished = _section(out, "test_expected_finished_but_failed")
     assert "to be finished, but it is failed (last error: ValueError: card declined)" in finished
     assert 'raise ValueError(message)' in finished  # the task's traceback is shown
+    assert "tasks.py" in finished and "_worker_loop.py" not in finished.split("Captured")[0]
 
     result_section = _section(out, "test_wrong_result")
     assert "finished, but returned 4; expected 5" in result_section

@@ -8,6 +8,7 @@ reading pytest's output, and hides its own frame from the traceback
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -179,8 +180,46 @@ def assert_job_status(job: Job, status: JobStatus | str) -> Job:
     return job
 
 
+def _plumbing_prefixes() -> tuple[str, ...]:
+    """Folders whose frames are the worker's machinery, not the user's task."""
+    import plugq
+
+    prefixes = [os.path.join(os.path.dirname(plugq.__file__), "_")]
+    for name in ("rq", "plugq_rq"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if module.__file__:
+            prefixes.append(os.path.dirname(module.__file__) + os.sep)
+    return tuple(prefixes)
+
+
+_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line \d+')
+
+
+def _task_traceback(exc_info: str) -> str:
+    """A stored traceback without the worker's own frames (plugq internals, rq)."""
+    prefixes = _plumbing_prefixes()
+    kept: list[str] = []
+    skipping = False
+    dropped = 0
+    for line in exc_info.rstrip().splitlines():
+        frame = _FRAME.match(line)
+        if frame:
+            skipping = frame.group("path").startswith(prefixes)
+            dropped += skipping
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    if dropped and not any(_FRAME.match(line) for line in kept):
+        return exc_info.rstrip()  # nothing but machinery: show it all
+    return "\n".join(kept)
+
+
 def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.rstrip().splitlines())
+    return "\n".join("    " + line for line in _task_traceback(text).splitlines())
 
 
 def assert_job_finished(job: Job, result: Any = _MISSING) -> Job:
