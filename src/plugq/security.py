@@ -77,10 +77,13 @@ def verified_payload(rec: JobRecord, key: bytes | None = None) -> bytes:
         UntrustedJobError: outside the allow-list, unsigned or tampered while a
             key is set, or a pickle payload on a json-only worker.
     """
-    check_allowed(rec)
     from .config import current_settings
 
-    if current_settings().serializer == "json" and rec.serializer != "json":
+    # Read once per job: current_settings() costs a getcwd() and environment
+    # lookups to find its cache entry, and this runs before every job.
+    settings = current_settings()
+    _check_allowed(rec, settings.allowed_modules)
+    if settings.serializer == "json" and rec.serializer != "json":
         raise UntrustedJobError(
             f"job {rec.id} uses the {rec.serializer!r} serializer but this worker is configured "
             "with serializer = 'json' and refuses anything else (nothing was deserialized)"
@@ -115,7 +118,10 @@ def check_allowed(rec: JobRecord) -> None:
     """
     from .config import current_settings
 
-    allowed = current_settings().allowed_modules
+    _check_allowed(rec, current_settings().allowed_modules)
+
+
+def _check_allowed(rec: JobRecord, allowed: list[str] | None) -> None:
     if allowed is None:
         return
     for what, name in (("function", rec.func_name), ("on_success", rec.on_success),
