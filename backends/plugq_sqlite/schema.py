@@ -40,16 +40,17 @@ WORKER_COLUMNS = (
 )
 
 # ``pos`` orders the rows of one (origin, status): for queued jobs it is the
-# queue order (at_front takes min-1, so it may be negative), for every other
-# status the order the job entered that registry. The index on
-# (origin, status, pos) makes the claim, the registry listings, counts and
-# max/min(pos) one B-tree descent each.
+# queue order, for every other status the order the job entered that
+# registry. It is the moment of entry in epoch seconds, negated for an
+# at_front job so that it sorts first. The index on (origin, status, pos)
+# makes the claim, the registry listings and the counts one B-tree descent
+# (plus the rows read), whatever the table's size.
 SCHEMA_V1 = """
 CREATE TABLE jobs (
     id TEXT NOT NULL UNIQUE,
     origin TEXT NOT NULL,
     status TEXT NOT NULL,
-    pos INTEGER NOT NULL,
+    pos REAL NOT NULL,
     func_name TEXT NOT NULL,
     payload BLOB NOT NULL,
     serializer TEXT NOT NULL,

@@ -1,0 +1,125 @@
+"""plugq's SQLite backend beside huey's SqliteHuey, same machine, same run.
+
+Measures, on a fresh file each:
+
+* single enqueue: ``Queue.enqueue`` one job at a time (huey: calling a task);
+* bulk enqueue: ``Queue.enqueue_many`` in batches (huey has no bulk enqueue;
+  its row is single enqueue again, for reference);
+* processing: one worker draining N queued jobs end to end (claim, run,
+  store the result). huey is driven by the same loop its consumer's worker
+  runs (``dequeue`` then ``execute``), without the consumer's polling
+  sleeps, which flatters huey.
+
+Both run the task ``digit_sum(uuid4 hex)`` and keep results. Run::
+
+    .venv/bin/python benchmarks/bench_sqlite.py [--jobs 5000] [--bulk 50000]
+
+Not a test: numbers depend on the machine. Prints rates and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+
+from plugq import Queue, Worker
+from plugq.testing.tasks import digit_sum
+from plugq_sqlite import SqliteBackend
+
+
+def _rate(n: int, fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def bench_plugq(folder: str, jobs: int, bulk: int, synchronous: str = "normal") -> dict[str, float]:
+    url = f"sqlite:///{folder}/plugq-{synchronous}.db?synchronous={synchronous}"
+    backend = SqliteBackend(url)
+    q = Queue("bench", connection=backend)
+    args = [uuid.uuid4().hex for _ in range(max(jobs, bulk))]
+
+    def single() -> None:
+        for a in args[:jobs]:
+            q.enqueue(digit_sum, a)
+
+    out = {"enqueue": _rate(jobs, single)}
+
+    def process() -> None:
+        Worker([q], connection=backend).work(burst=True)
+        assert len(q) == 0
+
+    out["process"] = _rate(jobs, process)
+    assert q.finished_job_registry.count == jobs
+
+    def many() -> None:
+        for start in range(0, bulk, 1000):
+            q.enqueue_many([Queue.prepare_data(digit_sum, (a,)) for a in args[start:start + 1000]])
+
+    out["enqueue_many"] = _rate(bulk, many)
+    assert len(q) == bulk
+    backend.close()
+    return out
+
+
+def bench_huey(folder: str, jobs: int) -> dict[str, float]:
+    from huey import SqliteHuey
+
+    huey = SqliteHuey("bench", filename=f"{folder}/huey.db")
+    task = huey.task()(digit_sum)
+    args = [uuid.uuid4().hex for _ in range(jobs)]
+
+    def single() -> None:
+        for a in args:
+            task(a)
+
+    out = {"enqueue": _rate(jobs, single)}
+
+    def process() -> None:
+        while (t := huey.dequeue()) is not None:
+            huey.execute(t)
+
+    out["process"] = _rate(jobs, process)
+    assert huey.pending_count() == 0
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs for enqueue and processing")
+    parser.add_argument("--bulk", type=int, default=50000, help="jobs for enqueue_many")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each; the best is shown")
+    opts = parser.parse_args(argv)
+
+    def best(runs: list[dict[str, float]]) -> dict[str, float]:
+        return {key: max(r[key] for r in runs) for key in runs[0]}
+
+    huey_runs, our_runs, full_runs = [], [], []
+    for _ in range(opts.runs):
+        # Interleaved, so a busy moment on the machine hits every system alike.
+        with tempfile.TemporaryDirectory() as folder:
+            huey_runs.append(bench_huey(folder, opts.jobs))
+            our_runs.append(bench_plugq(folder, opts.jobs, opts.bulk))
+            full_runs.append(bench_plugq(folder, opts.jobs, opts.bulk, synchronous="full"))
+    huey, ours, full = best(huey_runs), best(our_runs), best(full_runs)
+    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} jobs={opts.jobs} "
+          f"bulk={opts.bulk} best of {opts.runs} runs")
+    print(f"{'':28}{'plugq':>12}{'plugq full':>12}{'huey':>12}{'ratio':>8}")
+    for key, label in (("enqueue", "single enqueue (jobs/s)"),
+                       ("process", "1-worker processing (jobs/s)")):
+        print(f"{label:28}{ours[key]:12,.0f}{full[key]:12,.0f}{huey[key]:12,.0f}"
+              f"{ours[key] / huey[key]:7.2f}x")
+    print(f"{'enqueue_many (jobs/s)':28}{ours['enqueue_many']:12,.0f}{full['enqueue_many']:12,.0f}"
+          f"{'-':>12}")
+    print("plugq: synchronous=NORMAL (default), 'plugq full': ?synchronous=full; "
+          "huey: SqliteHuey defaults (WAL, SQLite's default synchronous=FULL)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
