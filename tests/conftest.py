@@ -19,11 +19,17 @@ def tmp_db(tmp_path):
     return f"sqlite:///{tmp_path / 'plugq.db'}"
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "fakeredis"])
 def walkthrough_url(request, tmp_path):
     """A URL per backend in the repo, fresh for each test."""
     import uuid
 
     if request.param == "memory":
         return f"memory://walkthrough-{uuid.uuid4().hex}"
-    raise AssertionError(request.param)
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'walkthrough.db'}"
+    if request.param == "fakeredis":
+        return f"fakeredis://walkthrough-{uuid.uuid4().hex}"
+    server = request.getfixturevalue("redis_server")
+    server.flushall()
+    return server.url
