@@ -11,6 +11,7 @@ from ._record import JobRecord
 from ._status import JobStatus
 from .backend import Backend
 from .job import Job, describe, func_path, new_job_id, validate_job_id
+from .plugins import hook
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -309,6 +310,7 @@ class Queue:
     def _split(
         f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[EnqueueData, bool, Any]:
+        # The common enqueue(f, *args) has no keyword arguments: skip the scan.
         reserved = {
             k: kwargs.pop(k)
             for k in (
@@ -317,7 +319,7 @@ class Queue:
                 "on_failure", "unique", "pipeline",
             )
             if k in kwargs
-        }
+        } if kwargs else {}
         if "args" in kwargs or "kwargs" in kwargs:
             if args:
                 raise TypeError(
@@ -335,8 +337,6 @@ class Queue:
         return data, bool(reserved.get("unique", False)), reserved.get("pipeline")
 
     def _store(self, records: list[JobRecord], *, unique: bool) -> list[Job]:
-        from .plugins import hook
-
         if not self._is_async:
             if len(records) != 1:
                 raise ValueError("is_async=False runs one job at a time; use enqueue()")
