@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -124,6 +125,10 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     rec.allow_dependency_failure = bool(row[22])
     rec.at_front = bool(row[27])
     return rec
+
+
+def _fetchall(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
 
 
 def _worker(row: tuple[Any, ...]) -> WorkerRecord:
@@ -345,8 +350,10 @@ class SqliteBackend(StorageBackend):
             conn.execute("PRAGMA recursive_triggers = ON")
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise BackendUnavailableError(f"{self.path!r}: cannot open: {exc}") from None
-        conn.pid = pid  # type: ignore[attr-defined]
+            raise BackendUnavailableError(
+                f"{self.path!r} is not a usable SQLite database ({exc}); plugq will not touch it"
+            ) from None
+        conn.pid = pid
         me = threading.current_thread()
         with self._conns_lock:
             for thread, other in list(self._conns.items()):
@@ -485,7 +492,11 @@ class SqliteBackend(StorageBackend):
         for start in range(0, len(ids), _GET_MANY_CHUNK):
             chunk = ids[start:start + _GET_MANY_CHUNK]
             sql = f"SELECT {_COLS} FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
-            for row in self._retry(lambda c, s=sql, p=chunk: c.execute(s, p).fetchall()):
+
+            def read(c: sqlite3.Connection, sql: str = sql, chunk: list[str] = chunk) -> list[Any]:
+                return c.execute(sql, chunk).fetchall()
+
+            for row in self._retry(read):
                 found[row[0]] = _record(row)
         return [found.get(job_id) for job_id in ids]
 
@@ -532,7 +543,7 @@ class SqliteBackend(StorageBackend):
             params = (now, worker_name, _POSITIONS.next(), name, now)
             # fetchall() runs the statement to completion, which ends its
             # implicit transaction (a half-read RETURNING would keep the lock).
-            rows = self._retry(lambda c, p=params: c.execute(_CLAIM, p).fetchall())
+            rows = self._retry(partial(_fetchall, _CLAIM, params))
             if rows:
                 return _record(rows[0])
         return None
