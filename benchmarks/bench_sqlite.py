@@ -13,6 +13,7 @@ Measures, on a fresh file each:
 Both run the task ``digit_sum(uuid4 hex)`` and keep results. Run::
 
     .venv/bin/python benchmarks/bench_sqlite.py [--jobs 5000] [--bulk 50000]
+    .venv/bin/python benchmarks/bench_sqlite.py --latency   # idle CPU, wake-up delay
 
 Not a test: numbers depend on the machine. Prints rates and ratios.
 """
@@ -21,11 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from plugq import Queue, Worker
 from plugq.testing.tasks import digit_sum
@@ -89,12 +94,78 @@ def bench_huey(folder: str, jobs: int) -> dict[str, float]:
     return out
 
 
+_IDLE_WORKER = """
+import sys
+from plugq import Queue, Worker
+url = sys.argv[1]
+Worker([Queue("latency", connection=url)], connection=url, name="idle").work()
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_latency(folder: str, samples: int, idle_seconds: float, poll: str) -> dict[str, float]:
+    """An idle worker process: its CPU use while idle, then enqueue-to-start delays."""
+    url = f"sqlite:///{folder}/latency.db" + (f"?poll={poll}" if poll else "")
+    backend = SqliteBackend(url)
+    q = Queue("latency", connection=backend)
+    worker = subprocess.Popen([sys.executable, "-c", _IDLE_WORKER, url])
+    try:
+        deadline = time.monotonic() + 30
+        while not backend.list_workers():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+            time.sleep(0.05)
+        time.sleep(1.5)  # past its start-up work
+        cpu0, wall0 = _cpu_seconds(worker.pid), time.monotonic()
+        time.sleep(idle_seconds)
+        idle_cpu = (_cpu_seconds(worker.pid) - cpu0) / (time.monotonic() - wall0)
+        delays = []
+        for _ in range(samples):
+            # Random gaps, so the enqueues do not fall into step with the polling.
+            time.sleep(random.uniform(0.02, 0.12))
+            job = q.enqueue(digit_sum, uuid.uuid4().hex)
+            deadline = time.monotonic() + 10
+            while (rec := backend.get(job.id)) is None or rec.started_at is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the job never started")
+                time.sleep(0.002)
+            assert rec.enqueued_at is not None
+            delays.append(rec.started_at - rec.enqueued_at)
+    finally:
+        worker.kill()
+        worker.wait()
+        backend.close()
+    delays.sort()
+    return {
+        "idle_cpu_percent": 100 * idle_cpu,
+        "median_ms": 1000 * statistics.median(delays),
+        "p90_ms": 1000 * delays[int(0.9 * (len(delays) - 1))],
+        "max_ms": 1000 * delays[-1],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000, help="jobs for enqueue and processing")
     parser.add_argument("--bulk", type=int, default=50000, help="jobs for enqueue_many")
     parser.add_argument("--runs", type=int, default=3, help="runs of each; the best is shown")
+    parser.add_argument("--latency", action="store_true",
+                        help="instead: idle worker CPU use and enqueue-to-start delay")
+    parser.add_argument("--samples", type=int, default=200, help="jobs for --latency")
+    parser.add_argument("--poll", default="", help="the URL's poll= for --latency")
     opts = parser.parse_args(argv)
+    if opts.latency:
+        with tempfile.TemporaryDirectory() as folder:
+            lat = bench_latency(folder, opts.samples, idle_seconds=10.0, poll=opts.poll)
+        print(f"poll={opts.poll or 'default'}: idle worker CPU: "
+              f"{lat['idle_cpu_percent']:.2f}% of one core")
+        print(f"enqueue -> start over {opts.samples} jobs: median {lat['median_ms']:.1f} ms, "
+              f"p90 {lat['p90_ms']:.1f} ms, max {lat['max_ms']:.1f} ms")
+        return 0
 
     def best(runs: list[dict[str, float]]) -> dict[str, float]:
         return {key: max(r[key] for r in runs) for key in runs[0]}

@@ -60,12 +60,13 @@ class TestUrl:
             b.close()
 
     def test_absolute_path_and_parameters(self, db):
-        b = SqliteBackend(f"sqlite:///{db}?lease=5&busy_timeout=2.5&synchronous=full")
+        b = SqliteBackend(f"sqlite:///{db}?lease=5&busy_timeout=2.5&synchronous=full&poll=0.005")
         try:
             assert b.path == db
             assert b.lease == 5.0
             assert b.busy_timeout == 2.5
             assert b.synchronous == "FULL"
+            assert b.poll_max == 0.005
         finally:
             b.close()
 
@@ -75,6 +76,7 @@ class TestUrl:
             assert b.lease == 60.0
             assert b.busy_timeout == 30.0
             assert b.synchronous == "NORMAL"
+            assert b.poll_max == 0.01
         finally:
             b.close()
 
@@ -87,6 +89,7 @@ class TestUrl:
             ("lease=", ["lease", "''"]),
             ("busy_timeout=x", ["busy_timeout", "'x'", "?busy_timeout=30"]),
             ("synchronous=off", ["synchronous", "'off'", "normal", "full"]),
+            ("poll=inf", ["poll", "'inf'", "?poll=0.005"]),
             ("leese=5", ["unknown parameter", "'leese'", "lease"]),
             ("lease=1&lease=2", ["lease", "2 times"]),
         ],

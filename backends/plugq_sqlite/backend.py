@@ -195,6 +195,8 @@ _PARAMS = {
     "busy_timeout": "a number of seconds > 0 to wait for a locked database, e.g. ?busy_timeout=30",
     "synchronous": "normal (default: durable across crashes of the process) or full "
                    "(also across power loss)",
+    "poll": "the longest pause, in seconds > 0, between two looks of an idle worker at the "
+            "file, e.g. ?poll=0.005 (default 0.01)",
 }
 
 
@@ -253,7 +255,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 class SqliteBackend(StorageBackend):
     """Jobs, registries and workers in one SQLite file shared by many processes.
 
-    ``sqlite:///PATH[?lease=SECONDS&busy_timeout=SECONDS&synchronous=normal|full]``
+    ``sqlite:///PATH[?lease=S&busy_timeout=S&synchronous=normal|full&poll=S]``
 
     * The file runs in WAL mode, so readers never block the writer, and every
       write is one statement or one short ``BEGIN IMMEDIATE`` transaction.
@@ -267,16 +269,18 @@ class SqliteBackend(StorageBackend):
       :class:`DatabaseLockedError`.
     * An idle worker's :meth:`wait` polls ``PRAGMA data_version`` — a
       counter in shared memory that changes when another connection commits
-      — every 1 to 5 ms, so it reacts in milliseconds without a busy loop.
+      — every 1 to 10 ms, so it reacts in milliseconds without a busy loop.
     """
 
     scheme: ClassVar[str] = "sqlite"
 
-    #: Longest pause between two ``data_version`` polls of an idle :meth:`wait`.
-    POLL_MAX = 0.005
+    #: Longest pause between two ``data_version`` polls of an idle :meth:`wait`
+    #: (the URL's ``poll`` parameter overrides it per backend).
+    POLL_MAX = 0.010
     #: First pause after a wake-up; grows by :attr:`POLL_GROWTH` up to :attr:`POLL_MAX`.
     POLL_MIN = 0.001
     POLL_GROWTH = 1.25
+    poll_max: float = POLL_MAX
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
         schema.check_sqlite_version()
@@ -289,6 +293,8 @@ class SqliteBackend(StorageBackend):
             _positive(shown, "busy_timeout", params["busy_timeout"])
             if "busy_timeout" in params else 30.0
         )
+        if "poll" in params:
+            self.poll_max = _positive(shown, "poll", params["poll"])
         sync = params.get("synchronous", "normal").lower()
         if sync not in ("normal", "full"):
             raise ConfigurationError(
@@ -683,7 +689,7 @@ class SqliteBackend(StorageBackend):
         (shared memory, no disk I/O) and it changes whenever another
         connection commits. Only then is the queue index consulted. The pause
         between polls starts at :attr:`POLL_MIN` after a change and grows to
-        :attr:`POLL_MAX`, so an idle worker costs well under 1% of a core and
+        :attr:`POLL_MAX` (``?poll=``), so an idle worker costs under 1% of a core and
         notices new work within a few milliseconds.
         """
         deadline = time.monotonic() + timeout
@@ -713,4 +719,4 @@ class SqliteBackend(StorageBackend):
                 # work is likely near, so look often again for a while.
                 pause = self.POLL_MIN
             else:
-                pause = min(pause * self.POLL_GROWTH, self.POLL_MAX)
+                pause = min(pause * self.POLL_GROWTH, self.poll_max)
