@@ -8,7 +8,6 @@ reading pytest's output, and hides its own frame from the traceback
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +16,8 @@ from plugq._status import JobStatus
 from plugq.exceptions import NoSuchJobError
 from plugq.job import Job, describe, func_path
 from plugq.queue import Queue
+
+from ._drain import plumbing_prefixes
 
 #: Statuses of a job that was enqueued and has not run yet.
 WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
@@ -180,27 +181,12 @@ def assert_job_status(job: Job, status: JobStatus | str) -> Job:
     return job
 
 
-def _plumbing_prefixes() -> tuple[str, ...]:
-    """Folders whose frames are the worker's machinery, not the user's task."""
-    import plugq
-
-    prefixes = [os.path.join(os.path.dirname(plugq.__file__), "_")]
-    for name in ("rq", "plugq_rq"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if module.__file__:
-            prefixes.append(os.path.dirname(module.__file__) + os.sep)
-    return tuple(prefixes)
-
-
 _FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line \d+')
 
 
 def _task_traceback(exc_info: str) -> str:
     """A stored traceback without the worker's own frames (plugq internals, rq)."""
-    prefixes = _plumbing_prefixes()
+    prefixes = plumbing_prefixes()
     kept: list[str] = []
     skipping = False
     dropped = 0

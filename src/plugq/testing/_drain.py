@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -168,13 +170,30 @@ def drain(
     return ran
 
 
-def _task_frames(tb: TracebackType | None) -> TracebackType | None:
-    """The traceback from the task's own frame on, without the worker's plumbing."""
-    from plugq import _execution, _worker_loop
+def plumbing_prefixes() -> tuple[str, ...]:
+    """Path prefixes of the worker's machinery (plugq's private modules, rq, plugq_rq).
 
-    plumbing = {_execution.__file__, _worker_loop.__file__}
+    Frames from these files are left out of what the testing helpers show, so
+    a failure reads from the task's own code.
+    """
+    import plugq
+
+    prefixes = [os.path.join(os.path.dirname(plugq.__file__), "_")]
+    for name in ("rq", "plugq_rq"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if module.__file__:
+            prefixes.append(os.path.dirname(module.__file__) + os.sep)
+    return tuple(prefixes)
+
+
+def _task_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback from the first frame outside the worker's machinery on."""
+    prefixes = plumbing_prefixes()
     start = tb
-    while start is not None and start.tb_frame.f_code.co_filename in plumbing:
+    while start is not None and start.tb_frame.f_code.co_filename.startswith(prefixes):
         start = start.tb_next
     return start or tb
 
