@@ -36,8 +36,24 @@ def _wait_line() -> None:
     sys.stdin.readline()
 
 
+def _peak_rss_kb() -> int:
+    """Peak RSS of this process in KiB.
+
+    getrusage's ru_maxrss survives execve on Linux, so a worker started from a
+    large driver would report the driver's size; VmHWM belongs to this image.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _report(**fields: Any) -> None:
-    fields["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fields["rss_kb"] = _peak_rss_kb()
     fields["children_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps(fields), file=_proto, flush=True)
 
