@@ -90,6 +90,7 @@ class TestUrl:
             ("busy_timeout=x", ["busy_timeout", "'x'", "?busy_timeout=30"]),
             ("synchronous=off", ["synchronous", "'off'", "normal", "full"]),
             ("poll=inf", ["poll", "'inf'", "?poll=0.005"]),
+            ("mode=rwc", ["mode", "'rwc'", "ro"]),
             ("leese=5", ["unknown parameter", "'leese'", "lease"]),
             ("lease=1&lease=2", ["lease", "2 times"]),
         ],
@@ -178,6 +179,47 @@ class TestFile:
             assert Queue("q", connection=b).enqueue(tasks.add, 1, 1).get_status() == "queued"
         finally:
             b.close()
+
+
+class TestReadOnly:
+    def test_mode_ro_reads_and_refuses_writes_without_touching_the_file(self, tmp_path):
+        db = tmp_path / "ro.db"
+        rw = SqliteBackend(f"sqlite:///{db}")
+        kept = Queue("q", connection=rw).enqueue(tasks.add, 1, 2)
+        rw.close()
+        before = db.read_bytes()
+        ro = SqliteBackend(f"sqlite:///{db}?mode=ro")
+        try:
+            q = Queue("q", connection=ro)
+            assert q.get_job_ids() == [kept.id]
+            assert q.fetch_job(kept.id).args == (1, 2)
+            with pytest.raises(BackendUnavailableError) as info:
+                q.enqueue(tasks.add, 3, 4)
+            assert "read-only" in str(info.value) and "mode=ro" in str(info.value)
+        finally:
+            ro.close()
+        assert db.read_bytes() == before
+
+    def test_mode_ro_never_creates_a_file(self, tmp_path):
+        db = tmp_path / "absent.db"
+        with pytest.raises(BackendUnavailableError) as info:
+            SqliteBackend(f"sqlite:///{db}?mode=ro")
+        assert "does not exist" in str(info.value)
+        assert not db.exists()
+
+    def test_full_disk_is_a_clear_error_and_writes_nothing(self, db):
+        b = SqliteBackend(f"sqlite:///{db}")
+        q = Queue("q", connection=b)
+        kept = q.enqueue(tasks.add, 1, 2)
+        conn = b._conn()
+        # Cap the file at its size: growing it then fails as a full disk does.
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(BackendUnavailableError) as info:
+            q.enqueue_many([Queue.prepare_data(tasks.echo, ("x" * 4000,)) for _ in range(100)])
+        assert "full" in str(info.value) and "nothing of this call was written" in str(info.value)
+        conn.execute("PRAGMA max_page_count = 1073741823")
+        assert q.get_job_ids() == [kept.id]
+        b.close()
 
 
 class TestRefusedFiles:

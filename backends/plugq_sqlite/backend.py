@@ -20,8 +20,8 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, ClassVar, NoReturn, TypeVar
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from plugq._clock import Clock
 from plugq._record import JobRecord, WorkerRecord
@@ -93,6 +93,12 @@ _GET_MANY_CHUNK = 500
 # None still binds as NULL. Someone else's adapter for None is left alone.
 if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
     sqlite3.register_adapter(type(None), lambda value: value)
+
+
+# Primary result codes (sqlite3.SQLITE_* names exist only from Python 3.11 on
+# some builds; the numbers are fixed by SQLite).
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -195,6 +201,8 @@ _PARAMS = {
     "busy_timeout": "a number of seconds > 0 to wait for a locked database, e.g. ?busy_timeout=30",
     "synchronous": "normal (default: durable across crashes of the process) or full "
                    "(also across power loss)",
+    "mode": "rw (default) or ro: read-only, for monitors and inspection; it never "
+            "creates or writes the file",
     "poll": "the longest pause, in seconds > 0, between two looks of an idle worker at the "
             "file, e.g. ?poll=0.005 (default 0.01)",
 }
@@ -302,6 +310,13 @@ class SqliteBackend(StorageBackend):
                 f"be {_PARAMS['synchronous']}"
             )
         self.synchronous = sync.upper()
+        mode = params.get("mode", "rw").lower()
+        if mode not in ("rw", "ro"):
+            raise ConfigurationError(
+                f"{shown}: mode={params['mode']!r} is not valid; mode must be {_PARAMS['mode']}"
+            )
+        #: True with ``?mode=ro``: every write raises BackendUnavailableError.
+        self.read_only = mode == "ro"
         self._local = threading.local()
         self._pid = os.getpid()
         self._conns_lock = threading.Lock()
@@ -316,7 +331,14 @@ class SqliteBackend(StorageBackend):
 
     def _open(self) -> None:
         """Check the file is ours (or new), then make it a WAL database with our schema."""
-        schema.create_file(self.path)
+        if self.read_only:
+            if not os.path.isfile(self.path):
+                raise BackendUnavailableError(
+                    f"{self.path!r} does not exist; mode=ro opens an existing plugq database "
+                    "and never creates one"
+                )
+        else:
+            schema.create_file(self.path)
         schema.check_header(self.path)
         # inspect() only reads: a foreign or newer file is refused before any write.
         try:
@@ -324,6 +346,15 @@ class SqliteBackend(StorageBackend):
         except BaseException:
             self.close()
             raise
+        if self.read_only:
+            if version != schema.SCHEMA_VERSION:
+                self.close()
+                raise BackendUnavailableError(
+                    f"{self.path!r} is not an initialised plugq database of schema version "
+                    f"{schema.SCHEMA_VERSION} (found {version or 'an empty file'}); mode=ro "
+                    "cannot create or upgrade it: open it once without mode=ro"
+                )
+            return
         # WAL is a property of the file; setting it needs a moment of exclusive
         # access, so several processes opening at once may have to retry.
         mode = self._retry(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchone()[0])
@@ -342,8 +373,12 @@ class SqliteBackend(StorageBackend):
         # The busy handler waits in SQLite's own sleep steps (1, 2, 5, 10… ms);
         # a longer wait is the retry loop's business, so the per-attempt wait
         # stays short enough for the loop's deadline to mean something.
+        target = self.path
+        if self.read_only:
+            target = f"file:{quote(self.path)}?mode=ro"
         conn = sqlite3.connect(
-            self.path,
+            target,
+            uri=self.read_only,
             timeout=min(self.busy_timeout, 5.0),
             isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
             check_same_thread=False,  # only so close() may close other threads' connections
@@ -410,8 +445,10 @@ class SqliteBackend(StorageBackend):
             return fn(conn)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
-                raise
+                self._raise_for(exc)
             first = exc
+        except sqlite3.DatabaseError as exc:
+            self._raise_for(exc)
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
         while True:
@@ -430,7 +467,36 @@ class SqliteBackend(StorageBackend):
                 return fn(conn)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
-                    raise
+                    self._raise_for(exc)
+            except sqlite3.DatabaseError as exc:
+                self._raise_for(exc)
+
+    def _raise_for(self, exc: sqlite3.DatabaseError) -> NoReturn:
+        """Re-raise ``exc``, as a BackendUnavailableError when it is about the file."""
+        translated = self._unavailable(exc)
+        if translated is None:
+            raise exc
+        raise translated from exc
+
+    def _unavailable(self, exc: sqlite3.DatabaseError) -> BackendUnavailableError | None:
+        """The plugq error for a file that cannot take the call (full, read-only, damaged)."""
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code == _SQLITE_FULL:
+            why = ("the disk (or the file's size limit) is full; nothing of this call was "
+                   "written. Free some space and retry")
+        elif code == _SQLITE_READONLY:
+            why = ("the database is opened read-only (?mode=ro)" if self.read_only else
+                   "the database is read-only: check the permissions of the file, its -wal "
+                   "and -shm files and its folder")
+        elif code == _SQLITE_IOERR:
+            why = "the disk reported an I/O error"
+        elif code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            why = "the file is damaged; restore it from a backup (PRAGMA integrity_check)"
+        elif code == _SQLITE_CANTOPEN:
+            why = "the file (or its -wal/-shm companions) cannot be opened"
+        else:
+            return None
+        return BackendUnavailableError(f"{self.path!r}: {why} ({exc})")
 
     @staticmethod
     def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
