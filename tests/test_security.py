@@ -40,9 +40,13 @@ def clean_settings(monkeypatch):
     clear_settings_cache()
 
 
-@pytest.fixture
-def backend():
-    return MemoryBackend(f"memory://security-{uuid.uuid4().hex}")
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request, tmp_path):
+    if request.param == "memory":
+        return MemoryBackend(f"memory://security-{uuid.uuid4().hex}")
+    from plugq_sqlite import SqliteBackend
+
+    return SqliteBackend(f"sqlite:///{tmp_path / 'security.db'}")
 
 
 @pytest.fixture
