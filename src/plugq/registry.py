@@ -63,19 +63,9 @@ class BaseRegistry:
         self.backend.remove_from_registry(self.name, self.status, job_id, delete_job=delete_job)
 
 
-class StartedJobRegistry(BaseRegistry):
-    status = JobStatus.STARTED
-
-
-class FinishedJobRegistry(BaseRegistry):
-    status = JobStatus.FINISHED
-
-
-class FailedJobRegistry(BaseRegistry):
-    status = JobStatus.FAILED
-
+class _RequeueMixin(BaseRegistry):
     def requeue(self, job_or_id: Job | str, at_front: bool = False) -> Job:
-        """Put a failed job back on its queue.
+        """Put a job of this registry back on its queue.
 
         Raises:
             InvalidJobOperation: the job is not in this registry.
@@ -84,8 +74,22 @@ class FailedJobRegistry(BaseRegistry):
         if job_id not in self:
             from .exceptions import InvalidJobOperation
 
-            raise InvalidJobOperation(f"Job {job_id} is not in the failed registry of {self.name!r}")
+            raise InvalidJobOperation(
+                f"Job {job_id} is not in the {self.status.value} registry of {self.name!r}"
+            )
         return Job(self.backend, self.backend.requeue_job(job_id, at_front=at_front))
+
+
+class StartedJobRegistry(BaseRegistry):
+    status = JobStatus.STARTED
+
+
+class FinishedJobRegistry(BaseRegistry):
+    status = JobStatus.FINISHED
+
+
+class FailedJobRegistry(_RequeueMixin):
+    status = JobStatus.FAILED
 
 
 class DeferredJobRegistry(BaseRegistry):
@@ -96,9 +100,5 @@ class ScheduledJobRegistry(BaseRegistry):
     status = JobStatus.SCHEDULED
 
 
-class CanceledJobRegistry(BaseRegistry):
+class CanceledJobRegistry(_RequeueMixin):
     status = JobStatus.CANCELED
-
-    def requeue(self, job_or_id: Job | str, at_front: bool = False) -> Job:
-        job_id = job_or_id.id if isinstance(job_or_id, Job) else job_or_id
-        return Job(self.backend, self.backend.requeue_job(job_id, at_front=at_front))
