@@ -74,3 +74,25 @@ def test_maintenance_alone_recovers(backend):
     backend.clock.advance(6)
     backend.maintenance()
     assert job.get_status() == JobStatus.FAILED
+
+
+def test_stale_worker_cannot_overwrite_the_attempt_that_replaced_it(backend):
+    """A worker that stalled past its lease finishes late: its outcome is dropped."""
+    from plugq import _lifecycle
+
+    q = Queue("ab", connection=backend)
+    job = q.enqueue(tasks.add, 1, 2, retry=Retry(max=1))
+    now = backend.clock.now()
+    backend.register_worker(WorkerRecord(name="stalled", queues=["ab"], pid=1, hostname="h",
+                                         birth=now, last_heartbeat=now))
+    stale = backend.claim(["ab"], "stalled", now)
+    backend.clock.advance(6)
+    backend.maintenance()  # the stalled worker's job is recovered and requeued
+    fresh = backend.claim(["ab"], "fresh", backend.clock.now())
+    assert fresh is not None and fresh.attempts == 2
+    # The stalled worker wakes up and reports a result for attempt 1.
+    assert _lifecycle.finish(backend, stale, b"stale") is False
+    assert job.get_status() == "started"
+    assert job.worker_name == "fresh"
+    assert _lifecycle.finish(backend, fresh, None) is True
+    assert job.get_status() == "finished"

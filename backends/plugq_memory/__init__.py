@@ -103,13 +103,22 @@ class MemoryBackend(StorageBackend):
         with self._lock:
             return [None if (r := self._jobs.get(i)) is None else r.copy() for i in job_ids]
 
-    def put(self, record: JobRecord, *, expected: Collection[JobStatus] | None = None) -> bool:
+    def put(
+        self, record: JobRecord, *, expected: Collection[JobStatus] | None = None,
+        expected_attempts: int | None = None,
+    ) -> bool:
         with self._lock:
             old = self._jobs.get(record.id)
             if old is None or (expected is not None and old.status not in expected):
                 return False
+            if expected_attempts is not None and old.attempts != expected_attempts:
+                return False
             new = record.copy()
             new.meta = old.meta
+            if (old.status, old.origin, old.depends_on) == (new.status, new.origin, new.depends_on):
+                # Staying in the same queue or registry keeps the job's place.
+                self._jobs[record.id] = new
+                return True
             self._unindex(old)
             self._jobs[record.id] = new
             self._index(new)

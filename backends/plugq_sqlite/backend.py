@@ -57,7 +57,7 @@ _INSERT = f"INSERT OR REPLACE INTO jobs ({_COLS}, pos) VALUES ({_QMARKS}, ?)"
 _PUT_SET = ", ".join(f"{c} = ?" for c in schema.JOB_COLUMNS if c not in ("id", "meta"))
 
 
-def _put_sql(n_expected: int) -> str:
+def _put_sql(n_expected: int, check_attempts: bool = False) -> str:
     # The right-hand sides of SET read the row as it was, so "origin = ? AND
     # status = ?" asks whether the job stays where it is (then it keeps its
     # place) or moves to another queue or registry (then it takes a new one).
@@ -67,10 +67,13 @@ def _put_sql(n_expected: int) -> str:
     )
     if n_expected:
         sql += f" AND status IN ({', '.join('?' * n_expected)})"
+    if check_attempts:
+        sql += " AND attempts = ?"
     return sql
 
 
 _PUT_SQL = [_put_sql(n) for n in range(len(JobStatus) + 1)]
+_PUT_SQL_ATTEMPTS = [_put_sql(n, check_attempts=True) for n in range(len(JobStatus) + 1)]
 
 # The claim: one statement picks the first unexpired queued row by the queue
 # index and marks it started; RETURNING hands back the row as stored.
@@ -577,18 +580,26 @@ class SqliteBackend(StorageBackend):
                 found[row[0]] = _record(row)
         return [found.get(job_id) for job_id in ids]
 
-    def put(self, record: JobRecord, *, expected: Collection[JobStatus] | None = None) -> bool:
+    def put(
+        self, record: JobRecord, *, expected: Collection[JobStatus] | None = None,
+        expected_attempts: int | None = None,
+    ) -> bool:
         statuses = () if expected is None else tuple(s.value for s in expected)
         if expected is not None and not statuses:
             return False
-        sql = _PUT_SQL[len(statuses)]
+        conditions: tuple[Any, ...] = statuses
+        if expected_attempts is not None:
+            sql = _PUT_SQL_ATTEMPTS[len(statuses)]
+            conditions = (*statuses, expected_attempts)
+        else:
+            sql = _PUT_SQL[len(statuses)]
         moment = _POSITIONS.next()
         values = _params(record)
         params = (
             *values[1:15], *values[16:],  # every column but id and meta
             record.origin, record.status.value,
             -moment if record.at_front and record.status is JobStatus.QUEUED else moment,
-            record.id, *statuses,
+            record.id, *conditions,
         )
         if not record.depends_on:
             return bool(self._retry(lambda c: c.execute(sql, params).rowcount) == 1)

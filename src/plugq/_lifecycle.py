@@ -134,7 +134,7 @@ def finish(backend: StorageBackend, rec: JobRecord, result: bytes | None) -> boo
     rec.result = result
     rec.exc_info = None
     rec.expires_at = None if rec.result_ttl < 0 else now + rec.result_ttl
-    if not backend.put(rec, expected={JobStatus.STARTED}):
+    if not backend.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts):
         return False
     enqueue_dependents(backend, rec)
     if rec.result_ttl == 0:
@@ -163,7 +163,7 @@ def fail(backend: StorageBackend, rec: JobRecord, exc_info: str) -> JobStatus | 
     else:
         rec.status = JobStatus.FAILED
         rec.expires_at = None if rec.failure_ttl < 0 else now + rec.failure_ttl
-    if not backend.put(rec, expected={JobStatus.STARTED}):
+    if not backend.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts):
         return None
     if rec.status is JobStatus.FAILED:
         enqueue_dependents(backend, rec)

@@ -272,7 +272,10 @@ class StorageBackend(Backend):
         return [self.get(job_id) for job_id in job_ids]
 
     @abstractmethod
-    def put(self, record: JobRecord, *, expected: Collection[JobStatus] | None = None) -> bool:
+    def put(
+        self, record: JobRecord, *, expected: Collection[JobStatus] | None = None,
+        expected_attempts: int | None = None,
+    ) -> bool:
         """Overwrite a stored record (every field but ``meta``).
 
         Parameters:
@@ -280,10 +283,15 @@ class StorageBackend(Backend):
             expected: when given, write only if the stored status is one of
                 these (compare-and-set); this is how two workers or two
                 schedulers never make the same transition twice.
+            expected_attempts: when given, write only if the stored
+                ``attempts`` equals it. A worker storing an outcome passes the
+                attempt it ran, so a worker that stalled past its lease cannot
+                overwrite the attempt that replaced it.
 
-        A record that becomes ``QUEUED`` from any other status enters the back
-        of its queue (front when ``record.at_front``); one that leaves
-        ``QUEUED`` leaves the queue.
+        A record that becomes ``QUEUED`` from any other status (or moves to
+        another queue) enters the back of its queue (front when
+        ``record.at_front``); one that stays where it is keeps its place; one
+        that leaves ``QUEUED`` leaves the queue.
 
         Returns:
             True if written; False if the record is absent or the status did not match.
