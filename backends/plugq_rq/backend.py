@@ -47,11 +47,13 @@ from plugq.exceptions import (
     NoSuchJobError,
     NotSupportedError,
 )
+from plugq.security import UntrustedJobError
 from plugq.serializers import get_serializer
 
 from ._connection import make_client, split_options, translate_errors, translated
 from .convert import attempts_of, to_record, to_rq_job
-from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule, serializer_name
+from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
+from .signing import sniff
 
 if TYPE_CHECKING:
     from plugq.worker import Worker
@@ -93,6 +95,19 @@ class RQBackend(Backend):
             self.scheduler_interval = float(options.get("scheduler_interval", "1"))
         except ValueError:
             raise ConfigurationError(f"{self.safe_url()}: scheduler_interval must be seconds") from None
+        #: ``?lease=SECONDS``: how long a job's heartbeat lives (None: rq's default,
+        #: the job monitoring interval + 60 s); see ``worker.PlugqWorkerMixin``.
+        self.lease: float | None = None
+        if "lease" in options:
+            try:
+                self.lease = float(options["lease"])
+            except ValueError:
+                self.lease = -1.0
+            if not (self.lease >= 1.0 and self.lease < float("inf")):
+                raise ConfigurationError(
+                    f"{self.safe_url()}: lease={options['lease']!r}; give whole or fractional "
+                    "seconds, at least 1 (rq's heartbeats have one-second resolution)"
+                )
         self.redis = client if client is not None else make_client(redis_url)
         if self.redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigurationError(
@@ -145,9 +160,13 @@ class RQBackend(Backend):
             result = None
             if entries:
                 rid, payload = entries[0]
-                result = Result.restore(
-                    job.id, rid.decode(), payload, connection=self.redis, serializer=job.serializer
-                )
+                try:
+                    result = Result.restore(
+                        job.id, rid.decode(), payload, connection=self.redis, serializer=job.serializer
+                    )
+                except UntrustedJobError:
+                    # An unsigned or tampered return value (key set) is never loaded.
+                    result = None
             scheduled = job.get_status(refresh=False) == RQStatus.SCHEDULED
             sched = float(score) if score is not None and scheduled else None
             out[job.id] = to_record(
@@ -245,9 +264,9 @@ class RQBackend(Backend):
         data = self.redis.hget(PlugqJob.key_for(job_id), "data")
         if data is None:
             raise NoSuchJobError(f"No such job: {job_id}")
-        name = serializer_name(data)
+        name, signed = sniff(data)
         value = get_serializer(name).loads(meta) if meta else {}
-        self.redis.hset(PlugqJob.key_for(job_id), "meta", rq_serializer(name).dumps(value))
+        self.redis.hset(PlugqJob.key_for(job_id), "meta", rq_serializer(name, signed=signed).dumps(value))
 
     @translate_errors
     def cancel_job(self, job_id: str) -> JobRecord:
@@ -365,12 +384,18 @@ class RQBackend(Backend):
         import logging
 
         cls = self._worker_class(worker.worker_class)
+        options = {k: v for k, v in worker.options.items() if k in RQ_WORKER_OPTIONS}
+        if self.lease is not None:
+            # Heartbeats three times per lease (rq's monitor alarm takes whole
+            # seconds), registry cleanup twice per lease.
+            options.setdefault("job_monitoring_interval", max(1, int(self.lease // 3)))
+            options.setdefault("maintenance_interval", self.lease / 2)
         rqw = cls(
             [self.rq_queue(n) for n in worker.queue_names()],
             name=worker.name,
             connection=self.redis,
             job_class=PlugqJob,
-            **{k: v for k, v in worker.options.items() if k in RQ_WORKER_OPTIONS},
+            **options,
         )
         rqw.plugq_backend = self
         rqw.plugq_worker = worker

@@ -18,6 +18,7 @@ from rq.results import Result
 from plugq._record import JobRecord
 from plugq._status import JobStatus
 from plugq.retry import retry_interval
+from plugq.security import unseal
 from plugq.serializers import get_serializer
 
 from .jobs import ATTEMPTS_FIELD, PlugqJob, rq_serializer
@@ -45,7 +46,9 @@ def status_of(job: PlugqJob) -> JobStatus:
 def to_rq_job(record: JobRecord, connection: Any) -> PlugqJob:
     """Build (not save) the rq job for a record plugq prepared."""
     ser = get_serializer(record.serializer)
-    args, kwargs = ser.loads(record.payload)
+    # The core seals the payload when PLUGQ_SECRET_KEY is set; on Redis the
+    # signature is rq's (a signed serializer and the job's plugq_sig field).
+    args, kwargs = ser.loads(unseal(record.payload))
     timeout: int | None = -1 if record.timeout is None else max(1, math.ceil(record.timeout))
     job: PlugqJob = PlugqJob.create(  # type: ignore[assignment]
         record.func_name,
@@ -99,8 +102,11 @@ def to_record(
     name = job.serializer_name
     ser = get_serializer(name)
     status = status_of(job)
-    args, kwargs = job.args, job.kwargs
+    refused = job.plugq_refusal is not None
+    # A refused job's arguments are never deserialized: it reads as called with none.
+    args, kwargs = ((), {}) if refused else (job.args, job.kwargs)
     payload = ser.dumps((list(args) if name == "json" else tuple(args), dict(kwargs)))
+    func_name = (job.plugq_refused_func if refused else job.func_name) or ""
     value: bytes | None = None
     exc: str | None = None
     if status is JobStatus.FINISHED:
@@ -119,7 +125,7 @@ def to_record(
         intervals = [float(v) for v in (job.retry_intervals or [])]
     return JobRecord(
         id=job.id,
-        func_name=job.func_name or "",
+        func_name=func_name,
         origin=job.origin or "",
         payload=payload,
         serializer=name,

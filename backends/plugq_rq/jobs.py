@@ -9,7 +9,9 @@ Everything is stored by rq itself, in rq's format; this subclass only
   on every plugq backend, instead of storing a placeholder string);
 * schedules retries never earlier than asked (rq rounds the due time down to
   the second) and keeps the failed attempt's traceback while it waits;
-* logs a failing callback instead of letting it change the job's outcome.
+* logs a failing callback instead of letting it change the job's outcome;
+* applies plugq's security guards before anything stored is deserialized
+  (allow-list, json-only policy, HMAC signing; see :mod:`plugq_rq.signing`).
 
 A plain ``rq worker`` runs the same jobs with rq's stock Job class; only the
 points above then behave as rq's.
@@ -26,8 +28,23 @@ from typing import TYPE_CHECKING, Any
 
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
-from rq.serializers import DefaultSerializer, JSONSerializer
+from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPenalty
+
+from plugq.security import secret_key
+
+from .signing import (
+    CALLBACK_FIELDS,
+    SIG_FIELD,
+    RefusingSerializer,
+    SignedSerializer,
+    is_signed,
+    job_mac,
+    peek_func_name,
+    refusal,
+    serializer_for,
+    sniff,
+)
 
 if TYPE_CHECKING:
     from rq.queue import Queue as RQQueue
@@ -41,18 +58,20 @@ RETRY_INTERVALS_FIELD = "plugq_retry_intervals"
 ATTEMPTS_FIELD = "plugq_attempts"
 
 
-def rq_serializer(name: str) -> Any:
-    """rq's serializer class for a plugq serializer name."""
-    return JSONSerializer if name == "json" else DefaultSerializer
+def rq_serializer(name: str, *, signed: bool | None = None) -> Any:
+    """rq's serializer for a plugq serializer name.
+
+    ``signed`` defaults to "is ``PLUGQ_SECRET_KEY`` set in this process": new
+    jobs are signed whenever a key is configured.
+    """
+    if signed is None:
+        signed = secret_key() is not None
+    return serializer_for(name, signed=signed)
 
 
 def serializer_name(data: bytes) -> str:
     """Which serializer wrote rq's (possibly zlib-compressed) job ``data``."""
-    try:
-        raw = zlib.decompress(data)
-    except zlib.error:
-        raw = data
-    return "json" if raw[:1] in (b"[", b"{") else "pickle"
+    return sniff(data)[0]
 
 
 def death_penalty_class() -> type[BaseDeathPenalty]:
@@ -87,6 +106,10 @@ class PlugqJob(RQJob):
     plugq_retry_intervals: list[float] | None = None
     #: The traceback of the attempt being retried (kept on the job while it waits).
     plugq_exc_string: str | None = None
+    #: Why this process refuses to deserialize or run the stored job (None: trusted).
+    plugq_refusal: str | None = None
+    #: The function name of a refused job, read without deserializing its data.
+    plugq_refused_func: str | None = None
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         # rq refuses '.' in ids; plugq allows it, so the id is set without rq's check.
@@ -95,21 +118,50 @@ class PlugqJob(RQJob):
 
     def restore(self, raw_data: Any) -> Any:
         data = raw_data.get(b"data", raw_data.get("data")) if raw_data else None
+        self.plugq_refusal = self.plugq_refused_func = None
+        reason: str | None = None
+        func: str | None = None
         if data:
-            self.serializer = rq_serializer(serializer_name(data))
+            try:
+                plain = zlib.decompress(data)
+            except zlib.error:
+                plain = data
+            # Every guard runs here, before rq deserializes data, meta or result.
+            reason, func = refusal(str(self._id), raw_data, plain)
+            if reason is not None:
+                self.serializer = RefusingSerializer(reason)
+            else:
+                name, signed = sniff(plain)
+                self.serializer = serializer_for(name, signed=signed)
         super().restore(raw_data)
+        if reason is not None:
+            self.plugq_refusal = reason
+            self.plugq_refused_func = func or peek_func_name(*_inner_and_name(self.data))
+            # rq kept what it could not load; nothing of a refused job is used.
+            self.meta, self._result, self.webhooks = {}, None, []
         raw = raw_data.get(RETRY_INTERVALS_FIELD.encode(), raw_data.get(RETRY_INTERVALS_FIELD))
         self.plugq_retry_intervals = json.loads(raw) if raw else None
         return None
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
+        if self.plugq_refusal is not None:
+            # A refused job is stored as found (its data untouched) and never re-signed.
+            return super().to_dict(include_meta=False, include_result=False)
         obj = super().to_dict(include_meta=include_meta, include_result=include_result)
         if self.plugq_retry_intervals is not None:
             obj[RETRY_INTERVALS_FIELD] = json.dumps(self.plugq_retry_intervals)
+        key = secret_key()
+        if key and isinstance(self.serializer, SignedSerializer) and is_signed(self.data):
+            callbacks = tuple(str(obj.get(f) or "") for f in CALLBACK_FIELDS)
+            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks)  # type: ignore[arg-type]
         return obj
 
     @property
     def serializer_name(self) -> str:
+        if isinstance(self.serializer, SignedSerializer):
+            return self.serializer.name
+        if isinstance(self.serializer, RefusingSerializer):
+            return _inner_and_name(self.data)[1]
         return "json" if self.serializer is JSONSerializer else "pickle"
 
     def perform(self) -> Any:
@@ -150,16 +202,29 @@ class PlugqJob(RQJob):
             log.info("Job %s: enqueued for retry, %s left", self.id, self.retries_left)
 
     def execute_success_callback(self, death_penalty_class: Any, result: Any) -> None:
+        if self.plugq_refusal is not None:
+            return
         try:
             super().execute_success_callback(_penalty(), result)
         except Exception:
             log.exception("Job %s: on_success callback failed; the job stays finished", self.id)
 
     def execute_failure_callback(self, death_penalty_class: Any, *exc_info: Any) -> None:
+        if self.plugq_refusal is not None:
+            log.warning("Job %s: refused (%s); its on_failure callback is not called",
+                        self.id, self.plugq_refusal)
+            return
         try:
             super().execute_failure_callback(_penalty(), *exc_info)
         except Exception:
             log.exception("Job %s: on_failure callback failed", self.id)
+
+
+def _inner_and_name(data: bytes) -> tuple[bytes, str]:
+    from .signing import inner_bytes
+
+    inner = inner_bytes(data)
+    return inner, ("json" if inner[:1] in (b"[", b"{") else "pickle")
 
 
 def _penalty() -> type[BaseDeathPenalty]:

@@ -13,12 +13,23 @@ worker's process; the default on ``fakeredis://``) or ``spawn``
   as plugq's own loop does, and a scheduler thread instead of rq's forked
   scheduler process (fakeredis data does not cross a fork);
 * a canceled job's outcome is not stored over its cancellation;
-* Redis going away is waited out with backoff instead of ending the worker.
+* Redis going away is waited out with backoff instead of ending the worker;
+* a job refused by plugq's security guards (``signing.refusal``: allow-list,
+  json-only policy, HMAC signature) is failed unrun, with the reason as its
+  traceback, and no callback is called;
+* with the backend's ``lease`` (URL ``?lease=SECONDS``), a job's heartbeat
+  lives ``lease`` seconds instead of rq's monitoring interval + 60 s, and
+  registries are cleaned every ``lease / 2`` seconds, so a dead worker's job
+  is recovered as abandoned within about ``1.5 * lease``;
+* ``plugq.Worker.successful_job_count`` / ``failed_job_count`` are copied from
+  rq's counters in ``rq:worker:<name>`` when ``work()`` ends (the jobs may have
+  run in work horses).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -26,14 +37,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue as RQQueue
+from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
 from rq.timeouts import UnixSignalDeathPenalty
+from rq.utils import now as rq_now
 from rq.worker import SimpleWorker, SpawnWorker, Worker
 from rq.worker.base import WorkerStatus
+from rq.worker_registration import clean_worker_registry
 
 from plugq.exceptions import AbandonedJobError
+from plugq.security import UntrustedJobError
 
 from ._connection import is_connection_error
 from .jobs import ATTEMPTS_FIELD, PlugqJob, death_penalty_class
@@ -74,6 +90,18 @@ class PlugqScheduler(RQScheduler):
         self._status = self.Status.STARTED
 
 
+class LeaseIntermediateQueue(IntermediateQueue):
+    """rq's intermediate queue, a job stuck there recovered after ``lease`` seconds (rq: 60)."""
+
+    def __init__(self, queue_key: str, connection: Any, lease: float) -> None:
+        super().__init__(queue_key, connection)
+        self.lease = lease
+
+    def should_be_cleaned_up(self, job_id: str) -> bool:
+        first_seen = self.get_first_seen(job_id)
+        return first_seen is not None and (rq_now() - first_seen).total_seconds() > self.lease
+
+
 class PlugqWorkerMixin:
     """What plugq adds to every rq worker class (see the module docstring)."""
 
@@ -86,9 +114,12 @@ class PlugqWorkerMixin:
     _plugq_exc_info: Any = None
     _plugq_sched_thread: threading.Thread | None = None
     _plugq_sched_stop: threading.Event | None = None
+    _plugq_base_counts: tuple[int, int] = (0, 0)
 
     # rq attributes used below (provided by BaseWorker)
     connection: Any
+    key: str
+    last_cleaned_at: Any
     queues: list[Any]
     name: str
     serializer: Any
@@ -126,7 +157,63 @@ class PlugqWorkerMixin:
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         self.death_penalty_class = death_penalty_class()
+        if self.plugq_worker is not None:
+            self._plugq_base_counts = (
+                self.plugq_worker.successful_job_count, self.plugq_worker.failed_job_count
+            )
         return super().work(*args, **kwargs)  # type: ignore[misc]
+
+    def _plugq_copy_counts(self) -> None:
+        """rq counts in ``rq:worker:<name>`` (the horses too); plugq's Worker shows the same."""
+        if self.plugq_worker is None:
+            return
+        try:
+            ok, failed = self.connection.hmget(self.key, "successful_job_count", "failed_job_count")
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            log.warning("Worker %s: job counts not read, Redis unavailable (%s)", self.name, exc)
+            return
+        base_ok, base_failed = self._plugq_base_counts
+        self.plugq_worker.successful_job_count = base_ok + int(ok or 0)
+        self.plugq_worker.failed_job_count = base_failed + int(failed or 0)
+
+    # -- lease ----------------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Any) -> int:
+        lease = self.plugq_backend.lease
+        if lease is None:
+            return int(super().get_heartbeat_ttl(job))  # type: ignore[misc]
+        return max(2, math.ceil(lease))
+
+    def clean_registries(self) -> None:
+        lease = self.plugq_backend.lease
+        if lease is None:
+            super().clean_registries()  # type: ignore[misc]
+            return
+        # rq's maintenance lock lives 899 s: a worker killed while it holds the
+        # lock would stop every cleanup for 15 minutes. With a lease it lives
+        # one lease, and stuck intermediate-queue jobs wait one lease, not 60 s.
+        for queue in self.queues:
+            if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=max(1, math.ceil(lease))):
+                try:
+                    clean_registries(queue, self._exc_handlers)  # type: ignore[attr-defined]
+                    clean_worker_registry(queue)
+                    LeaseIntermediateQueue(queue.key, self.connection, lease).cleanup(self, queue)  # type: ignore[arg-type]
+                finally:
+                    queue.release_maintenance_lock()
+        self.last_cleaned_at = rq_now()
+
+    def _plugq_beat_while(self, job: Any, done: threading.Event) -> None:
+        """A simple worker runs the job itself: keep its execution's heartbeat alive meanwhile."""
+        interval = max(0.2, (self.plugq_backend.lease or 3.0) / 3.0)
+        while not done.wait(interval):
+            if self.execution is None:
+                continue
+            try:
+                self.maintain_heartbeats(job)  # type: ignore[attr-defined]
+            except Exception:
+                log.debug("Worker %s: heartbeat during job %s failed", self.name, job.id, exc_info=True)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -179,6 +266,8 @@ class PlugqWorkerMixin:
 
     def teardown(self) -> None:
         self._plugq_stop_scheduler()
+        if not getattr(self, "_is_horse", False):
+            self._plugq_copy_counts()
         try:
             super().teardown()  # type: ignore[misc]
         except Exception as exc:
@@ -187,6 +276,14 @@ class PlugqWorkerMixin:
             log.warning("Worker %s: could not register its death, Redis unavailable", self.name)
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        if getattr(job, "plugq_refusal", None) is not None:
+            self._plugq_refuse(job, queue, job.plugq_refusal)
+            return
+        done: threading.Event | None = None
+        if isinstance(self, SimpleWorker) and self.plugq_backend.lease is not None:
+            done = threading.Event()
+            threading.Thread(target=self._plugq_beat_while, args=(job, done),
+                             name="plugq-job-heartbeat", daemon=True).start()
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         except Exception as exc:
@@ -195,10 +292,38 @@ class PlugqWorkerMixin:
             # The job stays in rq's started registry / intermediate queue and is
             # recovered as abandoned (retried or failed) by registry cleanup.
             self._plugq_wait_for_redis(exc)
+        finally:
+            if done is not None:
+                done.set()
+
+    def _plugq_refuse(self, job: Any, queue: Any, reason: str) -> None:
+        """Fail a job the security guards refused: nothing imported, deserialized or called."""
+        err = UntrustedJobError(reason)
+        exc_string = f"plugq.security.UntrustedJobError: {reason}\n"
+        log.error("Worker %s: %s: job %s refused: %s", self.name, queue.name, job.id, reason)
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            job.set_status(RQStatus.FAILED, pipeline=pipeline)
+            job.worker_name = self.name
+            job.ended_at = rq_now()
+            job._handle_failure(exc_string, pipeline, worker_name=self.name)
+            self.increment_failed_job_count(pipeline)  # type: ignore[attr-defined]
+            pipeline.execute()
+        try:
+            queue.enqueue_dependents(job)
+        except Exception:
+            log.exception("Job %s: dependents not enqueued", job.id)
+        if self.plugq_worker is not None:
+            self.plugq_worker.failed_job_count += 1
+        from plugq.plugins import hook
+
+        caller = hook()
+        if caller.plugq_job_failed.get_hookimpls():
+            caller.plugq_job_failed(job=self._plugq_job(job), exc_info=(type(err), err, None))
 
     def prepare_execution(self, job: Any) -> Execution:
         with self.connection.pipeline() as pipeline:
-            ttl = self.get_heartbeat_ttl(job)  # type: ignore[attr-defined]
+            ttl = self.get_heartbeat_ttl(job)
             self.execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)  # type: ignore[attr-defined]
             pipeline.hincrby(job.key, ATTEMPTS_FIELD, 1)

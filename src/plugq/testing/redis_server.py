@@ -32,10 +32,12 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process on ``127.0.0.1:port``."""
 
-    def __init__(self, binary: str, folder: Path, port: int | None = None) -> None:
+    def __init__(self, binary: str, folder: Path, port: int | None = None, *, aof: bool = False) -> None:
         self.binary = binary
         self.folder = folder
         self.port = port or _free_port()
+        #: Append-only file, fsync'd on every write: data survives a kill -9.
+        self.aof = aof
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,8 +64,9 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.folder),
-                "--databases", "16",
+                "--save", "", "--dir", str(self.folder), "--databases", "16",
+                *(("--appendonly", "yes", "--appendfsync", "always") if self.aof
+                  else ("--appendonly", "no")),
             ],
             stdout=log, stderr=subprocess.STDOUT,
         )
@@ -93,6 +96,13 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def crash(self) -> None:
+        """SIGKILL the server (no shutdown save); :meth:`start` brings it back."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
     def flushall(self) -> None:
         """Empty every database."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
@@ -121,3 +131,21 @@ def redis_server() -> Iterator[RedisServer]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def aof_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A separate ``redis-server`` with ``--appendonly yes --appendfsync always`` for one test."""
+    binary = find_binary()
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("redis-server is not installed; under CI=true the Redis tests must run")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    folder = tmp_path / "redis-aof"
+    folder.mkdir()
+    server = RedisServer(binary, folder, aof=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,207 @@
+"""plugq's security guards (``plugq.security``) on rq's job format.
+
+rq keeps a job as a hash: ``data`` is the serialized ``(func_name, instance,
+args, kwargs)``, ``meta`` and results are serialized with the same
+serializer, callbacks are plain fields. Reading a pickle runs code, so the
+checks below run in :meth:`PlugqJob.restore` *before* rq deserializes any of
+it, in every process (worker, producer, monitor):
+
+* ``allowed_modules``: the function name is read from ``data`` without
+  deserializing it (JSON is parsed; a pickle's first opcode is decoded with
+  :mod:`pickletools`, nothing is loaded), and the callbacks from their fields;
+* ``serializer = "json"``: a pickle payload is refused unread;
+* ``PLUGQ_SECRET_KEY``: jobs are written with a :class:`SignedSerializer`
+  (every blob — data, meta, return values — carries an HMAC, checked before
+  the inner serializer sees it) and the job hash carries ``plugq_sig``, an
+  HMAC over the job id, ``data`` and the three callback names. A job missing
+  either, or not matching, is refused.
+
+A refused job keeps the reason in ``job.plugq_refusal`` and a serializer that
+refuses to load anything, so no later code path can deserialize it by accident;
+the worker fails it unrun (see ``worker.PlugqWorkerMixin.execute_job``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import pickletools
+import zlib
+from typing import Any
+
+from rq.serializers import DefaultSerializer, JSONSerializer
+
+from plugq.security import UntrustedJobError, module_allowed, secret_key
+
+#: Prefix of a signed blob: MAGIC + 32-byte HMAC-SHA256 + the inner serializer's bytes.
+MAGIC = b"PQR1"
+_MAC_LEN = 32
+#: Job hash field holding the job-level signature (hex).
+SIG_FIELD = "plugq_sig"
+CALLBACK_FIELDS = ("success_callback_name", "failure_callback_name", "stopped_callback_name")
+
+
+def _blob_mac(key: bytes, inner: bytes) -> bytes:
+    return hmac.new(key, b"plugq-rq-blob\x00" + inner, hashlib.sha256).digest()
+
+
+def is_signed(blob: bytes) -> bool:
+    return blob[:4] == MAGIC and len(blob) >= 4 + _MAC_LEN
+
+
+def inner_bytes(blob: bytes) -> bytes:
+    """The inner serializer's bytes of a (possibly) signed blob, unchecked."""
+    return blob[4 + _MAC_LEN:] if is_signed(blob) else blob
+
+
+class SignedSerializer:
+    """An rq serializer whose every blob carries an HMAC made with ``PLUGQ_SECRET_KEY``.
+
+    ``loads`` checks the MAC before the inner serializer reads a byte; without
+    a key in this process it only strips the MAC (no key: the store is trusted).
+    """
+
+    def __init__(self, inner: Any, name: str) -> None:
+        self.inner = inner
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"SignedSerializer({self.name!r})"
+
+    def dumps(self, obj: Any) -> bytes:
+        key = secret_key()
+        if not key:
+            raise UntrustedJobError("cannot sign: PLUGQ_SECRET_KEY is not set in this process")
+        inner = self.inner.dumps(obj)
+        return MAGIC + _blob_mac(key, inner) + inner
+
+    def loads(self, blob: bytes) -> Any:
+        key = secret_key()
+        if key:
+            if not is_signed(blob):
+                raise UntrustedJobError("unsigned value refused (PLUGQ_SECRET_KEY is set)")
+            if not hmac.compare_digest(blob[4:4 + _MAC_LEN], _blob_mac(key, blob[4 + _MAC_LEN:])):
+                raise UntrustedJobError("value with a bad signature refused")
+        return self.inner.loads(inner_bytes(blob))
+
+
+class RefusingSerializer:
+    """The serializer of a refused job: nothing of it is ever deserialized (or re-signed)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def dumps(self, obj: Any) -> bytes:
+        if obj is None:
+            # rq's failure Result serializes its (absent) return value, then drops it.
+            return b""
+        raise UntrustedJobError(self.reason)
+
+    def loads(self, blob: bytes) -> Any:
+        raise UntrustedJobError(self.reason)
+
+
+SIGNED_PICKLE = SignedSerializer(DefaultSerializer, "pickle")
+SIGNED_JSON = SignedSerializer(JSONSerializer, "json")
+
+
+def serializer_for(name: str, *, signed: bool) -> Any:
+    """rq's serializer for a plugq serializer name, signed or not."""
+    if signed:
+        return SIGNED_JSON if name == "json" else SIGNED_PICKLE
+    return JSONSerializer if name == "json" else DefaultSerializer
+
+
+def sniff(data: bytes) -> tuple[str, bool]:
+    """``(serializer name, signed?)`` of rq's (possibly zlib-compressed) ``data``."""
+    try:
+        raw = zlib.decompress(data)
+    except zlib.error:
+        raw = data
+    signed = is_signed(raw)
+    inner = inner_bytes(raw)
+    return ("json" if inner[:1] in (b"[", b"{") else "pickle"), signed
+
+
+def peek_func_name(inner: bytes, serializer: str) -> str | None:
+    """The function name in rq's job data, read without deserializing anything.
+
+    rq stores ``(func_name, instance, args, kwargs)``. JSON is parsed as data;
+    for a pickle only the opcodes up to the first string are decoded (no
+    class is looked up, nothing is called). None when the shape is not that.
+    """
+    if serializer == "json":
+        try:
+            value = json.loads(inner)
+        except ValueError:
+            return None
+        return value[0] if isinstance(value, list) and value and isinstance(value[0], str) else None
+    try:
+        for op, arg, _pos in pickletools.genops(inner):
+            if op.name in ("PROTO", "FRAME", "MARK"):
+                continue
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE") and isinstance(
+                arg, str
+            ):
+                return arg
+            return None
+    except Exception:
+        return None
+    return None
+
+
+def job_mac(key: bytes, job_id: str, data: bytes, callbacks: tuple[str, str, str]) -> str:
+    """The job-level signature: id, ``data`` (uncompressed) and callback names."""
+    msg = b"\x00".join((b"plugq-rq-job", job_id.encode(), *(c.encode() for c in callbacks), data))
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def _text(raw: dict[Any, Any], field: str) -> str:
+    value = raw.get(field.encode(), raw.get(field))
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def refusal(job_id: str, raw: dict[Any, Any], data: bytes) -> tuple[str | None, str | None]:
+    """Why this process must not deserialize or run the stored job, or None.
+
+    ``raw`` is the job hash, ``data`` its uncompressed ``data`` field. Returns
+    ``(reason, func_name)``: the messages are ``plugq.security``'s, so a refused
+    job reads the same on every backend.
+    """
+    from plugq.config import current_settings
+
+    settings = current_settings()
+    inner = inner_bytes(data)
+    name = "json" if inner[:1] in (b"[", b"{") else "pickle"
+    allowed = settings.allowed_modules
+    func = peek_func_name(inner, name) if allowed is not None else None
+    if allowed is not None:
+        if func is None:
+            return (f"job {job_id}: its function name cannot be read without deserializing "
+                    f"the payload; refused against allowed_modules {allowed!r}"), None
+        checks = [("function", func)] + [
+            (what, _text(raw, field))
+            for what, field in zip(("on_success", "on_failure", "on_stopped"), CALLBACK_FIELDS, strict=True)
+        ]
+        for what, value in checks:
+            if value and not module_allowed(value, allowed):
+                return (f"job {job_id}: {what} {value!r} is outside allowed_modules {allowed!r}; "
+                        "refused without importing it"), func
+    if settings.serializer == "json" and name != "json":
+        return (f"job {job_id} uses the {name!r} serializer but this worker is configured "
+                "with serializer = 'json' and refuses anything else (nothing was deserialized)"), func
+    key = secret_key()
+    if key:
+        sig = _text(raw, SIG_FIELD)
+        if not is_signed(data) or not sig:
+            return f"job {job_id} is not signed and PLUGQ_SECRET_KEY is set: refused unrun", func
+        callbacks = tuple(_text(raw, f) for f in CALLBACK_FIELDS)
+        expected = job_mac(key, job_id, data, callbacks)  # type: ignore[arg-type]
+        blob_ok = hmac.compare_digest(data[4:4 + _MAC_LEN], _blob_mac(key, inner))
+        if not blob_ok or not hmac.compare_digest(sig, expected):
+            return (f"job {job_id} has a bad signature (tampered, or signed with another key): "
+                    "refused unrun"), func
+    return None, func
