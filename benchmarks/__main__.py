@@ -104,25 +104,50 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(system: System, cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every figure for one system: median over ``cfg.runs`` runs of each."""
-    metrics: dict[str, Metric] = {}
-    notes: list[str] = []
+class Recorder:
+    """One system's runs so far; :meth:`result` turns them into medians."""
 
-    def record(key: str, unit: str, body: Callable[[], tuple[float, bool, int | None]]) -> None:
-        runs: list[float] = []
-        verified = True
-        jobs = None
-        try:
-            for _ in range(cfg.runs):
-                value, ok, jobs = body()
-                runs.append(value)
-                verified = verified and ok
-        except NotApplicable as exc:
-            metrics[key] = Metric(None, unit, note=str(exc))
+    def __init__(self, system: System, log: Callable[[str], None]) -> None:
+        self.system = system
+        self.log = log
+        self.values: dict[str, list[float]] = {}
+        self.verified: dict[str, bool] = {}
+        self.jobs: dict[str, int | None] = {}
+        self.units: dict[str, str] = {}
+        self.not_applicable: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def record(self, key: str, unit: str, body: Callable[[], tuple[float, bool, int | None]]) -> None:
+        self.units[key] = unit
+        if key in self.not_applicable:
             return
-        metrics[key] = Metric(median(runs), unit, runs, verified, jobs=jobs)
-        log(f"  {system.name} {key}: {median(runs):,.2f} {unit}{'' if verified else ' UNVERIFIED'}")
+        try:
+            value, ok, jobs = body()
+        except NotApplicable as exc:
+            self.not_applicable[key] = str(exc)
+            return
+        self.values.setdefault(key, []).append(value)
+        self.verified[key] = self.verified.get(key, True) and ok
+        self.jobs[key] = jobs
+        self.log(f"  {self.system.name} {key}: {value:,.2f} {unit}{'' if ok else ' UNVERIFIED'}")
+
+    def result(self) -> dict[str, Any]:
+        metrics: dict[str, Metric] = {}
+        for key, unit in self.units.items():
+            if key in self.not_applicable:
+                metrics[key] = Metric(None, unit, note=self.not_applicable[key])
+            elif key in self.values:
+                runs = self.values[key]
+                metrics[key] = Metric(median(runs), unit, runs, self.verified.get(key),
+                                      jobs=self.jobs.get(key))
+        if not self.system.multi_process:
+            metrics["process_n"] = Metric(None, "jobs/s", note="one process holds the store")
+        return {"metrics": {k: m.to_json() for k, m in metrics.items()}, "notes": self.notes}
+
+
+def measure_once(rec: Recorder, cfg: Config) -> None:
+    """One run of every figure for one system (the caller repeats and interleaves runs)."""
+    system = rec.system
 
     def enqueue(bulk: bool) -> tuple[float, bool, int | None]:
         system.reset()
@@ -142,42 +167,36 @@ def measure(system: System, cfg: Config, log: Callable[[str], None]) -> dict[str
             n = max(50, int(cfg.jobs * system.job_scale))
             run = system.process(new_hexes(n), workers)
             if not run.verified:
-                notes.append(f"processing with {workers} worker(s) failed verification: {run.detail}")
+                rec.notes.append(f"processing with {workers} worker(s) failed verification: {run.detail}")
             if workers == 1 and run.rss_kb:
                 rss.append(run.rss_kb / 1024)
             return run.jobs / run.seconds, run.verified, run.jobs
         return body
 
     if system.measures_enqueue:
-        record("enqueue_single", "jobs/s", lambda: enqueue(False))
-        record("enqueue_bulk", "jobs/s", lambda: enqueue(True))
-    record("process_1", "jobs/s", process(1))
+        rec.record("enqueue_single", "jobs/s", lambda: enqueue(False))
+        rec.record("enqueue_bulk", "jobs/s", lambda: enqueue(True))
+    rec.record("process_1", "jobs/s", process(1))
     if system.multi_process:
-        record("process_n", "jobs/s", process(cfg.workers_n))
-    else:
-        metrics["process_n"] = Metric(None, "jobs/s", note="one process holds the store")
+        rec.record("process_n", "jobs/s", process(cfg.workers_n))
     if rss:
-        metrics["worker_rss"] = Metric(median(rss), "MiB", rss)
+        rec.record("worker_rss", "MiB", lambda: (rss[0], True, None))
 
-    med: list[float] = []
-    p99: list[float] = []
-    try:
-        for _ in range(cfg.runs):
-            samples = [s * 1000 for s in system.latency(cfg.latency_samples)]
-            med.append(median(samples))
-            p99.append(percentile(samples, 99))
-        metrics["latency_median"] = Metric(median(med), "ms", med)
-        metrics["latency_p99"] = Metric(median(p99), "ms", p99)
-        log(f"  {system.name} latency: median {median(med):.2f} ms, p99 {median(p99):.2f} ms")
-    except NotApplicable as exc:
-        metrics["latency_median"] = Metric(None, "ms", note=str(exc))
-        metrics["latency_p99"] = Metric(None, "ms", note=str(exc))
+    samples: list[float] = []
+
+    def latency() -> tuple[float, bool, int | None]:
+        samples[:] = [s * 1000 for s in system.latency(cfg.latency_samples)]
+        return median(samples), True, len(samples)
+
+    rec.record("latency_median", "ms", latency)
+    if samples:
+        rec.record("latency_p99", "ms", lambda: (percentile(samples, 99), True, len(samples)))
+    elif "latency_median" in rec.not_applicable:
+        rec.units["latency_p99"] = "ms"
+        rec.not_applicable["latency_p99"] = rec.not_applicable["latency_median"]
 
     if isinstance(system, PlugqMemory):
-        seconds, ok = system.drain_10k()
-        metrics["drain_10k"] = Metric(seconds, "s", [seconds], ok, jobs=10_000)
-        log(f"  {system.name} drain 10k: {seconds:.3f} s")
-    return {"metrics": {k: m.to_json() for k, m in metrics.items()}, "notes": notes}
+        rec.record("drain_10k", "s", lambda: (*system.drain_10k(), 10_000))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not systems:
                 log(f"no system matches --only {args.only!r}")
                 return 2
+            recorders: dict[str, Recorder] = {}
             for system in systems:
                 entry: dict[str, Any] = {"peer": system.peer}
                 if not system.measures_enqueue:
@@ -217,16 +237,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if reason:
                     entry["skipped"] = reason
                     log(f"{system.name}: skipped ({reason})")
-                    continue
-                log(f"{system.name}:")
-                try:
-                    entry.update(measure(system, cfg, log))
-                except Exception as exc:
-                    entry["skipped"] = f"failed: {type(exc).__name__}: {exc}"
-                    entry["traceback"] = traceback.format_exc()
-                    log(f"{system.name}: FAILED\n{entry['traceback']}")
-                finally:
-                    system.close()
+                else:
+                    recorders[system.name] = Recorder(system, log)
+            # Runs are interleaved across systems, in alternating order, so that
+            # a plugq figure and its peer's are taken minutes apart at most: on a
+            # shared machine the load drifts, and a ratio of two figures taken
+            # at different times would measure the drift.
+            for run in range(cfg.runs):
+                order = list(recorders.values())
+                if run % 2:
+                    order.reverse()
+                for rec in order:
+                    if "skipped" in results["systems"][rec.system.name]:
+                        continue
+                    log(f"{rec.system.name} (run {run + 1}/{cfg.runs}):")
+                    try:
+                        measure_once(rec, cfg)
+                    except Exception as exc:
+                        entry = results["systems"][rec.system.name]
+                        entry["skipped"] = f"failed: {type(exc).__name__}: {exc}"
+                        entry["traceback"] = traceback.format_exc()
+                        log(f"{rec.system.name}: FAILED\n{entry['traceback']}")
+            for name, rec in recorders.items():
+                if "skipped" not in results["systems"][name]:
+                    results["systems"][name].update(rec.result())
+                rec.system.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["machine"]["load_after"] = load()
