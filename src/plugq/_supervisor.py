@@ -35,6 +35,8 @@ SUPERVISOR_ENV = "PLUGQ_SUPERVISOR_PID"
 QUICK_DEATH = 2.0
 #: Longest pause before restarting a child that keeps dying at start.
 MAX_BACKOFF = 10.0
+#: Seconds between two looks at the children while they all run.
+POLL = 0.05
 
 
 @dataclass
@@ -93,6 +95,17 @@ class Supervisor:
         slot.started = time.monotonic()
         log.info("Supervisor: worker %d started (pid %d)", slot.index, slot.process.pid)
 
+    @staticmethod
+    def _reap(by_pid: dict[int, _Slot]) -> tuple[int, int] | None:
+        for pid in by_pid:
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return pid, 0  # reaped elsewhere: it ended; treat as a clean exit
+            if got:
+                return got, status
+        return None
+
     def run(self) -> int:
         """Start the children and look after them until none is left. Returns the exit code."""
         previous = {
@@ -104,11 +117,14 @@ class Supervisor:
                 self._start(slot)
             by_pid = {s.process.pid: s for s in self.slots if s.process is not None}
             while by_pid:
-                # os.wait() blocks until some child ends; PEP 475 resumes it
-                # after our signal handler has forwarded the signal.
-                pid, status = os.wait()
-                if pid not in by_pid:
+                # Reap only our own children, by pid: os.wait() would also
+                # take the exit status of any other child of this process (a
+                # server a test started, another Popen) and could block on it.
+                ended = self._reap(by_pid)
+                if not ended:
+                    time.sleep(POLL)
                     continue
+                pid, status = ended
                 slot = by_pid.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
                 if slot.process is not None:
