@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _lifecycle
 from ._context import _current
-from ._execution import call, format_exc_info, resolve
+from ._execution import call, format_exc_info, install_alarm_handler, resolve
 from ._record import JobRecord, WorkerRecord
 from ._status import JobStatus
 from .job import Job
@@ -143,6 +143,7 @@ class WorkerLoop:
         processed = 0
         log.info("Worker %s started on %s, queues: %s", self.worker.name, b.safe_url(),
                  ", ".join(self.queues))
+        restore_alarm = install_alarm_handler()
         try:
             self._maintain(with_scheduler)
             last_maint = time.monotonic()
@@ -175,6 +176,7 @@ class WorkerLoop:
                 if max_jobs is not None and processed >= max_jobs:
                     break
         finally:
+            restore_alarm()
             self._beat_stop.set()
             b.unregister_worker(self.worker.name)
             log.info("Worker %s stopped after %d job(s)", self.worker.name, processed)
