@@ -22,7 +22,9 @@ from plugq_memory import MemoryBackend
 S = JobStatus
 
 
-def make_machine(factory):
+def make_machine(factory, manual_time: bool = True):
+    """A state machine over ``factory()``'s backend; time rules need a ManualClock."""
+
     class QueueModel(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -51,6 +53,7 @@ def make_machine(factory):
             else:
                 self.order.append(job.id)
 
+        @precondition(lambda self: manual_time)
         @rule(delay=st.integers(min_value=1, max_value=100), fails=st.booleans())
         def schedule(self, delay: int, fails: bool) -> None:
             f = tasks.fail if fails else tasks.add
@@ -60,6 +63,7 @@ def make_machine(factory):
             self.due_at[job.id] = self.now + delay
             self.will_fail[job.id] = fails
 
+        @precondition(lambda self: manual_time)
         @rule(seconds=st.integers(min_value=1, max_value=60))
         def advance(self, seconds: int) -> None:
             self.backend.clock.advance(seconds)
@@ -169,3 +173,23 @@ def _sqlite_factory():
 SqliteModel = make_machine(_sqlite_factory)
 TestSqliteModel = SqliteModel.TestCase
 TestSqliteModel.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+
+
+def _run_redis_model(url: str, examples: int) -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from plugq_rq.backend import RQBackend
+
+    machine = make_machine(lambda: RQBackend(url), manual_time=False)
+    run_state_machine_as_test(
+        machine, settings=settings(max_examples=examples, stateful_step_count=20, deadline=None)
+    )
+
+
+def test_fakeredis_model():
+    _run_redis_model(f"fakeredis://model-{uuid.uuid4().hex}?worker_class=simple", 25)
+
+
+def test_redis_model(redis_server):
+    redis_server.flushall()
+    _run_redis_model(redis_server.url + "?worker_class=simple", 15)
