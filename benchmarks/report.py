@@ -153,7 +153,8 @@ def markdown(results: dict[str, Any]) -> str:
             if t["measured"] is None:
                 measured = "n/a"
             elif t["kind"] == "ratio":
-                measured = f"{t['measured']:.2f}x"
+                # Three decimals: 0.896 must not read as a missed "0.90x".
+                measured = f"{t['measured']:.3f}x"
             else:
                 measured = _fmt(t["measured"], t["metric"])
             lines.append(f"| {t['system']} {t['metric']} {t['target']} | {measured} | {t['status']} |")
