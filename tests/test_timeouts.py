@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import types
 import uuid
 
@@ -57,3 +58,16 @@ def test_sync_mode_timeout_in_a_thread():
     job = box["job"]
     assert job.get_status() == "failed"
     assert "JobTimeoutException" in job.exc_info
+
+
+def test_job_inside_a_job_keeps_the_outer_timeout():
+    url = f"memory://nested-{uuid.uuid4().hex}"
+    q = Queue("outer", connection=url)
+    job = q.enqueue(tasks.sync_job_then_sleep, url, 30, job_timeout=1)
+    started = time.monotonic()
+    Worker([q]).work(burst=True)
+    assert time.monotonic() - started < 20
+    assert job.get_status() == "failed"
+    assert "JobTimeoutException" in job.exc_info
+    inner = Queue("inner", connection=url).finished_job_registry.get_jobs()
+    assert [j.result for j in inner] == [2]

@@ -16,6 +16,7 @@ import inspect
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
@@ -148,11 +149,18 @@ def _call_with_alarm(func: Callable[..., Any], args: Any, kwargs: Any, timeout: 
     installed = signal.getsignal(signal.SIGALRM) is _on_alarm
     previous = None if installed else signal.signal(signal.SIGALRM, _on_alarm)
     outer, _alarm_timeout = _alarm_timeout, timeout
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    # A job may run another job (a sync queue inside a task): the inner timer
+    # must not outlive or cancel the outer one, so it is saved and re-armed.
+    outer_left = signal.getitimer(signal.ITIMER_REAL)[0]
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, min(timeout, outer_left) if outer_left > 0 else timeout)
     try:
         return func(*args, **kwargs)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        if outer_left > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-6))
+        else:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         _alarm_timeout = outer
         if not installed:
             signal.signal(signal.SIGALRM, previous)

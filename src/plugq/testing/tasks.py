@@ -145,3 +145,13 @@ def enqueue_to(queue_name: str, func_name: str, *args: Any) -> str:
     job = get_current_job()
     connection = job.connection if job is not None else None
     return Queue(queue_name, connection=connection).enqueue(func_name, *args).id
+
+
+def sync_job_then_sleep(url: str, seconds: float) -> float:
+    """Run a quick job through a sync queue, then sleep: a job inside a job."""
+    from plugq import Queue
+
+    inner = Queue("inner", connection=url, is_async=False).enqueue(add, 1, 1, job_timeout=60)
+    assert inner.result == 2
+    time.sleep(seconds)
+    return seconds
