@@ -66,7 +66,9 @@ def make_client(url: str) -> Any:
         ConfigurationError: the URL cannot be parsed by redis-py.
     """
     require_redis()
-    scheme = url.split("://", 1)[0].lower()
+    # urlsplit, not split("://"): split_options() turns a bare "fakeredis://"
+    # into "fakeredis:" (urlunsplit drops an empty netloc's slashes).
+    scheme = urlsplit(url).scheme.lower()
     if scheme == "fakeredis":
         try:
             import fakeredis
