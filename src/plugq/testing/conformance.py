@@ -449,6 +449,16 @@ class BackendConformance:
         assert job.retries_left == 0
         assert job.exc_info.count("JobTimeoutException") >= 1
 
+    def test_timeout_stops_async_task(self, backend, queue):
+        slow = queue.enqueue(tasks.async_sleep, 30, job_timeout=1)
+        after = queue.enqueue(tasks.async_add, 1, 2)
+        started = time.monotonic()
+        work([queue], backend)
+        assert time.monotonic() - started < 20
+        assert slow.get_status() == "failed"
+        assert "JobTimeoutException" in slow.exc_info
+        assert after.get_status() == "finished" and after.result == 3
+
     def test_timeout_settings(self, queue):
         assert queue.enqueue(tasks.add, 1, 1, job_timeout=-1).timeout is None
         assert queue.enqueue(tasks.add, 1, 1, job_timeout="2m").timeout == 120
