@@ -381,6 +381,17 @@ class BackendConformance:
         assert job.retries_left == 1
         assert Path(path).read_text() == "3"
 
+    def test_retry_without_interval_goes_back_to_its_queue(self, backend, queue, path):
+        job = queue.enqueue(tasks.fail_until, path, 1, retry=Retry(max=2))
+        Worker([queue], connection=backend).work(burst=True, max_jobs=1)
+        assert job.get_status() == "queued"
+        assert job.retries_left == 1
+        assert queue.get_job_ids() == [job.id]
+        assert "attempt 1 fails on purpose" in job.exc_info
+        assert queue.failed_job_registry.count == 0
+        work([queue], backend)
+        assert job.get_status() == "finished" and job.result == 2
+
     def test_retry_exhausted_fails_with_last_exc_info(self, backend, queue, path):
         job = queue.enqueue(tasks.fail_until, path, 10, retry=Retry(max=2))
         work([queue], backend)
