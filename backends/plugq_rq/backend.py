@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis import WatchError
+from redis.exceptions import ResponseError
 from rq.exceptions import InvalidJobOperation as RQInvalidJobOperation
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue as RQQueue
@@ -47,11 +48,11 @@ from plugq.exceptions import (
     NoSuchJobError,
     NotSupportedError,
 )
-from plugq.security import UntrustedJobError
+from plugq.security import UntrustedJobError, secret_key
 from plugq.serializers import get_serializer
 
 from ._connection import make_client, split_options, translate_errors, translated
-from .convert import attempts_of, to_record, to_rq_job
+from .convert import attempts_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
 from .signing import sniff
 
@@ -72,6 +73,35 @@ _REGISTRIES: dict[JobStatus, type[BaseRegistry]] = {
     JobStatus.SCHEDULED: ScheduledJobRegistry,
     JobStatus.CANCELED: CanceledJobRegistry,
 }
+
+#: Runs the commands packed in ARGV (each as its argument count, then the
+#: arguments) only if none of KEYS exists; returns 1 if it ran them, else 0.
+#: Atomic as MULTI/EXEC is, and saves the separate round trip that checking
+#: for a job id in use would cost (a re-enqueued id replaces its old job).
+GUARDED_WRITE = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
+local i, n = 1, #ARGV
+while i <= n do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + argc + 1
+end
+return 1
+"""
+
+
+#: Batches up to this size go through ``GUARDED_WRITE``; larger ones are
+#: cheaper as one EXISTS then MULTI/EXEC (Redis runs a command called from Lua
+#: more slowly than a pipelined one, which outweighs one round trip per batch).
+GUARDED_MAX_JOBS = 16
+
+
+def _scripts_refused(exc: ResponseError) -> bool:
+    """The server (or the user's ACL) does not allow EVALSHA/SCRIPT LOAD at all."""
+    text = str(exc).lower()
+    return "unknown command" in text or "noperm" in text or "no permissions" in text
 
 
 class RQBackend(Backend):
@@ -117,6 +147,8 @@ class RQBackend(Backend):
             self.redis.ping()
         self._queues: dict[str, RQQueue] = {}
         self._lock = threading.Lock()
+        #: The enqueue script (None once the server refused scripting).
+        self._guarded: Any = self.redis.register_script(GUARDED_WRITE)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -185,54 +217,72 @@ class RQBackend(Backend):
     @translate_errors
     def enqueue_jobs(self, records: Sequence[JobRecord], *, unique: bool = False) -> list[JobRecord]:
         watch = unique or any(r.depends_on for r in records)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    if watch:
-                        keys = {PlugqJob.key_for(r.id) for r in records}
-                        keys |= {PlugqJob.key_for(d) for r in records for d in r.depends_on}
-                        pipe.watch(*keys)
-                    jobs = self._enqueue_in(pipe, records, unique=unique)
-                    break
-                except WatchError:
-                    continue
-        stored = []
-        for rec, job in zip(records, jobs, strict=True):
-            out = to_record(job)
-            out.scheduled_for = rec.scheduled_for if out.status is JobStatus.SCHEDULED else None
-            stored.append(out)
-        return stored
+        jobs = None if watch or len(records) > GUARDED_MAX_JOBS else self._enqueue_new(records)
+        if jobs is None:
+            with self.redis.pipeline() as pipe:
+                while True:
+                    try:
+                        if watch:
+                            keys = {PlugqJob.key_for(r.id) for r in records}
+                            keys |= {PlugqJob.key_for(d) for r in records for d in r.depends_on}
+                            pipe.watch(*keys)
+                        jobs = self._enqueue_in(pipe, records, unique=unique, watch=watch)
+                        break
+                    except WatchError:
+                        continue
+        assert jobs is not None
+        return [stored_record(rec, job) for rec, job in zip(records, jobs, strict=True)]
 
-    def _enqueue_in(self, pipe: Any, records: Sequence[JobRecord], *, unique: bool) -> list[PlugqJob]:
+    def _enqueue_new(self, records: Sequence[JobRecord]) -> list[PlugqJob] | None:
+        """Small batches (single enqueues) in one round trip: no ``unique``, no dependencies,
+        ids not in use.
+
+        rq's own enqueue commands are collected in a pipeline that is never
+        executed and sent as one ``GUARDED_WRITE`` script, which runs them only
+        if none of the job keys exists (atomically, as MULTI/EXEC would).
+        Returns None when a job id is in use (the job is replaced: the caller
+        takes the full path) or when the server refuses scripts.
+        """
+        if self._guarded is None:
+            return None
+        signed = secret_key() is not None
+        jobs = [to_rq_job(r, self.redis, signed=signed) for r in records]
+        buffer = self.redis.pipeline(transaction=False)
+        self._add_enqueue_commands(buffer, records, jobs)
+        argv: list[Any] = []
+        for args, _options in buffer.command_stack:
+            argv.append(len(args))
+            argv.extend(args)
+        buffer.reset()
+        try:
+            written = self._guarded(keys=[job.key for job in jobs], args=argv, client=self.redis)
+        except ResponseError as exc:
+            if not _scripts_refused(exc):
+                raise
+            self._guarded = None  # e.g. an ACL without EVALSHA: the pipeline path from now on
+            return None
+        return jobs if written else None
+
+    def _add_enqueue_commands(
+        self, pipe: Any, records: Sequence[JobRecord], jobs: Sequence[PlugqJob],
+        deps: dict[str, Any] | None = None,
+    ) -> None:
+        """rq's commands enqueueing (or scheduling, or deferring) ``jobs`` onto ``pipe``."""
         batch = {r.id for r in records}
-        dep_ids = sorted({d for r in records for d in r.depends_on} - batch)
-        with self.redis.pipeline(transaction=False) as read:
-            for job_id in [r.id for r in records] + dep_ids:
-                read.hget(PlugqJob.key_for(job_id), "status")
-            statuses = read.execute()
-        own = dict(zip([r.id for r in records], statuses[: len(records)], strict=True))
-        deps = dict(zip(dep_ids, statuses[len(records):], strict=True))
-        if unique:
-            for job_id, raw in own.items():
-                if raw in (b"queued", b"started"):
-                    raise DuplicateJobError(f"Job {job_id} is already {raw.decode()}; unique=True")
-        for dep_id, raw in deps.items():
-            if raw is None:
-                raise NoSuchJobError(f"depends_on names job {dep_id!r}, which does not exist")
-        replaced = [j for j in self._load([i for i, raw in own.items() if raw is not None]) if j]
-        jobs = [to_rq_job(r, self.redis) for r in records]
-        pipe.multi()
-        for old in replaced:
-            old.delete(pipeline=pipe)
-            pipe.delete(Result.get_key(old.id))
+        queues: dict[str, RQQueue] = {}
         for rec, job in zip(records, jobs, strict=True):
-            q = self.rq_queue(rec.origin)
-            pipe.sadd(q.redis_queues_keys, q.key)
-            wanted = ENDED_ANY if rec.allow_dependency_failure else {JobStatus.FINISHED}
-            met = all(
-                d not in batch and JobStatus(deps[d].decode()) in wanted for d in rec.depends_on
-            )
-            if rec.depends_on and not met:
+            q = queues.get(rec.origin)
+            if q is None:
+                q = queues[rec.origin] = self.rq_queue(rec.origin)
+                pipe.sadd(q.redis_queues_keys, q.key)  # once per queue of the batch
+            deferred = False
+            if rec.depends_on:
+                assert deps is not None
+                wanted = ENDED_ANY if rec.allow_dependency_failure else {JobStatus.FINISHED}
+                deferred = not all(
+                    d not in batch and JobStatus(deps[d].decode()) in wanted for d in rec.depends_on
+                )
+            if deferred:
                 job.set_status(RQStatus.DEFERRED, pipeline=pipe)
                 job.register_dependency(pipeline=pipe)
                 job.save(pipeline=pipe)
@@ -241,6 +291,38 @@ class RQBackend(Backend):
                 schedule(q, job, rec.scheduled_for, pipe)
             else:
                 q._enqueue_job(job, pipeline=pipe, at_front=rec.at_front)
+
+    def _enqueue_in(
+        self, pipe: Any, records: Sequence[JobRecord], *, unique: bool, watch: bool
+    ) -> list[PlugqJob]:
+        ids = [r.id for r in records]
+        dep_ids = sorted({d for r in records for d in r.depends_on} - set(ids))
+        own: dict[str, Any] = dict.fromkeys(ids)
+        deps: dict[str, Any] = {}
+        # Statuses are needed for unique=True, for dependencies, and for ids in
+        # use (the old job is replaced); otherwise one EXISTS for the batch.
+        if watch or self.redis.exists(*[PlugqJob.key_for(i) for i in ids]):
+            with self.redis.pipeline(transaction=False) as read:
+                for job_id in ids + dep_ids:
+                    read.hget(PlugqJob.key_for(job_id), "status")
+                statuses = read.execute()
+            own = dict(zip(ids, statuses[: len(ids)], strict=True))
+            deps = dict(zip(dep_ids, statuses[len(ids):], strict=True))
+        if unique:
+            for job_id, raw in own.items():
+                if raw in (b"queued", b"started"):
+                    raise DuplicateJobError(f"Job {job_id} is already {raw.decode()}; unique=True")
+        for dep_id, raw in deps.items():
+            if raw is None:
+                raise NoSuchJobError(f"depends_on names job {dep_id!r}, which does not exist")
+        replaced = [j for j in self._load([i for i, raw in own.items() if raw is not None]) if j]
+        signed = secret_key() is not None
+        jobs = [to_rq_job(r, self.redis, signed=signed) for r in records]
+        pipe.multi()
+        for old in replaced:
+            old.delete(pipeline=pipe)
+            pipe.delete(Result.get_key(old.id))
+        self._add_enqueue_commands(pipe, records, jobs, deps)
         pipe.execute()
         return jobs
 

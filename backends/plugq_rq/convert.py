@@ -43,8 +43,12 @@ def status_of(job: PlugqJob) -> JobStatus:
     return JobStatus(str(raw.value if isinstance(raw, RQStatus) else raw))
 
 
-def to_rq_job(record: JobRecord, connection: Any) -> PlugqJob:
-    """Build (not save) the rq job for a record plugq prepared."""
+def to_rq_job(record: JobRecord, connection: Any, *, signed: bool | None = None) -> PlugqJob:
+    """Build (not save) the rq job for a record plugq prepared.
+
+    ``signed``: whether to write it signed (default: a secret key is set); a
+    batch passes it once instead of reading the key per job.
+    """
     ser = get_serializer(record.serializer)
     # The core seals the payload when PLUGQ_SECRET_KEY is set; on Redis the
     # signature is rq's (a signed serializer and the job's plugq_sig field).
@@ -62,7 +66,7 @@ def to_rq_job(record: JobRecord, connection: Any) -> PlugqJob:
         timeout=timeout,
         origin=record.origin,
         meta=ser.loads(record.meta) if record.meta else None,
-        serializer=rq_serializer(record.serializer),
+        serializer=rq_serializer(record.serializer, signed=signed),
         status=RQStatus(record.status.value),
         on_success=Callback(record.on_success) if record.on_success else None,
         on_failure=Callback(record.on_failure) if record.on_failure else None,
@@ -153,6 +157,32 @@ def to_record(
         at_front=bool(job.enqueue_at_front),
         attempts=attempts or 0,
     )
+
+
+def stored_record(record: JobRecord, job: PlugqJob) -> JobRecord:
+    """What :func:`to_record` reads back for ``job`` just enqueued from ``record``.
+
+    Built from the record the core passed in (not by deserializing the job's
+    arguments again): only what rq set or rounded differs.
+    """
+    out = record.copy()
+    out.payload = unseal(record.payload)
+    out.status = status_of(job)
+    out.description = job.description or ""
+    out.created_at = _ts(job.created_at) or 0.0
+    out.enqueued_at = _ts(job.enqueued_at)
+    out.started_at = out.ended_at = None
+    timeout = job.timeout
+    out.timeout = None if timeout in (None, -1) else float(timeout)
+    out.result = out.exc_info = out.worker_name = None
+    retrying = record.retries_left is not None
+    out.retry_intervals = [float(v) for v in record.retry_intervals] if retrying else []
+    out.allow_dependency_failure = bool(record.allow_dependency_failure and record.depends_on)
+    out.scheduled_for = record.scheduled_for if out.status is JobStatus.SCHEDULED else None
+    out.expires_at = None
+    out.at_front = bool(record.at_front)
+    out.attempts = 0
+    return out
 
 
 def attempts_of(raw: dict[Any, Any]) -> int:

@@ -97,6 +97,13 @@ def schedule(queue: RQQueue, job: RQJob, when: float, pipeline: Any) -> None:
     pipeline.zadd(ScheduledJobRegistry(queue=queue).key, {job.id: when})
 
 
+#: rq serializers plugq builds itself (``serializer_for``): known to have dumps/loads.
+_KNOWN_SERIALIZERS: tuple[Any, ...] = (
+    serializer_for("pickle", signed=False), serializer_for("json", signed=False),
+    serializer_for("pickle", signed=True), serializer_for("json", signed=True),
+)
+
+
 class PlugqJob(RQJob):
     """rq's Job, serializer-aware per job; see the module docstring."""
 
@@ -113,7 +120,12 @@ class PlugqJob(RQJob):
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         # rq refuses '.' in ids; plugq allows it, so the id is set without rq's check.
-        super().__init__(None, connection=connection, serializer=serializer)
+        known = serializer is not None and any(serializer is s for s in _KNOWN_SERIALIZERS)
+        super().__init__(None, connection=connection, serializer=None if known else serializer)
+        if known:
+            # rq's resolve_serializer checks a runtime Protocol with isinstance
+            # (~25 us per job on Python 3.11); plugq's own serializers need no check.
+            self.serializer = serializer
         self._id = id
 
     def restore(self, raw_data: Any) -> Any:
@@ -150,8 +162,9 @@ class PlugqJob(RQJob):
         obj = super().to_dict(include_meta=include_meta, include_result=include_result)
         if self.plugq_retry_intervals is not None:
             obj[RETRY_INTERVALS_FIELD] = json.dumps(self.plugq_retry_intervals)
-        key = secret_key()
-        if key and isinstance(self.serializer, SignedSerializer) and is_signed(self.data):
+        # An unsigned job needs no key (reading it costs environment lookups).
+        key = secret_key() if isinstance(self.serializer, SignedSerializer) else None
+        if key and is_signed(self.data):
             callbacks = tuple(str(obj.get(f) or "") for f in CALLBACK_FIELDS)
             obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks)  # type: ignore[arg-type]
         return obj

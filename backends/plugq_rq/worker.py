@@ -453,8 +453,27 @@ class PlugqWorkerMixin:
         self._plugq_exc_info = exc_info
         super().handle_exception(job, *exc_info)  # type: ignore[misc]
 
+    def handle_execution_ended(self, job: Any, queue: Any, heartbeat_ttl: int) -> None:
+        """rq's end-of-run heartbeat, and the job's status read in the same round trip.
+
+        The outcome must not be stored over a cancellation (or a deletion) made
+        while the job ran. Without callbacks nothing but a few lines of Python
+        runs between here and storing the outcome, so the status read here
+        costs no round trip of its own; with a callback configured the status
+        is read again after it (``_plugq_was_canceled``).
+        """
+        job.ended_at = rq_now()
+        with self.connection.pipeline(transaction=False) as pipe:
+            job.heartbeat(rq_now(), heartbeat_ttl, pipeline=pipe)
+            pipe.hget(job.key, "status")
+            status = pipe.execute()[-1]
+        callbacks = (job._success_callback_name, job._failure_callback_name, job._stopped_callback_name)
+        if not any(callbacks):
+            job.plugq_status_at_end = (status,)
+
     def _plugq_was_canceled(self, job: Any) -> bool:
-        status = self.connection.hget(job.key, "status")
+        known = job.__dict__.pop("plugq_status_at_end", None)
+        status = known[0] if known is not None else self.connection.hget(job.key, "status")
         if status is None or status == b"canceled":
             log.info("Job %s was canceled or deleted while it ran; outcome not stored", job.id)
             with self.connection.pipeline() as pipeline:
