@@ -30,7 +30,6 @@ from rq.registry import (
     FinishedJobRegistry,
     ScheduledJobRegistry,
     StartedJobRegistry,
-    clean_registries,
 )
 from rq.results import Result
 from rq.utils import now as rq_now
@@ -54,6 +53,7 @@ from plugq.serializers import get_serializer
 from ._connection import make_client, split_options, translate_errors, translated
 from .convert import attempts_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
+from .registries import clean_registries
 from .signing import sniff
 
 if TYPE_CHECKING:
@@ -397,12 +397,14 @@ class RQBackend(Backend):
         end = -1 if length < 0 else offset + length - 1
         if status in (JobStatus.STARTED, JobStatus.STOPPED, JobStatus.FAILED):
             ids = list(dict.fromkeys(self._registry(queue, status).get_job_ids()))
-            if status is not JobStatus.STARTED:
-                want = status.value.encode()
-                with self.redis.pipeline(transaction=False) as pipe:
-                    for job_id in ids:
-                        pipe.hget(PlugqJob.key_for(job_id), "status")
-                    ids = [i for i, s in zip(ids, pipe.execute(), strict=True) if s == want]
+            # Filtered by the job's own status: rq keeps stopped jobs in the
+            # failed registry, and its wip registry can hold an execution whose
+            # job has already ended (its worker died after the job's end).
+            want = status.value.encode()
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(PlugqJob.key_for(job_id), "status")
+                ids = [i for i, s in zip(ids, pipe.execute(), strict=True) if s == want]
             return ids[offset:] if end == -1 else ids[offset : end + 1]
         return self._registry(queue, status).get_job_ids(offset, end)
 

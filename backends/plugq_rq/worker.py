@@ -40,7 +40,6 @@ from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue as RQQueue
-from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import now as rq_now
@@ -53,6 +52,7 @@ from plugq.security import UntrustedJobError
 
 from ._connection import is_connection_error
 from .jobs import ATTEMPTS_FIELD, PlugqJob, death_penalty_class
+from .registries import clean_registries, drop_ended_executions
 
 if TYPE_CHECKING:
     from plugq.worker import Worker as PlugqWorker
@@ -189,6 +189,8 @@ class PlugqWorkerMixin:
     def clean_registries(self) -> None:
         lease = self.plugq_backend.lease
         if lease is None:
+            for queue in self.queues:
+                drop_ended_executions(queue)
             super().clean_registries()  # type: ignore[misc]
             return
         # rq's maintenance lock lives 899 s: a worker killed while it holds the
@@ -366,6 +368,7 @@ class PlugqWorkerMixin:
         from rq.registry import StartedJobRegistry
 
         for q in self.queues:
+            drop_ended_executions(q)
             StartedJobRegistry(q.name, connection=self.connection, job_class=PlugqJob).cleanup()
         if self.plugq_with_scheduler:
             sched = self._plugq_make_scheduler()
