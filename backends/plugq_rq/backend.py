@@ -561,12 +561,7 @@ class RQBackend(Backend):
         if names:
             sched = PlugqScheduler(names, connection=self.redis, interval=1)
             sched._connection = self.redis
-            sched.acquire_locks()
-            if sched.acquired_locks:
-                try:
-                    sched.enqueue_scheduled_jobs()
-                finally:
-                    sched.release_locks()
+            sched.run_once()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

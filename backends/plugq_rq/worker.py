@@ -89,6 +89,15 @@ class PlugqScheduler(RQScheduler):
                 pipeline.execute()
         self._status = self.Status.STARTED
 
+    def run_once(self) -> None:
+        """One scheduler pass, if no other scheduler holds the queues' locks."""
+        self.acquire_locks()
+        if self.acquired_locks:
+            try:
+                self.enqueue_scheduled_jobs()
+            finally:
+                self.release_locks()
+
 
 class LeaseIntermediateQueue(IntermediateQueue):
     """rq's intermediate queue, a job stuck there recovered after ``lease`` seconds (rq: 60)."""
@@ -371,13 +380,7 @@ class PlugqWorkerMixin:
             drop_ended_executions(q)
             StartedJobRegistry(q.name, connection=self.connection, job_class=PlugqJob).cleanup()
         if self.plugq_with_scheduler:
-            sched = self._plugq_make_scheduler()
-            sched.acquire_locks()
-            if sched.acquired_locks:
-                try:
-                    sched.enqueue_scheduled_jobs()
-                finally:
-                    sched.release_locks()
+            self._plugq_make_scheduler().run_once()
         return any(q.count for q in self.queues)
 
     def _plugq_make_scheduler(self) -> PlugqScheduler:
@@ -390,13 +393,7 @@ class PlugqWorkerMixin:
 
     def _start_scheduler(self, burst: bool = False, *args: Any, **kwargs: Any) -> None:
         if burst:
-            sched = self._plugq_make_scheduler()
-            sched.acquire_locks()
-            if sched.acquired_locks:
-                try:
-                    sched.enqueue_scheduled_jobs()
-                finally:
-                    sched.release_locks()
+            self._plugq_make_scheduler().run_once()
             return
         stop = threading.Event()
         self._plugq_sched_stop = stop

@@ -448,18 +448,19 @@ class SqliteBackend(StorageBackend):
         cases SQLite reports at once (a WAL being recovered or reset, a
         handler wait that ran out while another process checkpoints).
         """
-        conn = self._conn()
-        try:
-            return fn(conn)
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                self._raise_for(exc)
-            first = exc
-        except sqlite3.DatabaseError as exc:
-            self._raise_for(exc)
-        deadline = time.monotonic() + self.busy_timeout
-        pause = 0.001
+        first: sqlite3.OperationalError | None = None
+        deadline = pause = 0.0
         while True:
+            conn = self._conn()
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    self._raise_for(exc)
+                if first is None:
+                    first, deadline, pause = exc, time.monotonic() + self.busy_timeout, 0.001
+            except sqlite3.DatabaseError as exc:
+                self._raise_for(exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if time.monotonic() >= deadline:
@@ -470,14 +471,6 @@ class SqliteBackend(StorageBackend):
                 ) from first
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 0.05)
-            conn = self._conn()
-            try:
-                return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    self._raise_for(exc)
-            except sqlite3.DatabaseError as exc:
-                self._raise_for(exc)
 
     def _raise_for(self, exc: sqlite3.DatabaseError) -> NoReturn:
         """Re-raise ``exc``, as a BackendUnavailableError when it is about the file."""
