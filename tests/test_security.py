@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from plugq import JobStatus, Queue, Worker
-from plugq._record import JobRecord
 from plugq.config import clear_settings_cache
 from plugq.security import seal
+from plugq.storage import JobRecord
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
 class Evil:
@@ -43,10 +43,10 @@ def clean_settings(monkeypatch):
 @pytest.fixture(params=["memory", "sqlite"])
 def backend(request, tmp_path):
     if request.param == "memory":
-        return MemoryBackend(f"memory://security-{uuid.uuid4().hex}")
-    from plugq_sqlite import SqliteBackend
+        return MemoryStorage(f"memory://security-{uuid.uuid4().hex}")
+    from plugq_sqlite import SqliteStorage
 
-    return SqliteBackend(f"sqlite:///{tmp_path / 'security.db'}")
+    return SqliteStorage(f"sqlite:///{tmp_path / 'security.db'}")
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_job_signed_with_other_key_refused(backend, monkeypatch, marker):
     job_id = plant(backend, "otherkey", "plugq.testing.tasks.append_line", payload)
     monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
     run(backend, "otherkey")
-    rec = backend.fetch_job(job_id)
+    rec = backend.get(job_id)
     assert rec.status is JobStatus.FAILED and "bad signature" in rec.exc_info
     assert not marker.exists()
 
@@ -115,7 +115,7 @@ def test_malicious_pickle_refused_with_key(backend, monkeypatch, marker):
     monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
     job_id = plant(backend, "evil", "plugq.testing.tasks.add", pickle.dumps(Evil(str(marker))))
     run(backend, "evil")
-    rec = backend.fetch_job(job_id)
+    rec = backend.get(job_id)
     assert rec.status is JobStatus.FAILED and "not signed" in rec.exc_info
     assert not marker.exists()
 
@@ -128,7 +128,7 @@ def test_malicious_pickle_refused_by_json_worker(backend, tmp_path, monkeypatch,
     ok = Queue("evil", connection=backend).enqueue(tasks.add, 1, 2)
     assert ok.serializer == "json"
     run(backend, "evil")
-    rec = backend.fetch_job(job_id)
+    rec = backend.get(job_id)
     assert rec.status is JobStatus.FAILED
     assert "serializer = 'json'" in rec.exc_info
     assert not marker.exists()

@@ -1,17 +1,11 @@
-"""Where backends take the time from.
+"""Between the epoch seconds records hold and the datetimes the public API shows.
 
-Every time-dependent decision (schedules, retry intervals, TTLs, leases) reads
-``backend.clock.now()``, so a test can swap in a :class:`ManualClock` and move
-time forward instead of sleeping.
+The clocks themselves are :class:`plugq.storage.Clock` and :class:`plugq.storage.ManualClock`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-from .storage import Clock, ManualClock
-
-__all__ = ["Clock", "ManualClock", "to_datetime", "to_timestamp"]
 
 
 def to_datetime(ts: float | None) -> datetime | None:
