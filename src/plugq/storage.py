@@ -28,7 +28,9 @@ Rules every primitive follows:
   records are deleted only when the engine asks (:meth:`Storage.expired`, then
   :meth:`Storage.remove`).
 
-This module imports nothing of plugq's engine or public API.
+This module imports nothing of plugq's engine or public API; it re-exports
+:class:`~plugq.exceptions.DuplicateJobError`, the one error a primitive raises
+on purpose, so a storage needs no other plugq import.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from .config import mask_url
-from .exceptions import NotSupportedError
+from .exceptions import DuplicateJobError, NotSupportedError
 
 
 class JobStatus(StrEnum):
@@ -432,6 +434,7 @@ class Storage(ABC):
 __all__ = [
     "CAPABILITIES",
     "Clock",
+    "DuplicateJobError",
     "JobRecord",
     "JobStatus",
     "ManualClock",
