@@ -107,20 +107,14 @@ def _broken(cls: type[MemoryStorage]) -> Storage:
     return cls(f"memory://broken-{uuid.uuid4().hex}", clock=ManualClock())
 
 
-def test_the_suite_fails_a_claim_that_hands_a_job_out_twice():
+@pytest.mark.parametrize("broken", [ClaimsTwice, NeverClaims], ids=["claims-twice", "never-claims"])
+def test_the_suite_fails_a_broken_claim(broken):
+    """A claim that hands a job out twice, or never hands one out, fails the suite."""
     suite = StorageConformance()
     with pytest.raises(AssertionError):
-        suite.test_exactly_one_claimer_gets_each_job(_broken(ClaimsTwice))
+        suite.test_exactly_one_claimer_gets_each_job(_broken(broken))
     with pytest.raises(AssertionError):
-        suite.test_claim_takes_the_head_and_marks_it_started(_broken(ClaimsTwice))
-
-
-def test_the_suite_fails_a_claim_that_never_hands_out_a_job():
-    suite = StorageConformance()
-    with pytest.raises(AssertionError):
-        suite.test_exactly_one_claimer_gets_each_job(_broken(NeverClaims))
-    with pytest.raises(AssertionError):
-        suite.test_claim_takes_the_head_and_marks_it_started(_broken(NeverClaims))
+        suite.test_claim_takes_the_head_and_marks_it_started(_broken(broken))
 
 
 def test_the_suite_passes_the_unbroken_storage_on_the_same_tests():

@@ -10,9 +10,7 @@ fixture named ``storage`` returning a fresh, empty storage on a
     class TestMyStorage(StorageConformance):
         @pytest.fixture
         def storage(self, tmp_path):
-            s = MyStorage(f"mine:///{tmp_path}/db")
-            yield s
-            s.close()
+            return MyStorage(f"mine:///{tmp_path}/db", clock=ManualClock())
 
 Each test drives the primitives directly, with explicit times, so it checks
 the storage alone: what the engine above it does is checked by
