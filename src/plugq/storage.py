@@ -61,6 +61,12 @@ class JobStatus(StrEnum):
     STOPPED = "stopped"
 
 
+#: RQ's defaults, in seconds: job timeout, how long a result is kept, how long a failure is kept.
+DEFAULT_TIMEOUT = 180.0
+DEFAULT_RESULT_TTL = 500
+DEFAULT_FAILURE_TTL = 365 * 24 * 3600
+
+
 @dataclass
 class JobRecord:
     """One job as a storage keeps it: strings, bytes, numbers and lists of strings.
@@ -85,10 +91,10 @@ class JobRecord:
     started_at: float | None = None
     ended_at: float | None = None
     #: seconds; None means no timeout (RQ's -1).
-    timeout: float | None = 180.0
+    timeout: float | None = DEFAULT_TIMEOUT
     #: seconds; -1 keeps the result forever, 0 deletes the job on success.
-    result_ttl: int = 500
-    failure_ttl: int = 365 * 24 * 3600
+    result_ttl: int = DEFAULT_RESULT_TTL
+    failure_ttl: int = DEFAULT_FAILURE_TTL
     ttl: int | None = None
     meta: bytes = b""
     result: bytes | None = None
@@ -433,6 +439,9 @@ class Storage(ABC):
 
 __all__ = [
     "CAPABILITIES",
+    "DEFAULT_FAILURE_TTL",
+    "DEFAULT_RESULT_TTL",
+    "DEFAULT_TIMEOUT",
     "Clock",
     "DuplicateJobError",
     "JobRecord",
