@@ -27,7 +27,7 @@ def report() -> str:
     workers = Worker.all()
     lines.append(f"workers: {len(workers)}")
     for w in workers:
-        lines.append(f"  {w.name} {w.state} on {', '.join(w.queues)}"
+        lines.append(f"  {w.name} {w.state} on {', '.join(w.queue_names())}"
                      f" current job: {w.current_job_id or '-'}")
     return "\n".join(lines)
 

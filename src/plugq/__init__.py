@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._context import get_current_job
 from .backend import Backend
+from .callbacks import Callback, Webhook
 from .connection import connect
 from .decorators import job
 from .exceptions import (
@@ -13,15 +14,18 @@ from .exceptions import (
     DuplicateJobError,
     InvalidJobOperation,
     InvalidTaskError,
+    JobStoppedException,
     JobTimeoutException,
     NoSuchJobError,
     NotSupportedError,
     PlugqError,
     SerializationError,
     UnknownBackendError,
+    WorkHorseKilledException,
 )
+from .group import Group
 from .hookspecs import hookimpl
-from .job import Job
+from .job import Job, cancel_job, requeue_job
 from .queue import Queue
 from .registry import (
     CanceledJobRegistry,
@@ -31,9 +35,10 @@ from .registry import (
     ScheduledJobRegistry,
     StartedJobRegistry,
 )
-from .retry import Dependency, Retry
+from .results import Result
+from .retry import Dependency, Repeat, Retry
 from .storage import Clock, JobStatus, ManualClock, Storage
-from .worker import Worker
+from .worker import SimpleWorker, SpawnWorker, Worker, WorkerStatus
 
 __version__ = "0.1.0"
 
@@ -41,6 +46,7 @@ __all__ = [
     "AbandonedJobError",
     "Backend",
     "BackendUnavailableError",
+    "Callback",
     "CanceledJobRegistry",
     "Clock",
     "ConfigurationError",
@@ -49,26 +55,37 @@ __all__ = [
     "DuplicateJobError",
     "FailedJobRegistry",
     "FinishedJobRegistry",
+    "Group",
     "InvalidJobOperation",
     "InvalidTaskError",
     "Job",
     "JobStatus",
+    "JobStoppedException",
     "JobTimeoutException",
     "ManualClock",
     "NoSuchJobError",
     "NotSupportedError",
     "PlugqError",
     "Queue",
+    "Repeat",
+    "Result",
     "Retry",
     "ScheduledJobRegistry",
     "SerializationError",
+    "SimpleWorker",
+    "SpawnWorker",
     "StartedJobRegistry",
     "Storage",
     "UnknownBackendError",
+    "Webhook",
+    "WorkHorseKilledException",
     "Worker",
+    "WorkerStatus",
     "__version__",
+    "cancel_job",
     "connect",
     "get_current_job",
     "hookimpl",
     "job",
+    "requeue_job",
 ]

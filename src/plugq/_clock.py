@@ -5,7 +5,12 @@ The clocks themselves are :class:`plugq.storage.Clock` and :class:`plugq.storage
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Any
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def to_datetime(ts: float | None) -> datetime | None:
@@ -18,3 +23,25 @@ def to_timestamp(value: datetime) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.timestamp()
+
+
+def parse_timeout(value: Any, what: str = "job_timeout") -> float | None:
+    """Seconds from an int, float or RQ-style string ('90', '5m', '1h'); -1 means none.
+
+    Raises:
+        ValueError: zero, negative (other than -1) or unparseable values.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"{what}={value!r} is not a duration; use seconds or '30s', '5m', '1h'")
+        value = float(m.group(1)) * _UNITS[m.group(2)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
+    if value == -1:
+        return -1.0
+    if value <= 0:
+        raise ValueError(f"{what}={value!r} must be > 0 seconds, or -1 for no timeout")
+    return float(value)

@@ -15,7 +15,7 @@ from . import _lifecycle
 from ._worker_loop import WorkerLoop, run_sync
 from .backend import Backend, WorkerSpec
 from .exceptions import NoSuchJobError
-from .storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
+from .storage import HIDDEN_PREFIX, Clock, JobRecord, JobStatus, ResultRecord, Storage, WorkerRecord
 
 _lock = threading.Lock()
 
@@ -33,6 +33,15 @@ def engine_for(storage: Storage) -> Engine:
 
 class Engine(Backend):
     """plugq's lifecycle over ``storage``; get one with :func:`engine_for`."""
+
+    features = frozenset({
+        "repeat", "group", "commands", "results", "callback_timeout", "on_stopped", "webhooks",
+        "retry_result",
+    })
+    worker_options = frozenset({
+        "exception_handlers", "disable_default_exception_handler", "work_horse_killed_handler",
+        "serializer",
+    })
 
     def __init__(self, storage: Storage) -> None:
         super().__init__(storage.url)
@@ -65,6 +74,30 @@ class Engine(Backend):
 
     def delete_job(self, job_id: str) -> None:
         self.storage.remove(job_id)
+        self.storage.remove_results(job_id)
+
+    def enqueue_dependents(self, job_id: str) -> None:
+        rec = self.storage.get(job_id)
+        if rec is not None:
+            _lifecycle.enqueue_dependents(self.storage, rec)
+
+    def job_results(self, job_id: str) -> list[ResultRecord]:
+        return self.storage.results(job_id, now=self.clock.now())
+
+    def send_command(self, worker_name: str, command: dict[str, str]) -> None:
+        self.storage.send_command(worker_name, command)
+
+    def add_to_group(self, group: str, job_ids: Sequence[str]) -> None:
+        self.storage.add_to_group(group, job_ids)
+
+    def group_members(self, group: str) -> list[str]:
+        return self.storage.group_members(group)
+
+    def remove_from_group(self, group: str, job_ids: Sequence[str]) -> None:
+        self.storage.remove_from_group(group, job_ids)
+
+    def groups(self) -> list[str]:
+        return self.storage.groups()
 
     def save_meta(self, job_id: str, meta: bytes) -> None:
         if not self.storage.set_meta(job_id, meta):
@@ -79,7 +112,9 @@ class Engine(Backend):
     # -- queues and registries ----------------------------------------------
 
     def queue_names(self) -> list[str]:
-        return self.storage.queues()
+        # The storage's side records (results history, groups, commands) sit
+        # under origins no queue can have.
+        return [q for q in self.storage.queues() if not q.startswith(HIDDEN_PREFIX)]
 
     def job_ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
         return self.storage.ids(queue, status, offset, length, now=self.clock.now())

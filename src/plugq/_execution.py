@@ -71,15 +71,88 @@ def timeout_message(timeout: float) -> str:
     return f"Task exceeded maximum timeout value ({timeout:g} seconds)"
 
 
-def call(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None) -> Any:
-    """Call ``func`` (sync or ``async def``), raising JobTimeoutException after ``timeout`` s."""
+class Running:
+    """A job being called, so another thread (a worker's command watcher) can interrupt it.
+
+    :meth:`interrupt` makes the call raise the given exception the way a
+    timeout does: through SIGALRM in the main thread (which also breaks a
+    blocking sleep), else as an asynchronous exception in the thread that runs
+    the function. Once the call has returned it is a no-op.
+    """
+
+    def __init__(self) -> None:
+        self.thread_id = threading.get_ident()
+        #: the helper thread running the function (a timed call off the main thread).
+        self.helper_id: int | None = None
+        self.exc: type[BaseException] | None = None
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+        self._over = False
+
+    def interrupt(self, exc: type[BaseException]) -> bool:
+        """Make the running call raise ``exc``; False if it already returned."""
+        with self._lock:
+            if self._over or self.exc is not None:
+                return False
+            self.exc = exc
+            self.wake.set()
+            target = self.helper_id or self.thread_id
+            if (target == threading.main_thread().ident and hasattr(signal, "SIGALRM")
+                    and signal.getsignal(signal.SIGALRM) is _on_alarm):
+                signal.pthread_kill(target, signal.SIGALRM)
+            elif self.helper_id is None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(exc))
+            return True
+
+    def over(self) -> None:
+        """The call returned (or raised): later interrupts do nothing."""
+        with self._lock:
+            self._over = True
+
+
+#: The call running in the main thread, whose interrupt SIGALRM delivers.
+_main_running: Running | None = None
+
+
+def call(
+    func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None,
+    running: Running | None = None,
+) -> Any:
+    """Call ``func`` (sync or ``async def``), raising JobTimeoutException after ``timeout`` s.
+
+    With ``running``, another thread may interrupt the call (see :class:`Running`).
+    """
+    global _main_running
+    if running is None:
+        return _call(func, args, kwargs, timeout, None)
+    main = threading.current_thread() is threading.main_thread()
+    outer = _main_running
+    if main:
+        _main_running = running
+    try:
+        return _call(func, args, kwargs, timeout, running)
+    finally:
+        running.over()
+        if main:
+            _main_running = outer
+
+
+def _call(
+    func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None,
+    running: Running | None,
+) -> Any:
     if inspect.iscoroutinefunction(func):
         return _call_async(func, args, kwargs, timeout)
+    main = threading.current_thread() is threading.main_thread()
     if timeout is None or timeout <= 0:
+        if running is not None and not main:
+            # Off the main thread only a helper thread can be left behind
+            # when a stop interrupts a blocking call.
+            return _call_in_thread(func, args, kwargs, None, running)
         return func(*args, **kwargs)
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM"):
+    if main and hasattr(signal, "SIGALRM"):
         return _call_with_alarm(func, args, kwargs, timeout)
-    return _call_in_thread(func, args, kwargs, timeout)
+    return _call_in_thread(func, args, kwargs, timeout, running)
 
 
 def _call_async(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None) -> Any:
@@ -123,6 +196,9 @@ _alarm_timeout = 0.0
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
+    running = _main_running
+    if running is not None and running.exc is not None and not running._over:
+        raise running.exc(f"job interrupted: {running.exc.__name__}")
     raise JobTimeoutException(timeout_message(_alarm_timeout))
 
 
@@ -166,10 +242,14 @@ def _call_with_alarm(func: Callable[..., Any], args: Any, kwargs: Any, timeout: 
             signal.signal(signal.SIGALRM, previous)
 
 
-def _call_in_thread(func: Callable[..., Any], args: Any, kwargs: Any, timeout: float) -> Any:
+def _call_in_thread(
+    func: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None,
+    running: Running | None = None,
+) -> Any:
     ctx = contextvars.copy_context()
     box: dict[str, Any] = {}
-    done = threading.Event()
+    # An interrupt (stop, kill) wakes the wait as the job's end does.
+    done = running.wake if running is not None else threading.Event()
 
     def target() -> None:
         try:
@@ -181,14 +261,23 @@ def _call_in_thread(func: Callable[..., Any], args: Any, kwargs: Any, timeout: f
 
     t = threading.Thread(target=target, name="plugq-job", daemon=True)
     t.start()
-    if not done.wait(timeout):
+    if running is not None:
+        running.helper_id = t.ident
+    finished = done.wait(timeout)
+    if running is not None and running.exc is not None and "value" not in box and "error" not in box:
+        if t.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(t.ident), ctypes.py_object(running.exc)
+            )
+        raise running.exc(f"job interrupted: {running.exc.__name__}")
+    if not finished:
         # Ask the runaway thread to stop at its next bytecode; the job is failed
         # now regardless, so the worker can take the next one.
         if t.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(t.ident), ctypes.py_object(JobTimeoutException)
             )
-        raise JobTimeoutException(timeout_message(timeout))
+        raise JobTimeoutException(timeout_message(timeout or 0))
     if "error" in box:
         raise box["error"]
     return box.get("value")

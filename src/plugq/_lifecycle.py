@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
-from . import _rules
+from . import _extras, _rules
 from .exceptions import InvalidJobOperation, NoSuchJobError
-from .storage import JobRecord, JobStatus, Storage
+from .retry import retry_interval
+from .storage import JobRecord, JobStatus, ResultRecord, Storage
 
 log = logging.getLogger("plugq.lifecycle")
 
@@ -112,9 +114,45 @@ def promote_due(storage: Storage) -> int:
             return moved
 
 
+def archive(storage: Storage, rec: JobRecord, now: float) -> None:
+    """Keep ``rec``'s previous outcome in its results history before a new one replaces it.
+
+    A job that runs once writes no history: its only outcome is the record.
+    """
+    if rec.attempts <= 1:
+        return
+    kind = _rules.outcome_type(rec)
+    if kind is None:
+        return
+    ok = kind == "successful"
+    ttl = rec.result_ttl if ok else rec.failure_ttl
+    at = rec.ended_at or now
+    storage.add_result(
+        ResultRecord(
+            job_id=rec.id, type=kind, created_at=at, result=rec.result if ok else None,
+            exc_info=None if ok else rec.exc_info, worker_name=rec.worker_name,
+            expires_at=None if ttl < 0 else at + ttl, serializer=rec.serializer,
+        ),
+        keep=_rules.RESULTS_KEPT - 1,
+    )
+
+
 def finish(storage: Storage, rec: JobRecord, result: bytes | None) -> bool:
-    """Store a successful outcome; False if the job was canceled or deleted meanwhile."""
-    _rules.mark_finished(rec, result, storage.clock.now())
+    """Store a successful outcome; False if the job was canceled or deleted meanwhile.
+
+    A job with a ``Repeat`` left goes back to its queue (or is scheduled
+    after the repeat's interval) with this result stored.
+    """
+    now = storage.clock.now()
+    archive(storage, rec, now)
+    _rules.mark_finished(rec, result, now)
+    repeat = _extras.read(rec).get("repeat")
+    if repeat and repeat.get("left", 0) > 0:
+        left = int(repeat["left"])
+        interval = retry_interval(repeat.get("intervals") or [0], int(repeat["times"]) - left)
+        _extras.update(storage, rec, repeat={**repeat, "left": left - 1})
+        _rules.mark_again(rec, interval, now)
+        return storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts)
     if not storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts):
         return False
     enqueue_dependents(storage, rec)
@@ -129,7 +167,45 @@ def fail(storage: Storage, rec: JobRecord, exc_info: str) -> JobStatus | None:
     Returns the status the job moved to, or None if the job was no longer
     started (canceled or deleted while it ran).
     """
-    _rules.mark_failed_attempt(rec, exc_info, storage.clock.now())
+    now = storage.clock.now()
+    archive(storage, rec, now)
+    _rules.mark_failed_attempt(rec, exc_info, now)
+    if not storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts):
+        return None
+    if rec.status is JobStatus.FAILED:
+        enqueue_dependents(storage, rec)
+    return rec.status
+
+
+def stop(storage: Storage, rec: JobRecord, exc_info: str) -> bool:
+    """Store a stopped outcome (``send_stop_job_command``); False if the job was no longer started."""
+    now = storage.clock.now()
+    archive(storage, rec, now)
+    _rules.mark_stopped(rec, exc_info, now)
+    if not storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts):
+        return False
+    enqueue_dependents(storage, rec)
+    return True
+
+
+def retry_requested(storage: Storage, rec: JobRecord, retry: Any) -> JobStatus | None:
+    """The job returned ``Retry(max, interval)``: run it again, up to ``max`` times in all.
+
+    Returns the status the job moved to (queued, scheduled, or failed once
+    ``max`` retries were used), or None if the job was no longer started.
+    """
+    now = storage.clock.now()
+    archive(storage, rec, now)
+    done = int(_extras.read(rec).get("retried", 0))
+    rec.ended_at = now
+    if done >= retry.max:
+        rec.exc_info = f"{_rules.RETRY_REQUESTED} ({retry!r}); max retries exceeded"
+        rec.status = JobStatus.FAILED
+        rec.expires_at = None if rec.failure_ttl < 0 else now + rec.failure_ttl
+    else:
+        rec.exc_info = f"{_rules.RETRY_REQUESTED} ({retry!r})"
+        _extras.update(storage, rec, retried=done + 1)
+        _rules.mark_again(rec, retry_interval(retry.intervals, done), now)
     if not storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts):
         return None
     if rec.status is JobStatus.FAILED:

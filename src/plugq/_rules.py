@@ -121,6 +121,48 @@ def mark_requeued(rec: JobRecord, now: float, *, at_front: bool) -> None:
     mark_queued(rec, now)
 
 
+#: How ``exc_info`` starts when the job returned a ``Retry`` (no exception was raised).
+RETRY_REQUESTED = "Retry requested by the job"
+#: How many results rq keeps per job (the latest and nine earlier ones).
+RESULTS_KEPT = 10
+
+
+def outcome_type(rec: JobRecord) -> str | None:
+    """The kind of ``rec``'s latest outcome, as rq's ``Result.Type`` names it (lower case).
+
+    ``successful``, ``failed``, ``stopped``, ``retried`` (the job returned a
+    ``Retry``), ``max_retries_exceeded``; None if the job never ended.
+    """
+    if rec.exc_info is not None:
+        if rec.exc_info.startswith(RETRY_REQUESTED):
+            return "max_retries_exceeded" if "max retries exceeded" in rec.exc_info else "retried"
+        lines = rec.exc_info.strip().splitlines()
+        if lines and "JobStoppedException" in lines[-1]:
+            return "stopped"
+        return "failed"
+    if rec.result is not None:
+        return "successful"
+    return None
+
+
+def mark_stopped(rec: JobRecord, exc_info: str, now: float) -> None:
+    """Make ``rec`` stopped (``send_stop_job_command``): never retried, kept for ``failure_ttl``."""
+    rec.status = JobStatus.STOPPED
+    rec.exc_info = exc_info
+    rec.ended_at = now
+    rec.expires_at = None if rec.failure_ttl < 0 else now + rec.failure_ttl
+
+
+def mark_again(rec: JobRecord, interval: float, now: float) -> None:
+    """Put ``rec`` back: on its queue now, or scheduled ``interval`` seconds from ``now``."""
+    if interval > 0:
+        rec.status = JobStatus.SCHEDULED
+        rec.scheduled_for = now + interval
+        rec.expires_at = None
+    else:
+        mark_queued(rec, now)
+
+
 def abandoned_exc_info(rec: JobRecord, last_seen: float | None, lease: float) -> str:
     """The traceback text stored on a job whose worker stopped heartbeating."""
     when = to_datetime(last_seen)

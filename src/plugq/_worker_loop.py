@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _events, _lifecycle, _rules
+from . import _events, _extras, _lifecycle, _rules, _webhooks
 from ._context import _current
-from ._execution import call, format_exc_info, install_alarm_handler, resolve
+from ._execution import Running, call, format_exc_info, install_alarm_handler, resolve
 from .backend import WorkerSpec
-from .security import UntrustedJobError, verified_payload
+from .exceptions import JobStoppedException, WorkHorseKilledException
+from .retry import Retry
+from .security import UntrustedJobError, fields_verified, verified_payload
 from .serializers import get_serializer
 from .storage import Clock, JobRecord, JobStatus, WorkerRecord
 
@@ -32,17 +34,37 @@ log = logging.getLogger("plugq.worker")
 MAINTENANCE_EVERY = 1.0
 #: Longest idle wait before the loop looks again (schedules, stop requests).
 IDLE_WAIT = 1.0
+#: Real seconds between looks for worker commands (stop-job, kill-horse, shutdown).
+COMMAND_POLL = 0.25
 
 
-def _run_callback(path: str, *args: Any) -> None:
+#: rq's default callback timeout, in seconds.
+CALLBACK_TIMEOUT = 60.0
+
+
+def _run_callback(path: str, timeout: float | None, *args: Any) -> None:
     try:
-        resolve(path)(*args)
+        call(resolve(path), args, {}, timeout if timeout is not None else CALLBACK_TIMEOUT)
     except Exception:
-        # A callback's failure must not change the job's outcome (RQ logs it too).
+        # A callback's failure (or timeout) must not change the job's outcome (RQ logs it too).
         log.exception("callback %s failed", path)
 
 
-def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRecord:
+def _handle_exception(worker: WorkerSpec, job: Any, exc: BaseException) -> None:
+    """rq's exception handler chain: each handler in order until one returns False."""
+    for handler in worker.options.get("exception_handlers") or ():
+        try:
+            fallthrough = handler(job, type(exc), exc, exc.__traceback__)
+        except Exception:
+            log.exception("exception handler %r failed", handler)
+            fallthrough = True
+        if fallthrough is not None and not fallthrough:
+            break
+
+
+def perform(
+    engine: Engine, rec: JobRecord, worker: WorkerSpec | None, running: Running | None = None
+) -> JobRecord:
     """Run a started job and store its outcome. Returns the record as stored."""
     storage = engine.storage
     job = _events.job_for(engine, rec)
@@ -50,20 +72,57 @@ def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRec
         _events.started(job, worker.hook_worker)
     token = _current.set(job)
     serializer = get_serializer(rec.serializer)
+    extras = _extras.read(rec)
+    cb_timeouts = extras.get("callback_timeouts") or {}
     try:
         data = verified_payload(rec)  # before anything is imported or deserialized
         func = resolve(rec.func_name)
         args, kwargs = serializer.loads(data)
-        value = call(func, args, kwargs, rec.timeout)
+        value = call(func, args, kwargs, rec.timeout, running)
+        if isinstance(value, Retry):
+            status = _lifecycle.retry_requested(storage, rec, value)
+            log.info("%s: %s asked to be retried (%s)", rec.origin, rec.id,
+                     status.value if status else "gone")
+            _webhooks.fire(rec, extras)
+            return rec
         result = serializer.dumps(value)
+    except JobStoppedException as exc:
+        if _lifecycle.stop(storage, rec, format_exc_info(exc)):
+            log.info("%s: %s stopped", rec.origin, rec.id)
+            if extras.get("on_stopped") and fields_verified(
+                rec.id, {"webhooks": extras.get("webhooks"), "on_stopped": extras["on_stopped"]},
+                extras.get("sig"),
+            ):
+                _run_callback(extras["on_stopped"], cb_timeouts.get("stopped"), job, engine)
+            _webhooks.fire(rec, extras)
+        if worker is not None:
+            worker.stats.failed += 1
     except (Exception, SystemExit) as exc:
         exc_info = format_exc_info(exc)
+        default = worker is None or not worker.options.get("disable_default_exception_handler")
+        if not default:
+            # rq's disable_default_exception_handler: the job fails without
+            # entering the failed registry (registries are views by status
+            # here, so it leaves its queue's registries).
+            rec.origin = "" if rec.retries_left in (None, 0) else rec.origin
         _lifecycle.fail(storage, rec, exc_info)
         log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
                   exc_info.strip().splitlines()[-1])
         if rec.on_failure and not isinstance(exc, UntrustedJobError):
-            _run_callback(rec.on_failure, job, engine, type(exc), exc, exc.__traceback__)
+            _run_callback(rec.on_failure, cb_timeouts.get("failure"), job, engine, type(exc), exc,
+                          exc.__traceback__)
+        if worker is not None:
+            if isinstance(exc, WorkHorseKilledException):
+                handler = worker.options.get("work_horse_killed_handler")
+                if handler is not None:
+                    try:
+                        handler(job, os.getpid(), -1, None)
+                    except Exception:
+                        log.exception("work_horse_killed_handler failed")
+            else:
+                _handle_exception(worker, job, exc)
         _events.failed(job, (type(exc), exc, exc.__traceback__))
+        _webhooks.fire(rec, extras)
         if worker is not None:
             worker.stats.failed += 1
     else:
@@ -76,8 +135,9 @@ def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRec
             else:
                 log.info("Result is kept for %s seconds", rec.result_ttl)
         if rec.on_success:
-            _run_callback(rec.on_success, job, engine, value)
+            _run_callback(rec.on_success, cb_timeouts.get("success"), job, engine, value)
         _events.finished(job, value)
+        _webhooks.fire(rec, extras)
         if worker is not None:
             worker.stats.successful += 1
     finally:
@@ -97,6 +157,8 @@ class WorkerLoop:
         self._current: str | None = None
         self._beat_stop = threading.Event()
         self._last_beat = 0.0
+        #: the job running now, for a stop-job or kill-horse command.
+        self._running: Running | None = None
 
     def _beat(self) -> None:
         self._last_beat = self.storage.clock.now()
@@ -108,11 +170,32 @@ class WorkerLoop:
 
     def _beat_forever(self) -> None:
         interval = max(0.05, min(self.storage.lease / 3.0, 5.0))
-        while not self._beat_stop.wait(interval):
+        next_beat = time.monotonic() + interval
+        while not self._beat_stop.wait(min(interval, COMMAND_POLL)):
             try:
-                self._beat()
+                self._take_commands()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + interval
+                    self._beat()
             except Exception:
                 log.exception("heartbeat failed; will retry")
+
+    def _take_commands(self) -> None:
+        """rq's worker commands (``plugq.command``), delivered through the storage."""
+        for cmd in self.storage.take_commands(self.worker.name):
+            kind = cmd.get("command")
+            running = self._running
+            log.info("Worker %s: received command %s", self.worker.name, cmd)
+            if kind == "shutdown":
+                self.worker.stop.set()
+            elif kind == "kill-horse":
+                if running is not None:
+                    running.interrupt(WorkHorseKilledException)
+            elif kind == "stop-job":
+                if running is not None and cmd.get("job_id") == self._current:
+                    running.interrupt(JobStoppedException)
+            else:
+                log.warning("Worker %s: unknown command %r ignored", self.worker.name, kind)
 
     def _register(self) -> None:
         b = self.storage
@@ -167,7 +250,11 @@ class WorkerLoop:
                 self._state, self._current = "busy", rec.id
                 log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
                 started = time.monotonic()
-                perform(self.engine, rec, self.worker)
+                self._running = Running()
+                try:
+                    perform(self.engine, rec, self.worker, self._running)
+                finally:
+                    self._running = None
                 self.worker.stats.working_time += time.monotonic() - started
                 self._state, self._current = "idle", None
                 processed += 1

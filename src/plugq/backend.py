@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .config import mask_url
-from .storage import Clock, JobRecord, JobStatus, WorkerRecord
+from .exceptions import NotSupportedError
+from .storage import Clock, JobRecord, JobStatus, ResultRecord, WorkerRecord
 
 
 @dataclass
@@ -48,6 +49,47 @@ class WorkerSpec:
     options: dict[str, Any] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
     hook_worker: Any = None
+
+
+class Pipeline:
+    """``with q.connection.pipeline() as pipe: q.enqueue_many(…, pipeline=pipe); pipe.execute()``.
+
+    Jobs given to a pipeline are stored together, all or none, by
+    :meth:`execute` (one :meth:`Backend.enqueue_jobs` batch), as rq's Redis
+    pipeline does; leaving the ``with`` block without ``execute`` stores nothing.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._records: list[JobRecord] = []
+        self._after: list[Any] = []
+
+    def add(self, records: Sequence[JobRecord], after: Any = None) -> None:
+        """Queue ``records`` for :meth:`execute`; ``after(stored)`` runs once they are stored."""
+        self._records.extend(records)
+        if after is not None:
+            self._after.append((len(records), after))
+
+    def execute(self) -> list[JobRecord]:
+        """Store every job added so far in one batch; returns the stored records."""
+        records, self._records = self._records, []
+        after, self._after = self._after, []
+        stored = self.backend.enqueue_jobs(records) if records else []
+        start = 0
+        for count, fn in after:
+            fn(stored[start:start + count])
+            start += count
+        return stored
+
+    def reset(self) -> None:
+        """Forget what was added (as redis-py's ``Pipeline.reset``)."""
+        self._records, self._after = [], []
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reset()
 
 
 class Backend(ABC):
@@ -208,6 +250,69 @@ class Backend(ABC):
     def workers(self) -> list[WorkerRecord]:
         """The workers currently registered, live or not yet reaped."""
 
+    def pipeline(self) -> Pipeline:
+        """A batch of enqueues stored together by ``execute()`` (rq's ``connection.pipeline()``)."""
+        return Pipeline(self)
+
+    #: ``Worker(**options)`` this backend honours (anything else of rq's raises NotSupportedError).
+    worker_options: ClassVar[frozenset[str]] = frozenset()
+    #: rq 2.x features this backend runs (``repeat``, ``group``, ``commands``,
+    #: ``results``, ``callback_timeout``, ``on_stopped``, ``webhooks``,
+    #: ``retry_result``); using another one raises NotSupportedError.
+    features: ClassVar[frozenset[str]] = frozenset()
+
+    def require(self, feature: str, what: str) -> None:
+        """Raise NotSupportedError naming ``what`` unless ``feature`` is in :attr:`features`."""
+        if feature not in self.features:
+            raise NotSupportedError(
+                f"{what} is not supported by {type(self).__name__} ({self.safe_url()})"
+            )
+
+    def job_results(self, job_id: str) -> list[ResultRecord]:
+        """The job's earlier outcomes, newest first (the latest is the job record itself).
+
+        Raises:
+            NotSupportedError: the backend keeps no results history.
+        """
+        self.require("results", "job.results()")
+        return []
+
+    def enqueue_dependents(self, job_id: str) -> None:
+        """Enqueue the deferred jobs whose dependencies have now all ended as they require.
+
+        Raises:
+            NotSupportedError: the backend cannot.
+        """
+        raise NotSupportedError(
+            f"cancel(enqueue_dependents=True) is not supported by {type(self).__name__}"
+        )
+
+    def send_command(self, worker_name: str, command: dict[str, str]) -> None:
+        """Deliver ``command`` (``{'command': 'shutdown' | 'kill-horse' | 'stop-job', …}``) to a worker.
+
+        Raises:
+            NotSupportedError: the backend's workers take no commands.
+        """
+        self.require("commands", "worker commands (plugq.command)")
+
+    def add_to_group(self, group: str, job_ids: Sequence[str]) -> None:
+        """Record ``job_ids`` as members of ``group``."""
+        self.require("group", "Group")
+
+    def group_members(self, group: str) -> list[str]:
+        """Ids of ``group``'s members, in the order added."""
+        self.require("group", "Group")
+        return []
+
+    def remove_from_group(self, group: str, job_ids: Sequence[str]) -> None:
+        """Forget members of ``group``."""
+        self.require("group", "Group")
+
+    def groups(self) -> list[str]:
+        """Names of every group."""
+        self.require("group", "Group")
+        return []
+
     def maintenance(self) -> None:  # noqa: B027 - optional hook
         """Promote due scheduled jobs, expire TTLs, recover abandoned jobs.
 
@@ -219,4 +324,4 @@ class Backend(ABC):
         """Release connections and files. The default does nothing."""
 
 
-__all__ = ["Backend", "WorkerSpec", "WorkerStats"]
+__all__ = ["Backend", "Pipeline", "WorkerSpec", "WorkerStats"]

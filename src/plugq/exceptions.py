@@ -28,6 +28,14 @@ class JobTimeoutException(PlugqError):
     """Raised inside a job that ran longer than its ``job_timeout``."""
 
 
+class JobStoppedException(PlugqError):
+    """Raised inside a running job that ``send_stop_job_command`` stopped (as a timeout is)."""
+
+
+class WorkHorseKilledException(PlugqError):
+    """Raised inside a running job whose worker got ``send_kill_horse_command``."""
+
+
 class AbandonedJobError(PlugqError):
     """The worker running the job stopped heartbeating (it died or hung)."""
 
@@ -63,10 +71,12 @@ __all__ = [
     "DuplicateJobError",
     "InvalidJobOperation",
     "InvalidTaskError",
+    "JobStoppedException",
     "JobTimeoutException",
     "NoSuchJobError",
     "NotSupportedError",
     "PlugqError",
     "SerializationError",
     "UnknownBackendError",
+    "WorkHorseKilledException",
 ]

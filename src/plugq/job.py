@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _events
+from . import _events, _extras
 from ._clock import to_datetime
 from .exceptions import InvalidTaskError, NoSuchJobError
 from .serializers import get_serializer
@@ -16,6 +17,7 @@ from .storage import JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .results import Result
 
 _FORBIDDEN_ID_CHARS = set(" \t\r\n:/\\*?[]{}\x00")
 
@@ -95,6 +97,30 @@ def describe(func_name: str, args: Any, kwargs: Any) -> str:
     return f"{func_name}({', '.join(parts)})"
 
 
+#: ``plugq.queue.Queue``, registered by that module (it imports this one).
+_queue_class: list[Any] = []
+
+
+def register_queue_class(cls: Any) -> None:
+    """Called once by :mod:`plugq.queue`, so ``Job.create`` and registries can make queues."""
+    _queue_class[:] = [cls]
+
+
+class Execution:
+    """One run of a job by a worker (rq 2.x's ``Execution``)."""
+
+    def __init__(self, job: Job, worker_name: str, started: float, heartbeat: float | None) -> None:
+        self.job = job
+        self.job_id = job.id
+        self.worker_name = worker_name
+        self.id = f"{job.id}:{worker_name}"
+        self.created_at = to_datetime(started)
+        self.last_heartbeat = to_datetime(heartbeat if heartbeat is not None else started)
+
+    def __repr__(self) -> str:
+        return f"Execution({self.id!r})"
+
+
 class Job:
     """A job stored in a backend. Attribute names and behaviour follow RQ 2.x."""
 
@@ -122,6 +148,49 @@ class Job:
         if record is None:
             raise NoSuchJobError(f"No such job: {id}")
         return cls(backend, record)
+
+    @classmethod
+    def create(
+        cls,
+        func: Callable[..., Any] | str,
+        args: Any = None,
+        kwargs: dict[str, Any] | None = None,
+        connection: Any = None,
+        result_ttl: Any = None,
+        ttl: Any = None,
+        description: str | None = None,
+        depends_on: Any = None,
+        timeout: Any = None,
+        id: str | None = None,
+        origin: str = "default",
+        meta: dict[str, Any] | None = None,
+        failure_ttl: Any = None,
+        serializer: Any = None,
+        on_success: Any = None,
+        on_failure: Any = None,
+        on_stopped: Any = None,
+        retry: Any = None,
+        repeat: Any = None,
+        at_front: bool = False,
+    ) -> Job:
+        """A job not stored yet (rq's ``Job.create``); store it with ``queue.enqueue_job(job)``.
+
+        Raises:
+            TypeError: ``args`` is not a tuple or list (as rq), or ``kwargs`` not a dict.
+        """
+        Queue = _queue_class[0]
+        if args is not None and not isinstance(args, (tuple, list)):
+            raise TypeError(f"{args!r} is not a valid args list")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"{kwargs!r} is not a valid kwargs dict")
+        queue = Queue(origin or "default", connection=connection, serializer=serializer)
+        data = Queue.prepare_data(
+            func, args, kwargs, timeout=timeout, result_ttl=result_ttl, ttl=ttl,
+            failure_ttl=failure_ttl, description=description, job_id=id, at_front=at_front,
+            meta=meta, retry=retry, on_success=on_success, on_failure=on_failure,
+            depends_on=depends_on, repeat=repeat, on_stopped=on_stopped,
+        )
+        return cls(queue.backend, queue._record(data))
 
     @classmethod
     def fetch_many(cls, job_ids: list[str], connection: Any = None) -> list[Job | None]:
@@ -363,17 +432,94 @@ class Job:
             self._record = record
         return self._record.exc_info
 
+    def latest_result(self, timeout: float = 0) -> Result | None:
+        """The job's latest outcome as a :class:`~plugq.results.Result` (None before one).
+
+        With ``timeout`` (seconds), wait up to that long for the job to end
+        (rq's ``latest_result(timeout=60)``).
+        """
+        from .results import Result
+
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self._backend.fetch_job(self.id)
+            if record is not None:
+                self._record = record
+            ended = self._record.status not in (
+                JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+            if ended or timeout <= 0 or time.monotonic() >= deadline:
+                if not ended and self._record.attempts == 0:
+                    return None
+                return Result.from_record(self._record)
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def results(self) -> list[Result]:
+        """Every kept outcome, newest first (rq keeps 10): the latest, then earlier runs.
+
+        Raises:
+            NotSupportedError: the backend keeps no results history.
+        """
+        from .results import Result
+
+        history = [Result.from_entry(e) for e in self._backend.job_results(self.id)]
+        latest = self.latest_result()
+        return ([latest] if latest is not None else []) + history[: 9 if latest else 10]
+
+    def get_executions(self) -> list[Execution]:
+        """The job's current executions (one while a worker runs it, else none)."""
+        self.refresh()
+        r = self._record
+        if r.status is not JobStatus.STARTED or r.started_at is None:
+            return []
+        return [Execution(self, r.worker_name or "", r.started_at, self._worker_heartbeat())]
+
+    def _worker_heartbeat(self) -> float | None:
+        name = self._record.worker_name
+        if not name:
+            return None
+        for w in self._backend.workers():
+            if w.name == name:
+                return w.last_heartbeat
+        return None
+
     @property
-    def latest_result(self) -> Any:
-        return self.return_value()
+    def last_heartbeat(self) -> datetime | None:
+        """When the worker running this job last reported alive (None when not running)."""
+        if self._record.status is not JobStatus.STARTED:
+            return None
+        return to_datetime(self._worker_heartbeat() or self._record.started_at)
+
+    def get_position(self) -> int | None:
+        """The job's 0-based place in its queue, or None when it is not queued."""
+        ids = self._backend.job_ids(self.origin, JobStatus.QUEUED)
+        try:
+            return ids.index(self.id)
+        except ValueError:
+            return None
+
+    @property
+    def repeats_left(self) -> int | None:
+        """Repetitions still to come (``Repeat``), or None for a job without one."""
+        repeat = _extras.read(self._record).get("repeat")
+        return None if repeat is None else int(repeat["left"])
+
+    @property
+    def repeat_intervals(self) -> list[float] | None:
+        repeat = _extras.read(self._record).get("repeat")
+        return None if repeat is None else [
+            int(v) if float(v).is_integer() else v for v in repeat["intervals"]]
+
+    @property
+    def group_id(self) -> str | None:
+        """The :class:`~plugq.group.Group` this job was enqueued in, if any."""
+        return _extras.read(self._record).get("group")
 
     # -- meta -----------------------------------------------------------------
 
     @property
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
-            raw = self._record.meta
-            self._meta = get_serializer(self._record.serializer).loads(raw) if raw else {}
+            self._meta = _extras.split(self._record)[0]
         return self._meta
 
     @meta.setter
@@ -387,19 +533,24 @@ class Job:
 
     def save_meta(self) -> None:
         """Store ``job.meta`` (only meta: a running job's status is not touched)."""
-        data = get_serializer(self._record.serializer).dumps(self.meta)
+        data = _extras.join(self._record.serializer, self.meta, _extras.read(self._record))
         self._backend.save_meta(self.id, data)
         self._record.meta = data
 
     # -- operations -----------------------------------------------------------
 
-    def cancel(self) -> None:
+    def cancel(self, enqueue_dependents: bool = False) -> None:
         """Cancel: a queued, deferred or scheduled job will not run.
+
+        With ``enqueue_dependents``, jobs that depend on this one with
+        ``Dependency(allow_failure=True)`` are enqueued (a canceled job has ended).
 
         Raises:
             InvalidJobOperation: the job is already canceled or finished.
         """
         self._record = self._backend.cancel_job(self.id)
+        if enqueue_dependents:
+            self._backend.enqueue_dependents(self.id)
 
     def requeue(self, at_front: bool = False) -> Job:
         """Put a failed, canceled or stopped job back on its queue.
@@ -439,14 +590,14 @@ class Job:
             "failure_callback_name": r.on_failure or "",
             "started_at": iso(r.started_at),
             "ended_at": iso(r.ended_at),
-            "last_heartbeat": iso(r.started_at),
+            "last_heartbeat": iso(r.started_at),  # the worker's beat lives on the worker
             "worker_name": r.worker_name or "",
             "origin": r.origin,
             "description": r.description,
             "enqueued_at": iso(r.enqueued_at),
             "status": r.status.value,
             "timeout": -1 if r.timeout is None else self.timeout,
-            "meta": r.meta,
+            "meta": get_serializer(r.serializer).dumps(self.meta) if r.meta else r.meta,
             "serializer": r.serializer,
             "func_name": r.func_name,
             "result_ttl": r.result_ttl,
@@ -462,6 +613,23 @@ class Job:
         if r.depends_on:
             d["dependency_ids"] = list(r.depends_on)
         return d
+
+
+def cancel_job(
+    job_id: str, connection: Any = None, serializer: Any = None, enqueue_dependents: bool = False,
+) -> None:
+    """Cancel the job ``job_id`` (rq's ``rq.cancel_job``); see :meth:`Job.cancel`.
+
+    Raises:
+        NoSuchJobError: no such job.
+        InvalidJobOperation: the job is already canceled or finished.
+    """
+    Job.fetch(job_id, connection=connection).cancel(enqueue_dependents=enqueue_dependents)
+
+
+def requeue_job(job_id: str, connection: Any = None, serializer: Any = None) -> Job:
+    """Requeue a failed, canceled or stopped job (rq's ``rq.requeue_job``)."""
+    return Job.fetch(job_id, connection=connection).requeue()
 
 
 _events.register_job_class(Job)

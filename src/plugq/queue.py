@@ -7,9 +7,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from . import _events
-from .backend import Backend
-from .job import Job, describe, func_path, new_job_id, validate_job_id
+from . import _events, _extras
+from ._clock import parse_timeout
+from .backend import Backend, Pipeline
+from .callbacks import Callback
+from .job import Job, describe, func_path, new_job_id, register_queue_class, validate_job_id
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -23,31 +25,7 @@ from .security import seal
 from .serializers import Serializer, get_serializer
 from .storage import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, JobRecord, JobStatus
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-def parse_timeout(value: Any, what: str = "job_timeout") -> float | None:
-    """Seconds from an int, float or RQ-style string ('90', '5m', '1h'); -1 means none.
-
-    Raises:
-        ValueError: zero, negative (other than -1) or unparseable values.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"{what}={value!r} is not a duration; use seconds or '30s', '5m', '1h'")
-        value = float(m.group(1)) * _UNITS[m.group(2)]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
-    if value == -1:
-        return -1.0
-    if value <= 0:
-        raise ValueError(f"{what}={value!r} must be > 0 seconds, or -1 for no timeout")
-    return float(value)
 
 
 def _ttl(value: Any, what: str, minimum: int) -> int | None:
@@ -63,6 +41,52 @@ def _callback_path(cb: Any, what: str) -> str | None:
         return None
     func = getattr(cb, "func", cb)  # rq.Callback(func) or a plain function
     return func_path(func)
+
+
+def _extras_for(data: EnqueueData, backend: Backend, job_id: str) -> dict[str, Any]:
+    """The rq 2.x options that ride in the job's extras (see :mod:`plugq._extras`).
+
+    Raises:
+        NotSupportedError: the backend cannot honour one of them.
+        TypeError: a ``repeat`` or webhook of the wrong type.
+    """
+    from .callbacks import Webhook
+    from .retry import Repeat
+    from .security import sign_fields
+
+    extras: dict[str, Any] = {}
+    if data.repeat is not None:
+        if not isinstance(data.repeat, Repeat):
+            raise TypeError(f"repeat must be a plugq.Repeat, got {data.repeat!r}")
+        backend.require("repeat", "enqueue(repeat=Repeat(...))")
+        extras["repeat"] = {"times": data.repeat.times, "left": data.repeat.times,
+                            "intervals": list(data.repeat.intervals)}
+    timeouts = {
+        kind: cb.timeout
+        for kind, cb in (("success", data.on_success), ("failure", data.on_failure),
+                         ("stopped", data.on_stopped))
+        if isinstance(cb, Callback) and cb.timeout != 60
+    }
+    if timeouts:
+        backend.require("callback_timeout", "Callback(func, timeout=...)")
+        extras["callback_timeouts"] = timeouts
+    if data.on_stopped is not None:
+        backend.require("on_stopped", "enqueue(on_stopped=...)")
+        extras["on_stopped"] = _callback_path(data.on_stopped, "on_stopped")
+    if data.webhooks:
+        backend.require("webhooks", "enqueue(webhooks=[Webhook(...)])")
+        hooks = []
+        for hook in data.webhooks:
+            if not isinstance(hook, Webhook):
+                raise TypeError(f"webhooks takes plugq.Webhook objects, got {hook!r}")
+            hooks.append(hook.to_dict())
+        extras["webhooks"] = hooks
+    if "on_stopped" in extras or "webhooks" in extras:
+        sig = sign_fields(job_id, {"webhooks": extras.get("webhooks"),
+                                   "on_stopped": extras.get("on_stopped")})
+        if sig is not None:
+            extras["sig"] = sig
+    return extras
 
 
 class EnqueueData(NamedTuple):
@@ -83,6 +107,9 @@ class EnqueueData(NamedTuple):
     on_success: Any
     on_failure: Any
     depends_on: Any
+    repeat: Any = None
+    on_stopped: Any = None
+    webhooks: Any = None
 
 
 class Queue:
@@ -245,15 +272,19 @@ class Queue:
         on_success: Any = None,
         on_failure: Any = None,
         depends_on: Any = None,
+        repeat: Any = None,
+        on_stopped: Any = None,
+        webhooks: Any = None,
     ) -> EnqueueData:
         """Describe one job for :meth:`enqueue_many`, as RQ's ``Queue.prepare_data``."""
         return EnqueueData(
             func, args or (), kwargs or {}, timeout, result_ttl, ttl, failure_ttl,
             description, job_id, at_front, meta, retry, on_success, on_failure, depends_on,
+            repeat, on_stopped, webhooks,
         )
 
     def _record(self, data: EnqueueData, *, status: JobStatus = JobStatus.QUEUED,
-                scheduled_for: float | None = None) -> JobRecord:
+                scheduled_for: float | None = None, group_id: str | None = None) -> JobRecord:
         name = func_path(data.func)
         args, kwargs = tuple(data.args), dict(data.kwargs)
         ser = self.serializer
@@ -272,6 +303,16 @@ class Queue:
         on_failure = _callback_path(data.on_failure, "on_failure")
         if job_id in dep_ids:
             raise ValueError(f"job {job_id} cannot depend on itself")
+        extras = _extras_for(data, self.backend, job_id) if (
+            data.repeat is not None or data.on_stopped is not None or data.webhooks
+            or isinstance(data.on_success, Callback) or isinstance(data.on_failure, Callback)
+        ) else {}
+        if extras or group_id:
+            if group_id:
+                extras["group"] = group_id
+            meta = _extras.join(ser.name, dict(data.meta or {}), extras)
+        else:
+            meta = ser.dumps(dict(data.meta)) if data.meta else b""
         return JobRecord(
             id=job_id,
             func_name=name,
@@ -290,7 +331,7 @@ class Queue:
                         else DEFAULT_RESULT_TTL),
             failure_ttl=DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl,
             ttl=None if ttl in (None, -1) else ttl,
-            meta=ser.dumps(dict(data.meta)) if data.meta else b"",
+            meta=meta,
             retries_left=retry.max if retry else None,
             retry_intervals=list(retry.intervals) if retry else [],
             depends_on=dep_ids,
@@ -311,7 +352,7 @@ class Queue:
             for k in (
                 "job_timeout", "timeout", "result_ttl", "ttl", "failure_ttl", "description",
                 "depends_on", "job_id", "at_front", "meta", "retry", "on_success",
-                "on_failure", "unique", "pipeline",
+                "on_failure", "unique", "pipeline", "repeat", "on_stopped", "webhooks",
             )
             if k in kwargs
         } if kwargs else {}
@@ -328,10 +369,23 @@ class Queue:
             reserved.get("failure_ttl"), reserved.get("description"), reserved.get("job_id"),
             bool(reserved.get("at_front", False)), reserved.get("meta"), reserved.get("retry"),
             reserved.get("on_success"), reserved.get("on_failure"), reserved.get("depends_on"),
+            reserved.get("repeat"), reserved.get("on_stopped"), reserved.get("webhooks"),
         )
         return data, bool(reserved.get("unique", False)), reserved.get("pipeline")
 
-    def _store(self, records: list[JobRecord], *, unique: bool) -> list[Job]:
+    def _store(
+        self, records: list[JobRecord], *, unique: bool, pipeline: Pipeline | None = None,
+    ) -> list[Job]:
+        if pipeline is not None and self._is_async:
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError(
+                    f"pipeline must come from queue.connection.pipeline(), got {pipeline!r}"
+                )
+            if unique:
+                raise ValueError("unique=True cannot be combined with pipeline=")
+            pipeline.add(records, lambda stored: _events.enqueued(
+                [Job(self.backend, r) for r in stored]))
+            return [Job(self.backend, r) for r in records]
         if not self._is_async:
             if len(records) != 1:
                 raise ValueError("is_async=False runs one job at a time; use enqueue()")
@@ -351,9 +405,9 @@ class Queue:
             DuplicateJobError: ``unique=True`` and the id is queued or running.
             ValueError: a bad ``job_id``, timeout or TTL.
         """
-        data, unique, _ = self._split(f, args, kwargs)
+        data, unique, pipeline = self._split(f, args, kwargs)
         record = self._record(data)
-        return self._store([record], unique=unique)[0]
+        return self._store([record], unique=unique, pipeline=pipeline)[0]
 
     def enqueue_call(
         self,
@@ -365,22 +419,49 @@ class Queue:
     ) -> Job:
         """RQ's explicit form: ``enqueue_call(func, args=…, kwargs=…, timeout=…)``."""
         unique = bool(options.pop("unique", False))
-        options.pop("pipeline", None)
+        pipeline = options.pop("pipeline", None)
         if "job_timeout" in options:
             timeout = options.pop("job_timeout")
         data = self.prepare_data(func, args, kwargs, timeout=timeout, **options)
         record = self._record(data)
-        return self._store([record], unique=unique)[0]
+        return self._store([record], unique=unique, pipeline=pipeline)[0]
 
-    def enqueue_many(self, job_datas: Sequence[EnqueueData], pipeline: Any = None) -> list[Job]:
-        """Enqueue a batch atomically: every job is stored, or none is."""
-        records = [self._record(d) for d in job_datas]
+    def enqueue_many(
+        self, job_datas: Sequence[EnqueueData], pipeline: Pipeline | None = None,
+        group_id: str | None = None,
+    ) -> list[Job]:
+        """Enqueue a batch atomically: every job is stored, or none is.
+
+        With ``pipeline`` (from ``queue.connection.pipeline()``) the jobs are
+        stored by ``pipeline.execute()``, together with the pipeline's others.
+        """
+        records = [self._record(d, group_id=group_id) for d in job_datas]
         ids = [r.id for r in records]
         if len(set(ids)) != len(ids):
             raise ValueError("enqueue_many: two jobs in the batch share a job_id")
         if not self._is_async:
             return [self._store([r], unique=False)[0] for r in records]
-        return self._store(records, unique=False)
+        return self._store(records, unique=False, pipeline=pipeline)
+
+    def enqueue_job(self, job: Job, pipeline: Pipeline | None = None, at_front: bool = False) -> Job:
+        """Store a job made with :meth:`Job.create` on this queue (rq's ``Queue.enqueue_job``)."""
+        rec = job.record.copy()
+        rec.origin = self.name
+        rec.at_front = at_front or rec.at_front
+        rec.created_at = rec.created_at or self.backend.clock.now()
+        if job.connection is not self.backend:
+            raise ValueError(f"job {job.id} was created for another backend than {self!r}")
+        stored = self._store([rec], unique=False, pipeline=pipeline)[0]
+        job._record = stored.record
+        return job
+
+    def get_job_position(self, job_or_id: Job | str) -> int | None:
+        """The job's 0-based place in this queue, or None if it is not queued here."""
+        job_id = job_or_id.id if isinstance(job_or_id, Job) else job_or_id
+        try:
+            return self.get_job_ids().index(job_id)
+        except ValueError:
+            return None
 
     def enqueue_at(
         self, datetime_: datetime, f: Callable[..., Any] | str, *args: Any, **kwargs: Any
@@ -406,3 +487,6 @@ class Queue:
             raise TypeError(f"enqueue_in takes a datetime.timedelta, got {time_delta!r}")
         when = self.backend.clock.now_datetime() + time_delta
         return self.enqueue_at(when, f, *args, **kwargs)
+
+
+register_queue_class(Queue)

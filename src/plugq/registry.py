@@ -32,6 +32,13 @@ class BaseRegistry:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
+    def get_queue(self) -> Queue:
+        """The queue this registry belongs to."""
+        from .job import _queue_class
+
+        queue: Queue = _queue_class[0](self.name, connection=self.backend)
+        return queue
+
     @property
     def count(self) -> int:
         return self.backend.count(self.name, self.status)

@@ -80,3 +80,25 @@ def dependency_ids(depends_on: Any) -> tuple[list[str], bool, bool]:
                 f"depends_on takes a Job, a job id, a list of them or a Dependency; got {item!r}"
             )
     return ids, allow, front
+
+
+class Repeat:
+    """Run a job again ``times`` more times after it succeeds, as rq 2.x's ``Repeat``.
+
+    ``interval`` is seconds before each repetition: one number, or a list
+    (repetition n waits ``interval[n-1]``; the last one repeats), as rq's
+    documentation describes.
+    """
+
+    def __init__(self, times: int, interval: int | float | Sequence[int | float] = 0) -> None:
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise ValueError("times: please enter a value greater than 0")
+        intervals = [interval] if isinstance(interval, (int, float)) else list(interval)
+        for value in intervals:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError("intervals: negative numbers are not allowed")
+        self.times = times
+        self.intervals: list[float] = [v for v in intervals] or [0]
+
+    def __repr__(self) -> str:
+        return f"Repeat(times={self.times}, interval={self.intervals!r})"

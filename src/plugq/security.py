@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
+from typing import Any
 
 from .exceptions import PlugqError
 from .storage import JobRecord
@@ -120,3 +122,25 @@ def _check_allowed(rec: JobRecord, allowed: list[str] | None) -> None:
                 f"job {rec.id}: {what} {name!r} is outside allowed_modules {allowed!r}; "
                 "refused without importing it"
             )
+
+
+def sign_fields(job_id: str, fields: Any, key: bytes | None = None) -> str | None:
+    """A MAC over a job's extra code and URLs (``on_stopped``, webhooks); None without a key.
+
+    They live in the job's ``meta`` (outside the sealed payload), so a worker
+    with a key acts on them only when :func:`fields_verified` holds.
+    """
+    key = key if key is not None else secret_key()
+    if not key:
+        return None
+    msg = job_id.encode() + b"\x00" + json.dumps(fields, sort_keys=True).encode()
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def fields_verified(job_id: str, fields: Any, sig: str | None, key: bytes | None = None) -> bool:
+    """Whether ``fields`` may be acted on: no key is set, or ``sig`` is their MAC."""
+    key = key if key is not None else secret_key()
+    if not key:
+        return True
+    expected = sign_fields(job_id, fields, key)
+    return sig is not None and expected is not None and hmac.compare_digest(sig, expected)

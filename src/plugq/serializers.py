@@ -67,6 +67,14 @@ def get_serializer(name: str | Serializer | None) -> Serializer:
     """Return the serializer called ``name`` (None means pickle)."""
     if name is None:
         return SERIALIZERS["pickle"]
+    if isinstance(name, type):
+        # rq's form: serializer=JSONSerializer (the class, not an instance).
+        if getattr(name, "name", None) in SERIALIZERS and isinstance(SERIALIZERS[name.name], name):
+            return SERIALIZERS[name.name]
+        raise ConfigurationError(
+            f"unknown serializer class {name.__name__}; use 'pickle', 'json', "
+            "plugq.serializers.PickleSerializer or plugq.serializers.JSONSerializer"
+        )
     if not isinstance(name, str):
         return name
     try:

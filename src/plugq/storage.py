@@ -142,6 +142,26 @@ class WorkerRecord:
     failed_jobs: int = 0
 
 
+#: ``origin`` prefix of the records the default side-record primitives keep
+#: (results history, groups, commands); no queue name contains ``:``.
+HIDDEN_PREFIX = "plugq:"
+
+
+@dataclass
+class ResultRecord:
+    """One earlier outcome of a job (rq's ``Result``): ``type`` is ``successful``,
+    ``failed``, ``stopped`` or ``retried``; ``result`` is serialized with ``serializer``."""
+
+    job_id: str
+    type: str
+    created_at: float
+    result: bytes | None = None
+    exc_info: str | None = None
+    worker_name: str | None = None
+    expires_at: float | None = None
+    serializer: str = "pickle"
+
+
 class Clock:
     """The wall clock: seconds since the epoch, as ``time.time()``.
 
@@ -422,6 +442,106 @@ class Storage(ABC):
     def list_workers(self) -> list[WorkerRecord]:
         """Every registered worker, live or not yet reaped."""
 
+    # -- side records: results history, groups, worker commands ------------
+    #
+    # Optional primitives, each with a default written over the primitives
+    # above: the data is kept as ordinary records under an ``origin`` that no
+    # queue can have (queue names never contain ``:``), so a storage works
+    # without overriding any of them. A storage with a native form (rq's
+    # results stream, group sets and command channel on Redis) overrides
+    # them all together. None of them is atomic with a job's own write.
+
+    def add_result(self, entry: ResultRecord, *, keep: int = 10) -> None:
+        """Append ``entry`` to its job's results history, keeping the newest ``keep``.
+
+        The history holds a job's *earlier* outcomes; the latest one is the
+        job record itself (its ``result`` / ``exc_info``). ``entry.expires_at``
+        (None: never) is when the entry may be forgotten.
+        """
+        import os
+
+        origin = f"{HIDDEN_PREFIX}results:{entry.job_id}"
+        self.insert([JobRecord(
+            id=f"{origin}:{os.urandom(8).hex()}", func_name=entry.type, origin=origin,
+            payload=b"", status=JobStatus.FINISHED, created_at=entry.created_at,
+            ended_at=entry.created_at, result=entry.result, exc_info=entry.exc_info,
+            worker_name=entry.worker_name, expires_at=entry.expires_at,
+            description=entry.serializer, serializer=entry.serializer,
+        )])
+        ids = self.ids(origin, JobStatus.FINISHED)
+        for old in ids[: max(0, len(ids) - keep)]:
+            self.remove(old)
+
+    def results(self, job_id: str, *, now: float | None = None) -> list[ResultRecord]:
+        """The job's earlier outcomes, newest first (expired ones left out when ``now`` is given)."""
+        origin = f"{HIDDEN_PREFIX}results:{job_id}"
+        ids = self.ids(origin, JobStatus.FINISHED, now=now)
+        out = [
+            ResultRecord(job_id=job_id, type=r.func_name, created_at=r.created_at,
+                         result=r.result, exc_info=r.exc_info, worker_name=r.worker_name,
+                         expires_at=r.expires_at, serializer=r.serializer)
+            for r in self.get_many(ids) if r is not None
+        ]
+        out.sort(key=lambda e: e.created_at, reverse=True)
+        return out
+
+    def remove_results(self, job_id: str) -> None:
+        """Forget a job's results history (the job is being deleted)."""
+        for rid in self.ids(f"{HIDDEN_PREFIX}results:{job_id}", JobStatus.FINISHED):
+            self.remove(rid)
+
+    def add_to_group(self, group: str, job_ids: Sequence[str]) -> None:
+        """Record ``job_ids`` as members of ``group`` (created on first use). Atomic."""
+        origin = f"{HIDDEN_PREFIX}group:{group}"
+        now = self.clock.now()
+        self.insert([
+            JobRecord(id=f"{origin}:{job_id}", func_name=job_id, origin=origin, payload=b"",
+                      status=JobStatus.FINISHED, created_at=now)
+            for job_id in job_ids
+        ])
+
+    def group_members(self, group: str) -> list[str]:
+        """Ids of ``group``'s members in the order they were added (deleted jobs included)."""
+        origin = f"{HIDDEN_PREFIX}group:{group}"
+        return [i[len(origin) + 1:] for i in self.ids(origin, JobStatus.FINISHED)]
+
+    def remove_from_group(self, group: str, job_ids: Sequence[str]) -> None:
+        """Forget ``job_ids`` as members of ``group`` (the jobs themselves stay)."""
+        for job_id in job_ids:
+            self.remove(f"{HIDDEN_PREFIX}group:{group}:{job_id}")
+
+    def groups(self) -> list[str]:
+        """Names of every group with at least one member, sorted."""
+        prefix = f"{HIDDEN_PREFIX}group:"
+        return [q[len(prefix):] for q in self.queues() if q.startswith(prefix)]
+
+    def send_command(self, worker_name: str, command: dict[str, str], *, ttl: float = 60.0) -> None:
+        """Leave ``command`` for worker ``worker_name``; forgotten after ``ttl`` seconds unread."""
+        import json
+        import os
+
+        origin = f"{HIDDEN_PREFIX}commands:{worker_name}"
+        now = self.clock.now()
+        self.insert([JobRecord(
+            id=f"{origin}:{os.urandom(8).hex()}", func_name="command", origin=origin,
+            payload=json.dumps(command).encode(), created_at=now, enqueued_at=now,
+            expires_at=now + ttl,
+        )])
+
+    def take_commands(self, worker_name: str) -> list[dict[str, str]]:
+        """The commands left for ``worker_name``, oldest first; each is handed out once."""
+        import json
+
+        origin = f"{HIDDEN_PREFIX}commands:{worker_name}"
+        ids = self.ids(origin, JobStatus.QUEUED)
+        if not ids:
+            return []
+        out = []
+        for rec in self.get_many(ids):
+            if rec is not None and self.remove(rec.id):
+                out.append(json.loads(rec.payload))
+        return out
+
     # -- waiting and closing ----------------------------------------------
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -442,11 +562,13 @@ __all__ = [
     "DEFAULT_FAILURE_TTL",
     "DEFAULT_RESULT_TTL",
     "DEFAULT_TIMEOUT",
+    "HIDDEN_PREFIX",
     "Clock",
     "DuplicateJobError",
     "JobRecord",
     "JobStatus",
     "ManualClock",
+    "ResultRecord",
     "Storage",
     "WorkerRecord",
 ]

@@ -155,3 +155,54 @@ def sync_job_then_sleep(url: str, seconds: float) -> float:
     assert inner.result == 2
     time.sleep(seconds)
     return seconds
+
+
+def on_stopped_record(job: Any, connection: Any) -> None:
+    """An ``on_stopped`` callback: appends ``stopped <id>`` to ``job.meta['path']``."""
+    with open(job.meta["path"], "a") as fh:
+        fh.write(f"stopped {job.id}\n")
+
+
+def slow_callback(job: Any, connection: Any, *args: Any, **kwargs: Any) -> None:
+    """A callback that outlives any short callback timeout."""
+    time.sleep(30)
+
+
+def retry_until(path: str, succeed_on: int, max: int = 3, interval: float = 0) -> Any:
+    """Return ``Retry(max, interval)`` until called ``succeed_on`` times (counted in ``path``)."""
+    from plugq import Retry
+
+    with open(path, "a") as fh:
+        fh.write("x")
+    with open(path) as fh:
+        calls = len(fh.read())
+    if calls < succeed_on:
+        return Retry(max=max, interval=interval)
+    return calls
+
+
+def count_calls(path: str) -> int:
+    """Append a line to ``path``; return how many lines it has now."""
+    with open(path, "a") as fh:
+        fh.write("x\n")
+    with open(path) as fh:
+        return len(fh.readlines())
+
+
+def record_exception(job: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """An exception handler: appends ``handler1 <type>`` to ``job.meta['path']``; falls through."""
+    with open(job.meta["path"], "a") as fh:
+        fh.write(f"handler1 {exc_type.__name__}\n")
+
+
+def stop_chain(job: Any, *exc_info: Any) -> bool:
+    """An exception handler that ends the chain (returns False)."""
+    with open(job.meta["path"], "a") as fh:
+        fh.write("handler2\n")
+    return False
+
+
+def never_called(job: Any, *exc_info: Any) -> None:
+    """An exception handler after one that returned False: must not run."""
+    with open(job.meta["path"], "a") as fh:
+        fh.write("handler3\n")
