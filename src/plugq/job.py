@@ -484,7 +484,10 @@ class Job:
 
     @property
     def last_heartbeat(self) -> datetime | None:
-        """When the worker running this job last reported alive (None when not running)."""
+        """When the worker running this job last reported alive (None when not running; reloads)."""
+        record = self._backend.fetch_job(self.id)
+        if record is not None:
+            self._record = record
         if self._record.status is not JobStatus.STARTED:
             return None
         return to_datetime(self._worker_heartbeat() or self._record.started_at)

@@ -482,7 +482,7 @@ class Storage(ABC):
                          expires_at=r.expires_at, serializer=r.serializer)
             for r in self.get_many(ids) if r is not None
         ]
-        out.sort(key=lambda e: e.created_at, reverse=True)
+        out.reverse()  # ids() lists in the order added, oldest first
         return out
 
     def remove_results(self, job_id: str) -> None:

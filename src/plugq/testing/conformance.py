@@ -29,7 +29,9 @@ from pathlib import Path
 import pytest
 
 from plugq import (
+    Callback,
     Dependency,
+    Group,
     DuplicateJobError,
     InvalidJobOperation,
     InvalidTaskError,
@@ -37,11 +39,19 @@ from plugq import (
     JobStatus,
     ManualClock,
     NoSuchJobError,
+    NotSupportedError,
     Queue,
+    Repeat,
+    Result,
     Retry,
     SerializationError,
+    SimpleWorker,
     Worker,
+    cancel_job,
 )
+from plugq.command import send_shutdown_command, send_stop_job_command
+from plugq.group import NoSuchGroupError
+from plugq.serializers import JSONSerializer
 from plugq.testing import tasks
 
 
@@ -775,3 +785,285 @@ class BackendConformance:
             t.join(30)
         assert job.get_status() == "finished"
         assert "seen-worker" not in [x.name for x in Worker.all(connection=backend)]
+
+    # -- rq 2.x: repeat, groups, callbacks, commands, results, handlers -------------
+
+    @staticmethod
+    def needs(queue, feature: str) -> None:
+        """Skip when the backend declares it cannot run ``feature`` (it raises NotSupportedError)."""
+        if feature not in queue.backend.features:
+            pytest.skip(f"{type(queue.backend).__name__} does not run {feature!r} "
+                        "(it raises NotSupportedError; see test_unsupported_features_raise)")
+
+    def test_unsupported_features_raise(self, backend, queue):
+        checks = {
+            "repeat": lambda: queue.enqueue(tasks.add, 1, 2, repeat=Repeat(times=1)),
+            "group": lambda: Group.create(connection=backend),
+            "on_stopped": lambda: queue.enqueue(tasks.add, 1, 2,
+                                                on_stopped=tasks.on_stopped_record),
+            "callback_timeout": lambda: queue.enqueue(
+                tasks.add, 1, 2, on_success=Callback(tasks.on_success_record, timeout=5)),
+        }
+        for feature, attempt in checks.items():
+            if feature in queue.backend.features:
+                continue
+            with pytest.raises(NotSupportedError):
+                attempt()
+        assert len(queue) == 0
+
+    def test_repeat_counts_and_intervals(self, backend, queue, path):
+        self.needs(queue, "repeat")
+        job = queue.enqueue(tasks.count_calls, path, repeat=Repeat(times=3, interval=[1, 2]))
+        assert job.repeats_left == 3 and job.repeat_intervals == [1, 2]
+        work([queue], backend)
+        assert job.get_status() == "scheduled" and job.repeats_left == 2
+        assert job.return_value() is None and job.latest_result().return_value == 1
+        work([queue], backend)  # not due yet
+        assert Path(path).read_text().count("x") == 1
+        advance(backend, 1)
+        work([queue], backend)
+        assert job.get_status() == "scheduled" and job.repeats_left == 1
+        advance(backend, 1)
+        work([queue], backend)
+        assert Path(path).read_text().count("x") == 2  # the 2nd repetition waits 2 s
+        advance(backend, 1)
+        work([queue], backend)
+        assert job.get_status() == "scheduled" and job.repeats_left == 0
+        advance(backend, 2)  # the last interval repeats
+        work([queue], backend)
+        assert job.get_status() == "finished" and job.result == 4
+        assert [r.return_value for r in job.results()] == [4, 3, 2, 1]
+
+    def test_repeat_without_interval_requeues_at_once(self, backend, queue, path):
+        self.needs(queue, "repeat")
+        job = queue.enqueue(tasks.count_calls, path, repeat=Repeat(times=2, interval=0))
+        work([queue], backend)
+        assert job.get_status() == "finished" and job.result == 3
+        assert job.repeats_left == 0
+
+    def test_repeat_is_not_run_after_a_failure(self, backend, queue):
+        self.needs(queue, "repeat")
+        job = queue.enqueue(tasks.fail, repeat=Repeat(times=2))
+        work([queue], backend)
+        assert job.get_status() == "failed" and job.repeats_left == 2
+
+    def test_group_membership(self, backend, queue):
+        self.needs(queue, "group")
+        group = Group.create(connection=backend)
+        jobs = group.enqueue_many(queue, [
+            Queue.prepare_data(tasks.add, (1, 2), job_id=f"{queue.name}-g1"),
+            Queue.prepare_data(tasks.add, (3, 4), job_id=f"{queue.name}-g2"),
+        ])
+        other = Group.create(connection=backend, name=f"{queue.name}-other")
+        other.enqueue_many(queue, [Queue.prepare_data(tasks.add, (5, 6))])
+        assert [j.id for j in group.get_jobs()] == [f"{queue.name}-g1", f"{queue.name}-g2"]
+        assert all(j.group_id == group.name for j in jobs)
+        fetched = Group.fetch(group.name, connection=backend)
+        assert [j.id for j in fetched.get_jobs()] == [j.id for j in jobs]
+        assert {g.name for g in Group.all(connection=backend)} >= {group.name, other.name}
+        assert len(other.get_jobs()) == 1
+        jobs[0].delete()
+        assert [j.id for j in group.get_jobs()] == [f"{queue.name}-g2"]
+        assert queue.name in [q.name for q in Queue.all(connection=backend)]
+        assert all(":" not in q.name for q in Queue.all(connection=backend))
+        with pytest.raises(NoSuchGroupError):
+            Group.fetch("no-such-group", connection=backend)
+        work([queue], backend)
+        assert jobs[1].get_status() == "finished" and jobs[1].result == 7
+
+    def test_callback_timeout(self, backend, queue, path):
+        self.needs(queue, "callback_timeout")
+        job = queue.enqueue(tasks.add, 1, 2, on_success=Callback(tasks.slow_callback, timeout=1))
+        nxt = queue.enqueue(tasks.add, 2, 2)
+        started = time.monotonic()
+        work([queue], backend)
+        assert time.monotonic() - started < 15  # the 30 s callback was cut at 1 s
+        assert job.get_status() == "finished" and job.result == 3
+        assert nxt.result == 4
+
+    def test_callback_timeout_accepts_rq_durations(self):
+        assert Callback(tasks.add, timeout="2m").timeout == 120
+        assert Callback(tasks.add).timeout == 60
+
+    def _run_in_thread(self, backend, queue, name):
+        w = Worker([queue], connection=backend, name=name)
+        t = threading.Thread(target=w.work, kwargs={"burst": True})
+        t.start()
+        return t
+
+    def test_stop_running_job(self, backend, queue, path):
+        self.needs(queue, "commands")
+        job = queue.enqueue(tasks.sleep, 30, on_stopped=tasks.on_stopped_record,
+                            meta={"path": path}, retry=Retry(max=2))
+        t = self._run_in_thread(backend, queue, f"{queue.name}-stopper")
+        try:
+            wait_until(lambda: job.get_status() == "started", message="job to start")
+            started = time.monotonic()
+            send_stop_job_command(backend, job.id)
+            wait_until(lambda: job.get_status() != "started", message="job to stop")
+            assert time.monotonic() - started < 10
+        finally:
+            t.join(60)
+        assert job.get_status() == "stopped"  # never retried
+        assert job.is_stopped and job.retries_left == 2
+        assert "JobStoppedException" in job.exc_info
+        assert job.latest_result().type == Result.Type.STOPPED
+        assert Path(path).read_text().split() == ["stopped", job.id]
+        assert job.requeue().get_status() == "queued"
+
+    def test_stop_job_that_is_not_running_refused(self, backend, queue):
+        self.needs(queue, "commands")
+        job = queue.enqueue(tasks.add, 1, 2)
+        with pytest.raises(InvalidJobOperation, match="not currently executing"):
+            send_stop_job_command(backend, job.id)
+
+    def test_shutdown_command_stops_idle_worker(self, backend, queue):
+        self.needs(queue, "commands")
+        w = Worker([queue], connection=backend, name=f"{queue.name}-down")
+        t = threading.Thread(target=w.work)
+        t.start()
+        wait_until(lambda: w.name in [x.name for x in Worker.all(connection=backend)],
+                   message="worker to register")
+        send_shutdown_command(backend, w.name)
+        t.join(15)
+        assert not t.is_alive()
+
+    def test_results_history_order_and_limit(self, backend, queue, path):
+        self.needs(queue, "results")
+        job = queue.enqueue(tasks.count_calls, path, repeat=Repeat(times=11))
+        assert job.latest_result() is None and job.results() == []
+        work([queue], backend)
+        results = job.results()
+        assert [r.return_value for r in results] == list(range(12, 2, -1))  # newest 10
+        assert all(r.type == Result.Type.SUCCESSFUL for r in results)
+        assert [r.created_at for r in results] == sorted((r.created_at for r in results),
+                                                         reverse=True)
+        assert job.latest_result() == results[0]
+
+    def test_results_keep_failures_and_successes(self, backend, queue, path):
+        self.needs(queue, "results")
+        job = queue.enqueue(tasks.fail_until, path, 1, retry=Retry(max=1))
+        work([queue], backend)
+        kinds = [r.type for r in job.results()]
+        assert kinds == [Result.Type.SUCCESSFUL, Result.Type.FAILED]
+        assert "fail_until" in job.results()[1].exc_string
+
+    def test_latest_result_waits_with_timeout(self, backend, queue):
+        job = queue.enqueue(tasks.add, 2, 3)
+        assert job.latest_result() is None
+        t = self._run_in_thread(backend, queue, f"{queue.name}-later")
+        try:
+            result = job.latest_result(timeout=30)
+        finally:
+            t.join(30)
+        assert result is not None and result.type == Result.Type.SUCCESSFUL
+        assert result.return_value == 5 and result.exc_string is None
+
+    def test_latest_result_of_failure(self, backend, queue):
+        job = queue.enqueue(tasks.fail, "nope")
+        work([queue], backend)
+        result = job.latest_result()
+        assert result.type == Result.Type.FAILED and "nope" in result.exc_string
+
+    def test_retry_returned_from_job(self, backend, queue, path):
+        self.needs(queue, "retry_result")
+        job = queue.enqueue(tasks.retry_until, path, 3, max=5, interval=0)
+        work([queue], backend)
+        assert job.get_status() == "finished" and job.result == 3
+        assert [r.type for r in job.results()] == [
+            Result.Type.SUCCESSFUL, Result.Type.RETRIED, Result.Type.RETRIED]
+
+    def test_retry_returned_from_job_with_interval_and_max(self, backend, queue, path):
+        self.needs(queue, "retry_result")
+        job = queue.enqueue(tasks.retry_until, path, 99, max=1, interval=1)
+        work([queue], backend)
+        assert job.get_status() == "scheduled"
+        advance(backend, 1)
+        work([queue], backend)
+        assert job.get_status() == "failed"
+        assert job.latest_result().type == Result.Type.MAX_RETRIES_EXCEEDED
+        assert job in queue.failed_job_registry
+
+    def test_exception_handler_chain(self, backend, queue, path):
+        if "exception_handlers" not in queue.backend.worker_options:
+            with pytest.raises(NotSupportedError):
+                Worker([queue], connection=backend, exception_handlers=[tasks.record_exception])
+            return
+        job = queue.enqueue(tasks.fail, meta={"path": path})
+        work([queue], backend, exception_handlers=[
+            tasks.record_exception, tasks.stop_chain, tasks.never_called])
+        assert Path(path).read_text().split("\n")[:2] == ["handler1 ValueError", "handler2"]
+        assert "handler3" not in Path(path).read_text()
+        assert job.get_status() == "failed" and job in queue.failed_job_registry
+
+    def test_disable_default_exception_handler(self, backend, queue, path):
+        if "disable_default_exception_handler" not in queue.backend.worker_options:
+            pytest.skip("backend refuses disable_default_exception_handler (NotSupportedError)")
+        job = queue.enqueue(tasks.fail, meta={"path": path})
+        work([queue], backend, exception_handlers=[tasks.record_exception],
+             disable_default_exception_handler=True)
+        assert job.get_status() == "failed"
+        assert job not in queue.failed_job_registry
+        assert Path(path).read_text().startswith("handler1 ValueError")
+
+    def test_unknown_worker_option_is_a_type_error(self, backend, queue):
+        with pytest.raises(TypeError, match="bogus"):
+            Worker([queue], connection=backend, bogus=1)
+
+    def test_job_create_and_enqueue_job(self, backend, queue):
+        job = Job.create(tasks.add, args=(2, 3), connection=backend, id=f"{queue.name}-made")
+        queue.enqueue_job(job)
+        assert job.get_status() == "queued" and job.get_position() == 0
+        other = queue.enqueue(tasks.add, 1, 1)
+        assert other.get_position() == 1 and queue.get_job_position(other) == 1
+        work([queue], backend)
+        assert job.result == 5 and job.get_position() is None
+
+    def test_enqueue_many_with_pipeline(self, backend, queue):
+        with queue.connection.pipeline() as pipe:
+            jobs = queue.enqueue_many(
+                [Queue.prepare_data(tasks.add, (1, 2)), Queue.prepare_data(tasks.add, (3, 4))],
+                pipeline=pipe,
+            )
+            assert len(queue) == 0
+            pipe.execute()
+        assert queue.get_job_ids() == [j.id for j in jobs]
+
+    def test_registry_get_queue_and_worker_properties(self, backend, queue, tmp_path):
+        assert queue.failed_job_registry.get_queue() == queue
+        started, release = str(tmp_path / "started"), str(tmp_path / "release")
+        job = queue.enqueue(tasks.touch_then_wait, started, release)
+        w = SimpleWorker([queue], connection=backend, name=f"{queue.name}-props")
+        t = threading.Thread(target=w.work, kwargs={"burst": True})
+        t.start()
+        try:
+            wait_until(lambda: Path(started).exists(), message="job to start")
+
+            def me():
+                return [x for x in Worker.all(connection=backend) if x.name == w.name][0]
+
+            wait_until(lambda: me().state == "busy", message="worker state busy")
+            found = me()
+            assert found.get_current_job_id() == job.id
+            assert found.birth_date is not None and found.hostname and found.pid
+            assert job.last_heartbeat is not None
+            if "commands" in queue.backend.features:
+                [execution] = job.get_executions()
+                assert execution.created_at == job.started_at and execution.last_heartbeat
+        finally:
+            Path(release).touch()
+            t.join(30)
+        assert job.get_executions() == [] and job.last_heartbeat is None
+        assert w.successful_job_count == 1
+
+    def test_json_serializer_class(self, backend, qname):
+        q = Queue(qname, connection=backend, serializer=JSONSerializer)
+        job = q.enqueue(tasks.add, 1, 2)
+        assert job.serializer == "json"
+        work([q], backend)
+        assert job.result == 3
+
+    def test_cancel_job_function(self, backend, queue):
+        job = queue.enqueue(tasks.add, 1, 2)
+        cancel_job(job.id, connection=backend)
+        assert job.get_status() == "canceled"
