@@ -123,7 +123,7 @@ class Queue:
         connection: Any = None,
         is_async: bool = True,
         default_timeout: Any = None,
-        serializer: str | Serializer | None = None,
+        serializer: str | Serializer | type[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         from .connection import resolve_connection

@@ -63,7 +63,7 @@ class JSONSerializer:
 SERIALIZERS: dict[str, Serializer] = {"pickle": PickleSerializer(), "json": JSONSerializer()}
 
 
-def get_serializer(name: str | Serializer | None) -> Serializer:
+def get_serializer(name: str | Serializer | type[Any] | None) -> Serializer:
     """Return the serializer called ``name`` (None means pickle)."""
     if name is None:
         return SERIALIZERS["pickle"]

@@ -31,8 +31,8 @@ import pytest
 from plugq import (
     Callback,
     Dependency,
-    Group,
     DuplicateJobError,
+    Group,
     InvalidJobOperation,
     InvalidTaskError,
     Job,
@@ -1040,7 +1040,7 @@ class BackendConformance:
             wait_until(lambda: Path(started).exists(), message="job to start")
 
             def me():
-                return [x for x in Worker.all(connection=backend) if x.name == w.name][0]
+                return next(x for x in Worker.all(connection=backend) if x.name == w.name)
 
             wait_until(lambda: me().state == "busy", message="worker state busy")
             found = me()
