@@ -109,6 +109,8 @@ class RQBackend(Backend):
     """Real rq on Redis (or fakeredis). See ``docs/redis.md``."""
 
     scheme: ClassVar[str] = "redis"
+    #: rq's own options, and ``serializer`` (each job carries its serializer).
+    worker_options: ClassVar[frozenset[str]] = frozenset({*RQ_WORKER_OPTIONS, "serializer"})
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url)
@@ -361,6 +363,11 @@ class RQBackend(Backend):
         rec = self.fetch_job(job_id)
         assert rec is not None
         return rec
+
+    @translate_errors
+    def enqueue_dependents(self, job_id: str) -> None:
+        job = self._job(job_id)
+        self.rq_queue(job.origin).enqueue_dependents(job)
 
     @translate_errors
     def requeue_job(self, job_id: str, *, at_front: bool = False) -> JobRecord:

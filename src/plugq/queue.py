@@ -186,6 +186,12 @@ class Queue:
     def __bool__(self) -> bool:
         return True
 
+    def __contains__(self, item: Job | str) -> bool:
+        """Whether the job is queued on this queue (``job in queue``, as rq)."""
+        job_id = item.id if isinstance(item, Job) else item
+        record = self.backend.fetch_job(job_id)
+        return record is not None and record.origin == self.name and record.status is JobStatus.QUEUED
+
     def is_empty(self) -> bool:
         return self.count == 0
 
