@@ -28,7 +28,15 @@ from typing import Any
 import pytest
 
 from plugq.exceptions import DuplicateJobError
-from plugq.storage import CAPABILITIES, JobRecord, JobStatus, Storage, WorkerRecord
+from plugq.storage import (
+    CAPABILITIES,
+    HIDDEN_PREFIX,
+    JobRecord,
+    JobStatus,
+    ResultRecord,
+    Storage,
+    WorkerRecord,
+)
 
 #: A moment every test starts from (epoch seconds, 2001-09-09).
 T0 = 1_000_000_000.0
@@ -426,6 +434,47 @@ class StorageConformance:
         storage.wait(["q"], 0.5)
         # The default wait (a plain sleep) is allowed: then the whole timeout passes.
         assert time.monotonic() - began < 5
+
+    # -- side records: results history, groups, commands ---------------------------
+
+    def test_results_history_newest_first_and_trimmed(self, storage: Storage) -> None:
+        for n in range(5):
+            storage.add_result(
+                ResultRecord(job_id="j", type="successful", created_at=T0 + n,
+                             result=bytes([n]), expires_at=T0 + 100), keep=3)
+        found = storage.results("j")
+        assert [e.result for e in found] == [b"\x04", b"\x03", b"\x02"]
+        assert storage.results("other") == []
+        assert storage.results("j", now=T0 + 100) == []  # expired entries are left out
+        storage.remove_results("j")
+        assert storage.results("j") == []
+
+    def test_side_records_are_not_queues(self, storage: Storage) -> None:
+        storage.add_result(ResultRecord(job_id="j", type="failed", created_at=T0, exc_info="x"))
+        storage.add_to_group("g", ["a"])
+        storage.send_command("w", {"command": "shutdown"})
+        assert all(name.startswith(HIDDEN_PREFIX) for name in storage.queues())
+        assert storage.claim(["q"], "w", T0) is None
+
+    def test_group_membership(self, storage: Storage) -> None:
+        storage.add_to_group("g1", ["a", "b"])
+        storage.add_to_group("g2", ["c"])
+        storage.add_to_group("g1", ["d"])
+        assert storage.group_members("g1") == ["a", "b", "d"]
+        assert storage.groups() == ["g1", "g2"]
+        storage.remove_from_group("g1", ["b"])
+        assert storage.group_members("g1") == ["a", "d"]
+        storage.remove_from_group("g2", ["c"])
+        assert storage.groups() == ["g1"] and storage.group_members("nope") == []
+
+    def test_commands_are_taken_once_in_order(self, storage: Storage) -> None:
+        storage.send_command("w1", {"command": "stop-job", "job_id": "j"})
+        storage.send_command("w1", {"command": "shutdown"})
+        storage.send_command("w2", {"command": "kill-horse"})
+        assert storage.take_commands("w1") == [
+            {"command": "stop-job", "job_id": "j"}, {"command": "shutdown"}]
+        assert storage.take_commands("w1") == []
+        assert storage.take_commands("w2") == [{"command": "kill-horse"}]
 
 
 __all__ = ["T0", "StorageConformance", "record", "worker"]
