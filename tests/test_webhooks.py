@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from plugq import Queue, Webhook, Worker
-from plugq import _extras
+from plugq import Queue, Webhook, Worker, _extras
 from plugq.testing import tasks
 from plugq_memory import MemoryStorage
 
@@ -40,10 +39,10 @@ def server() -> Iterator[Recorder]:
             self.send_response(200)
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._record(b"")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._record(self.rfile.read(int(self.headers.get("Content-Length", 0))))
 
         def log_message(self, *args: Any) -> None:
