@@ -111,6 +111,8 @@ class RQBackend(Backend):
     scheme: ClassVar[str] = "redis"
     #: rq's own options, and ``serializer`` (each job carries its serializer).
     worker_options: ClassVar[frozenset[str]] = frozenset({*RQ_WORKER_OPTIONS, "serializer"})
+    #: a Retry returned by a job becomes rq's own (rq 2.x retries it).
+    features: ClassVar[frozenset[str]] = frozenset({"retry_result"})
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url)

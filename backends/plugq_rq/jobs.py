@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import zlib
@@ -184,6 +185,13 @@ class PlugqJob(RQJob):
         finally:
             if token is not None:
                 _current.reset(token)
+        from plugq.retry import Retry as PlugqRetry
+
+        if isinstance(value, PlugqRetry):
+            # A job asked to be retried (rq 2.x): rq's worker acts on its own Retry.
+            from rq import Retry as RQRetry
+
+            return RQRetry(max=value.max, interval=[int(math.ceil(v)) for v in value.intervals])
         try:
             self.serializer.dumps(value)
         except Exception as exc:

@@ -970,8 +970,10 @@ class BackendConformance:
         job = queue.enqueue(tasks.retry_until, path, 3, max=5, interval=0)
         work([queue], backend)
         assert job.get_status() == "finished" and job.result == 3
-        assert [r.type for r in job.results()] == [
-            Result.Type.SUCCESSFUL, Result.Type.RETRIED, Result.Type.RETRIED]
+        assert Path(path).read_text() == "xxx"
+        if "results" in queue.backend.features:
+            assert [r.type for r in job.results()] == [
+                Result.Type.SUCCESSFUL, Result.Type.RETRIED, Result.Type.RETRIED]
 
     def test_retry_returned_from_job_with_interval_and_max(self, backend, queue, path):
         self.needs(queue, "retry_result")
@@ -981,8 +983,9 @@ class BackendConformance:
         advance(backend, 1)
         work([queue], backend)
         assert job.get_status() == "failed"
-        assert job.latest_result().type == Result.Type.MAX_RETRIES_EXCEEDED
         assert job in queue.failed_job_registry
+        if "results" in queue.backend.features:
+            assert job.latest_result().type == Result.Type.MAX_RETRIES_EXCEEDED
 
     def test_exception_handler_chain(self, backend, queue, path):
         if "exception_handlers" not in queue.backend.worker_options:
