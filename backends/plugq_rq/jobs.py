@@ -191,7 +191,7 @@ class PlugqJob(RQJob):
             # A job asked to be retried (rq 2.x): rq's worker acts on its own Retry.
             from rq import Retry as RQRetry
 
-            return RQRetry(max=value.max, interval=[int(math.ceil(v)) for v in value.intervals])
+            return RQRetry(max=value.max, interval=[math.ceil(v) for v in value.intervals])
         try:
             self.serializer.dumps(value)
         except Exception as exc:
