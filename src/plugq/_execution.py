@@ -197,7 +197,9 @@ _alarm_timeout = 0.0
 
 def _on_alarm(signum: int, frame: Any) -> None:
     running = _main_running
-    if running is not None and running.exc is not None and not running._over:
+    if running is not None and running.exc is not None:
+        if running._over:
+            return  # an interrupt that arrived as the call returned: nothing left to stop
         raise running.exc(f"job interrupted: {running.exc.__name__}")
     raise JobTimeoutException(timeout_message(_alarm_timeout))
 
