@@ -110,7 +110,8 @@ class RQBackend(Backend):
 
     scheme: ClassVar[str] = "redis"
     #: rq's own options, and ``serializer`` (each job carries its serializer).
-    worker_options: ClassVar[frozenset[str]] = frozenset({*RQ_WORKER_OPTIONS, "serializer"})
+    worker_options: ClassVar[frozenset[str]] = frozenset(
+        {*RQ_WORKER_OPTIONS, "serializer", "exception_handlers", "work_horse_killed_handler"})
     #: a Retry returned by a job becomes rq's own (rq 2.x retries it).
     features: ClassVar[frozenset[str]] = frozenset({"retry_result"})
 
@@ -466,6 +467,14 @@ class RQBackend(Backend):
             )
         return cls
 
+    def _plugq_handler(self, handler: Any) -> Any:
+        from plugq.job import Job
+
+        def call(rq_job: Any, *args: Any) -> Any:
+            return handler(Job(self, to_record(rq_job)), *args)
+
+        return call
+
     @translate_errors
     def run_worker(
         self, worker: WorkerSpec, *, burst: bool, max_jobs: int | None, with_scheduler: bool
@@ -474,6 +483,13 @@ class RQBackend(Backend):
 
         cls = self._worker_class(worker.worker_class)
         options = {k: v for k, v in worker.options.items() if k in RQ_WORKER_OPTIONS}
+        # rq calls these with its own Job; a plugq handler gets plugq's Job.
+        handlers = worker.options.get("exception_handlers") or ()
+        if handlers:
+            options["exception_handlers"] = [self._plugq_handler(h) for h in handlers]
+        killed = worker.options.get("work_horse_killed_handler")
+        if killed is not None:
+            options["work_horse_killed_handler"] = self._plugq_handler(killed)
         if self.lease is not None:
             # Heartbeats three times per lease (rq's monitor alarm takes whole
             # seconds), registry cleanup twice per lease.
