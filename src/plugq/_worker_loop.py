@@ -33,6 +33,8 @@ log = logging.getLogger("plugq.worker")
 MAINTENANCE_EVERY = 1.0
 #: Longest idle wait before the loop looks again (schedules, stop requests).
 IDLE_WAIT = 1.0
+#: Shortest gap between two writes of a worker's state (job start/end) to the backend.
+STATE_WRITE_GAP = 0.1
 
 
 def _run_callback(path: str, *args: Any) -> None:
@@ -98,23 +100,42 @@ class WorkerLoop:
         self._state = "idle"
         self._current: str | None = None
         self._beat_stop = threading.Event()
+        # Set when a job starts or ends: the heartbeat thread then writes the
+        # state, current job and counters at once, so `plugq info` is live.
+        self._changed = threading.Event()
+        # One write at a time, each of the state as it is when written: the
+        # loop's own beat and the heartbeat thread's must not cross.
+        self._beat_lock = threading.Lock()
         self._last_beat = 0.0
 
     def _beat(self) -> None:
-        self._last_beat = self.backend.clock.now()
-        self.backend.heartbeat(
-            self.worker.name, self._last_beat, state=self._state,
-            current_job_id=self._current, successful=self.worker.successful_job_count,
-            failed=self.worker.failed_job_count,
-        )
+        with self._beat_lock:
+            self._last_beat = self.backend.clock.now()
+            self.backend.heartbeat(
+                self.worker.name, self._last_beat, state=self._state,
+                current_job_id=self._current, successful=self.worker.successful_job_count,
+                failed=self.worker.failed_job_count,
+            )
+
+    def _state_changed(self, state: str, current: str | None) -> None:
+        self._state, self._current = state, current
+        self._changed.set()
 
     def _beat_forever(self) -> None:
         interval = max(0.05, min(self.backend.lease / 3.0, 5.0))
-        while not self._beat_stop.wait(interval):
+        while not self._beat_stop.is_set():
+            self._changed.wait(interval)
+            if self._beat_stop.is_set():
+                break
+            self._changed.clear()
             try:
                 self._beat()
             except Exception:
                 log.exception("heartbeat failed; will retry")
+            # The write happens off the job path, in this thread, and a run of
+            # short jobs is coalesced into at most one write per STATE_WRITE_GAP:
+            # a worker doing thousands of jobs a second pays for ~10 writes.
+            self._beat_stop.wait(STATE_WRITE_GAP)
 
     def _register(self) -> None:
         b = self.backend
@@ -163,21 +184,21 @@ class WorkerLoop:
                 if rec is None:
                     if burst:
                         break
-                    self._state = "idle"
                     b.wait(self.queues, IDLE_WAIT)
                     continue
-                self._state, self._current = "busy", rec.id
+                self._state_changed("busy", rec.id)
                 log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
                 started = time.monotonic()
                 perform(b, rec, self.worker)
                 self.worker.total_working_time += time.monotonic() - started
-                self._state, self._current = "idle", None
+                self._state_changed("idle", None)
                 processed += 1
                 if max_jobs is not None and processed >= max_jobs:
                     break
         finally:
             restore_alarm()
             self._beat_stop.set()
+            self._changed.set()
             b.unregister_worker(self.worker.name)
             log.info("Worker %s stopped after %d job(s)", self.worker.name, processed)
         return processed > 0
