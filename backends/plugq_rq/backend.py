@@ -50,7 +50,13 @@ from plugq.exceptions import (
 from plugq.security import UntrustedJobError, secret_key
 from plugq.serializers import get_serializer
 
-from ._connection import make_client, split_options, translate_errors, translated
+from ._connection import (
+    make_client,
+    refuse_unknown_params,
+    split_options,
+    translate_errors,
+    translated,
+)
 from .convert import attempts_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
 from .registries import clean_registries
@@ -112,6 +118,7 @@ class RQBackend(Backend):
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url, clock)
+        refuse_unknown_params(url)
         redis_url, options = split_options(url)
         self.is_fake = url.lower().startswith("fakeredis://")
         #: rq worker class used when ``Worker(worker_class=None)``.
