@@ -5,8 +5,8 @@ naming the parameter and listing the accepted ones; from a producer, a
 from __future__ import annotations
 
 import pytest
-from _cli_helpers import assert_one_line_error, clean_env, plugq
 
+from _cli_helpers import assert_one_line_error, clean_env, plugq
 from plugq import Queue
 from plugq.exceptions import ConfigurationError
 

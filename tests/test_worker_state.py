@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from plugq import Queue
-
 from _cli_helpers import PLUGQ, clean_env, plugq_json, redis_url_or_skip, wait_until
+from plugq import Queue
 
 #: Shorter than the first heartbeat (5 s), so only a write at job start/end passes.
 LIVE_WITHIN = 3.0

@@ -335,6 +335,15 @@ class SqliteBackend(StorageBackend):
         self._open()
         _BACKENDS.add(self)
 
+    def safe_url(self) -> str:
+        """The URL with the file's absolute path, for logs, ``plugq info`` and errors.
+
+        A relative ``sqlite:///plugq.db`` names a different file in every
+        working directory; the start line of a worker must say which one.
+        """
+        query = urlsplit(self.url).query
+        return f"sqlite:///{quote(self.path)}" + (f"?{query}" if query else "")
+
     # -- opening -------------------------------------------------------------------
 
     def _open(self) -> None:

@@ -62,8 +62,10 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
     except (Exception, SystemExit) as exc:
         exc_info = format_exc_info(exc)
         _lifecycle.fail(backend, rec, exc_info)
-        log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
-                  exc_info.strip().splitlines()[-1])
+        # The whole traceback, as rq's worker logs it on the Redis backend:
+        # the log is where a user looks first (--logging-level CRITICAL hides it).
+        log.error("%s: %s failed (%s): %s\n%s", rec.origin, rec.id, rec.status.value,
+                  exc_info.strip().splitlines()[-1], exc_info.rstrip())
         if rec.on_failure and not isinstance(exc, UntrustedJobError):
             _run_callback(rec.on_failure, job, backend, type(exc), exc, exc.__traceback__)
         if caller.plugq_job_failed.get_hookimpls():

@@ -460,6 +460,14 @@ class StorageBackend(Backend):
     ) -> bool:
         from ._worker_loop import WorkerLoop
 
+        if worker.worker_class not in (None, "simple"):
+            # Jobs run in the worker's process here; a fork or spawn worker
+            # asked for must not silently become a simple one.
+            raise NotSupportedError(
+                f"worker_class={worker.worker_class!r} is not supported by the {self.scheme} "
+                f"backend ({self.safe_url()}): it runs jobs in the worker's process "
+                "(worker_class='simple'); fork and spawn workers need redis://"
+            )
         return WorkerLoop(self, worker).run(
             burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
         )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._clock import to_datetime
 from ._record import JobRecord
 from ._status import JobStatus
-from .exceptions import InvalidTaskError, NoSuchJobError
+from .exceptions import InvalidTaskError, NoSuchJobError, NotSupportedError
 from .serializers import get_serializer
 
 if TYPE_CHECKING:
@@ -274,6 +274,23 @@ class Job:
     @property
     def dependency_ids(self) -> list[str]:
         return list(self._record.depends_on)
+
+    def fetch_dependencies(self, watch: bool = False, pipeline: Any = None) -> list[Job]:
+        """The jobs this one depends on that still exist, in ``depends_on`` order (RQ's).
+
+        Raises:
+            NotSupportedError: ``watch`` or ``pipeline`` given; they are RQ's
+                Redis-transaction arguments, which no plugq backend honours.
+        """
+        if watch or pipeline is not None:
+            raise NotSupportedError(
+                "fetch_dependencies(watch=…, pipeline=…) takes part in a Redis transaction "
+                "in RQ; plugq fetches the dependencies without one"
+            )
+        ids = self.dependency_ids
+        if not ids:
+            return []
+        return [Job(self._backend, r) for r in self._backend.fetch_jobs(ids) if r is not None]
 
     @property
     def attempts(self) -> int:
