@@ -387,6 +387,8 @@ class RQBackend(Backend):
             job.started_at = job.ended_at = None
             job.save()
             self.rq_queue(job.origin)._enqueue_job(job, at_front=at_front)
+        # The old error belongs to the run that ended (plugq's storages clear it too).
+        self.redis.hdel(job.key, "exc_info")
         rec = self.fetch_job(job_id)
         assert rec is not None
         return rec

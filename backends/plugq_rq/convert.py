@@ -119,7 +119,11 @@ def to_record(
         else:
             value = ser.dumps(None)
     else:
-        if result is not None and result.type in (Result.Type.FAILED, Result.Type.STOPPED):
+        # rq's latest Result outlives a requeue: read it only while the job is
+        # still failed or stopped, or a rerun shows the old run's error. A job
+        # waiting for a retry carries its last error in its own hash (retry()).
+        if (status in (JobStatus.FAILED, JobStatus.STOPPED) and result is not None
+                and result.type in (Result.Type.FAILED, Result.Type.STOPPED)):
             exc = result.exc_string
         if not exc:
             exc = job._exc_info or None

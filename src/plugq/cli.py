@@ -435,10 +435,16 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     table.add_column("due" if scheduled else "enqueued", no_wrap=True,
                      min_width=max((len(w) for w in whens), default=8))
     table.add_column("description", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
-    table.add_column("result / error", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
+    # Queued, scheduled, deferred jobs have no outcome: the width goes to the description.
+    outcomes = any(row["result"] is not None for row in rows)
+    if outcomes:
+        table.add_column("result / error", no_wrap=True, overflow="ellipsis", ratio=1,
+                         min_width=8)
     for row, when in zip(rows, whens, strict=True):
-        table.add_row(row["id"], when, row["description"],
-                      "" if row["result"] is None else _short(row["result"]))
+        cells = [row["id"], when, row["description"]]
+        if outcomes:
+            cells.append("" if row["result"] is None else _short(row["result"]))
+        table.add_row(*cells)
     _console().print(table)
     return EXIT_OK
 
