@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from _cli_helpers import (
     plugq_json,
     redis_url_or_skip,
     unique_queue,
+    wait_until,
 )
 from plugq import Queue
 
@@ -252,3 +254,34 @@ def test_unimportable_task_error_names_the_folder_and_path_option(url: str,
     assert "'nosuchtasks_xyz' cannot be imported" in last
     assert str(elsewhere) in last and "--path DIR" in last
     assert json.loads(json.dumps(last))  # one line: the whole hint is in the last line
+
+
+# -- signals on Redis --------------------------------------------------------------
+
+
+def test_redis_second_signal_within_a_second_is_a_cold_shutdown(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = redis_url_or_skip(request)
+    q = unique_queue()
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = Queue(q, connection=url).enqueue("plugq.testing.tasks.touch_then_wait", str(started),
+                                           str(release), 120)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        w = subprocess.Popen([PLUGQ, "worker", q, "--url", url], stdout=log,
+                             stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
+    try:
+        wait_until(started.exists, what="the job to start")
+        w.send_signal(signal.SIGINT)
+        wait_until(lambda: "warm shut down" in log_path.read_text().lower(),
+                   what="the warm shutdown to be logged")
+        w.send_signal(signal.SIGINT)  # well within rq's one-second window
+        assert w.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert "cold shut down" in log_path.read_text().lower()
+    assert not release.exists()
+    assert job.get_status() != "finished"

@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
@@ -229,6 +230,16 @@ class PlugqWorkerMixin:
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()  # type: ignore[misc]
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        # rq ignores a second signal within a second of the first: its
+        # WorkerPool may deliver one Ctrl-C twice. plugq's supervisor starts
+        # each worker in a session of its own and forwards one signal per
+        # signal it gets, so a second signal is the user's: cold, at once.
+        requested = getattr(self, "_shutdown_requested_date", None)
+        if requested is not None:
+            self._shutdown_requested_date = requested - timedelta(seconds=1)
+        super().request_force_stop(signum, frame)  # type: ignore[misc]
 
     def main_work_horse(self, job: Any, queue: Any) -> None:
         # The horse is the only thread of its process: SIGALRM works there.
