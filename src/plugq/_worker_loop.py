@@ -105,6 +105,9 @@ class WorkerLoop:
         # Set when a job starts or ends: the heartbeat thread then writes the
         # state, current job and counters at once, so `plugq info` is live.
         self._changed = threading.Event()
+        # True from a change until the heartbeat thread takes it: the job path
+        # sets the Event (a lock and a notify) once per write, not once per job.
+        self._dirty = False
         # One write at a time, each of the state as it is when written: the
         # loop's own beat and the heartbeat thread's must not cross.
         self._beat_lock = threading.Lock()
@@ -121,7 +124,9 @@ class WorkerLoop:
 
     def _state_changed(self, state: str, current: str | None) -> None:
         self._state, self._current = state, current
-        self._changed.set()
+        if not self._dirty:
+            self._dirty = True
+            self._changed.set()
 
     def _beat_forever(self) -> None:
         interval = max(0.05, min(self.backend.lease / 3.0, 5.0))
@@ -129,7 +134,10 @@ class WorkerLoop:
             self._changed.wait(interval)
             if self._beat_stop.is_set():
                 break
+            # Clear, then reset the flag: a change in between is not lost (its
+            # values are read by the write below).
             self._changed.clear()
+            self._dirty = False
             try:
                 self._beat()
             except Exception:
