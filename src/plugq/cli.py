@@ -208,7 +208,8 @@ def _configure_logging(level: str) -> None:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                                 case_sensitive=False))
 @click.option("--worker-class", type=click.Choice(["fork", "simple", "spawn"]),
-              help="rq worker class (Redis backend only).")
+              help="rq worker class, Redis only; memory and SQLite run jobs in the worker "
+                   "process (simple) and refuse fork and spawn.")
 @url_option
 def worker(
     queues: tuple[str, ...], burst: bool, name: str | None, concurrency: int,
