@@ -48,12 +48,14 @@ def test_requeued_job_no_longer_shows_its_old_error(walkthrough_url, tmp_path):
 def test_running_requeued_job_shows_no_old_error(tmp_path):
     url = f"sqlite:///{tmp_path / 'rerun.db'}"
     q = Queue(connection=url)
-    started, release = tmp_path / "started", tmp_path / "release"
-    # The first run times out (nothing releases it); the rerun is released.
-    job = q.enqueue(tasks.touch_then_wait, str(started), str(release), job_timeout=1)
+    later = tmp_path / "later"
+    started, release = later / "started", tmp_path / "release"
+    # The first run fails at once (the folder of `started` does not exist
+    # yet); the rerun starts and waits, to be looked at while it runs.
+    job = q.enqueue(tasks.touch_then_wait, str(started), str(release))
     Worker([q], connection=url).work(burst=True)
-    assert job.get_status() == "failed" and "JobTimeoutException" in job.exc_info
-    started.unlink()
+    assert job.get_status() == "failed" and "FileNotFoundError" in job.exc_info
+    later.mkdir()
     job.requeue()
     t = threading.Thread(target=Worker([q], connection=url).work, kwargs={"burst": True})
     t.start()
