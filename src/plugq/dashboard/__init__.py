@@ -12,18 +12,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from ..backend import Backend
+
 #: The environment variable the credentials can come from (``USER:PASSWORD``),
 #: so that they do not show in process lists as a ``--auth`` argument would.
 AUTH_ENV = "PLUGQ_DASHBOARD_AUTH"
 
 
-def create_app(url: str | None = None, *, read_only: bool = False,
+def create_app(url: str | Backend | None = None, *, read_only: bool = False,
                auth: str | tuple[str, str] | None = None) -> Starlette:
     """The dashboard as an ASGI application, to serve or mount in another one.
 
     ``url`` is resolved as everywhere in plugq (argument, ``PLUGQ_URL``,
-    ``[tool.plugq] url``, the default). ``auth`` (``"USER:PASSWORD"``) turns
-    on HTTP Basic authentication; ``read_only`` hides and refuses every action.
+    ``[tool.plugq] url``, the default), or is a backend already connected.
+    ``auth`` (``"USER:PASSWORD"``) turns on HTTP Basic authentication;
+    ``read_only`` hides and refuses every action.
 
     Raises:
         ConfigurationError: the ``dashboard`` extra is not installed.

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..backend import Backend
-from ..connection import connect
+from ..connection import connect, resolve_connection
 from ..exceptions import InvalidJobOperation, NoSuchJobError
 from ..job import Job
 from ..queue import Queue
@@ -195,7 +195,10 @@ class Dashboard:
         if status not in _data.STATUSES:
             return self.render(request, "error.html", 404, message=f"unknown status {status!r}")
         page = _int(request.query_params.get("page"), 1)
-        data = _data.queue_page(self.backend, name, status, page, PER_PAGE)
+        try:
+            data = _data.queue_page(self.backend, name, status, page, PER_PAGE)
+        except ValueError as exc:  # not a valid queue name
+            return self.render(request, "error.html", 404, message=str(exc))
         return self.render(request, "queue.html", data=data, page="queue",
                            message=request.query_params.get("message"))
 
@@ -327,16 +330,16 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
-def create_app(url: str | None = None, *, read_only: bool = False,
+def create_app(url: str | Backend | None = None, *, read_only: bool = False,
                auth: str | tuple[str, str] | None = None) -> Starlette:
-    """The dashboard as an ASGI application over the backend at ``url``.
+    """The dashboard as an ASGI application over the backend at ``url`` (or a backend object).
 
     ``auth`` is ``"USER:PASSWORD"`` or a ``(user, password)`` pair; None
     leaves the dashboard open (the CLI refuses that on a non-loopback host).
     ``read_only`` hides every action and refuses their POSTs with 403.
     """
     credentials = parse_auth(auth) if isinstance(auth, str) or auth is None else auth
-    backend = connect(url)
+    backend = connect(url) if url is None or isinstance(url, str) else resolve_connection(url)
     d = Dashboard(backend, read_only=read_only)
     routes = [
         Route("/", d.overview),

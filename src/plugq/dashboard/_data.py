@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import security
 from ..backend import Backend
-from ..exceptions import NoSuchJobError, PlugqError
+from ..exceptions import PlugqError
 from ..job import Job
 from ..queue import Queue
 from ..registry import BaseRegistry
@@ -335,16 +335,3 @@ def find_job(backend: Backend, job_id: str) -> bool:
     except (PlugqError, ValueError):
         return False
 
-
-__all__ = [
-    "STATUSES",
-    "NoSuchJobError",
-    "job_detail",
-    "jobs_in",
-    "oldest_queued_age",
-    "overview",
-    "queue_page",
-    "safe_repr",
-    "throughput",
-    "worker_rows",
-]
