@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 behind its TestClient; httpx still works.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from plugq import Job, Queue, Worker

@@ -119,10 +119,10 @@
   function renderChart(data) {
     var box = document.getElementById("chart");
     if (!box) { return; }
-    var W = 720, H = 160, padL = 34, padB = 18, n = data.minutes;
+    var W = Math.max(360, box.clientWidth - 16), H = 160, padL = 34, padB = 18, n = data.minutes;
     var max = 1;
     for (var i = 0; i < n; i++) { max = Math.max(max, data.finished[i] + data.failed[i]); }
-    var root = svg("svg", { viewBox: "0 0 " + W + " " + H, width: "100%", height: String(H), "class": "chart-svg" });
+    var root = svg("svg", { viewBox: "0 0 " + W + " " + H, width: String(W), height: String(H), "class": "chart-svg" });
     var bw = (W - padL) / n, plotH = H - padB - 6;
     root.appendChild(svg("line", { x1: padL, y1: H - padB, x2: W, y2: H - padB, "class": "axis" }));
     var top = svg("text", { x: padL - 4, y: 12, "text-anchor": "end", "class": "tick" });
