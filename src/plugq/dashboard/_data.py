@@ -139,17 +139,51 @@ def oldest_queued_age(backend: Backend, name: str, now: float | None = None) -> 
     return None if when is None else max(0.0, now - when)
 
 
-def throughput(backend: Backend, now: float | None = None,
-               scan_limit: int = CHART_SCAN_LIMIT) -> dict[str, Any]:
+class EndedAtCache:
+    """``ended_at`` of finished and failed jobs, remembered between chart refreshes.
+
+    A job's ``ended_at`` does not change while it stays finished (or failed),
+    so a refresh fetches only the jobs it has not seen. The exception, a
+    failed job requeued by hand that fails again, is read anew once its entry
+    is ``max_age`` seconds old.
+    """
+
+    def __init__(self, max_age: float = 600.0) -> None:
+        self.max_age = max_age
+        self._entries: dict[tuple[str, str], tuple[float | None, float]] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def ended_at(self, backend: Backend, status: str, ids: list[str]) -> list[float | None]:
+        now = time.monotonic()
+        keys = [(status, i) for i in ids]
+        missing = [k for k in keys
+                   if (e := self._entries.get(k)) is None or now - e[1] > self.max_age]
+        if missing:
+            jobs = Job.fetch_many([k[1] for k in missing], connection=backend)
+            for k, job in zip(missing, jobs, strict=True):
+                self._entries[k] = (_ts(job.ended_at) if job is not None else None, now)
+        self._seen.update(keys)
+        return [self._entries[k][0] for k in keys]
+
+    def prune(self) -> None:
+        """Forget the jobs the last refresh did not come across."""
+        self._entries = {k: v for k, v in self._entries.items() if k in self._seen}
+        self._seen = set()
+
+
+def throughput(backend: Backend, now: float | None = None, scan_limit: int = CHART_SCAN_LIMIT,
+               cache: EndedAtCache | None = None) -> dict[str, Any]:
     """Finished and failed jobs per minute over the last hour, from ``ended_at`` in the store.
 
     Reads each queue's finished and failed registries from their newest end
     and stops at the first page wholly older than the hour, or after
     ``scan_limit`` jobs per queue and outcome (then ``truncated`` is true and
     the oldest bars may be short). Registries drop jobs whose result or
-    failure TTL ran out, so neither do the bars count them.
+    failure TTL ran out, so neither do the bars count them. With a ``cache``
+    only jobs not seen by an earlier call are fetched.
     """
     now = time.time() if now is None else now
+    cache = cache if cache is not None else EndedAtCache()
     end = (math.floor(now / 60) + 1) * 60  # the end of the current minute
     start = end - CHART_MINUTES * 60
     series = {"finished": [0] * CHART_MINUTES, "failed": [0] * CHART_MINUTES}
@@ -169,8 +203,7 @@ def throughput(backend: Backend, now: float | None = None,
                 hi = lo - 1
                 scanned += len(ids)
                 in_window = 0
-                for job in Job.fetch_many(ids, connection=backend):
-                    ended = _ts(job.ended_at) if job is not None else None
+                for ended in cache.ended_at(backend, status, ids):
                     if ended is None or not start <= ended < end:
                         continue
                     in_window += 1
@@ -179,6 +212,7 @@ def throughput(backend: Backend, now: float | None = None,
                     # Registries are kept in completion (or expiry) order: a page
                     # wholly before the window means the rest is older still.
                     break
+    cache.prune()
     return {"start": start, "minutes": CHART_MINUTES, "truncated": truncated, **series}
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -15,8 +16,9 @@ from . import _data
 class StoreCollector(Collector):
     """Reads the store at each scrape (nothing is kept between scrapes)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, chart: Callable[[], dict[str, Any]]) -> None:
         self.backend = backend
+        self.chart = chart
 
     def collect(self) -> Iterator[Metric]:
         snap = _data.overview(self.backend)
@@ -52,7 +54,7 @@ class StoreCollector(Collector):
             age.add_metric([q["name"]], value or 0.0)
         yield age
 
-        chart = _data.throughput(self.backend, snap["time"])
+        chart = self.chart()
         last_hour = GaugeMetricFamily("plugq_jobs_ended_last_hour",
                                       "Jobs that finished or failed in the last hour (from ended_at)",
                                       labels=["status"])
@@ -61,7 +63,8 @@ class StoreCollector(Collector):
         yield last_hour
 
 
-def render(backend: Backend) -> bytes:
+def render(backend: Backend, chart: Callable[[], dict[str, Any]]) -> bytes:
+    """The exposition text; ``chart`` returns the (cached) throughput chart."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(backend))
+    registry.register(StoreCollector(backend, chart))
     return generate_latest(registry)
