@@ -281,3 +281,28 @@ def test_cli_masks_the_password(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_mounted_under_a_prefix(mem_url):
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    failed, _ = seed(mem_url)
+    outer = Starlette(routes=[Mount("/ops/plugq", app=create_app(mem_url))])
+    c = TestClient(outer, base_url="http://127.0.0.1:8000")
+    page = c.get("/ops/plugq/").text
+    assert 'src="/ops/plugq/static/dashboard.js"' in page
+    assert 'data-base="/ops/plugq"' in page
+    assert c.get("/ops/plugq/static/dashboard.css").status_code == 200
+    token = c.cookies["plugq_csrf"]
+    r = c.post(f"/ops/plugq/jobs/{failed.id}/requeue", data={"csrf_token": token},
+               follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/ops/plugq/jobs/{failed.id}"
+    assert failed.get_status() == "queued"
+
+
+def test_cli_bad_auth_is_a_configuration_error(tmp_path):
+    r = run_cli("dashboard", "--url", f"sqlite:///{tmp_path / 'x.db'}", "--auth", "nocolon")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "plugq: error: --auth / PLUGQ_DASHBOARD_AUTH must be USER:PASSWORD"]
