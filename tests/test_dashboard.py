@@ -306,3 +306,43 @@ def test_cli_bad_auth_is_a_configuration_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "plugq: error: --auth / PLUGQ_DASHBOARD_AUTH must be USER:PASSWORD"]
+
+
+def test_chart_bins_by_minute_from_ended_at(monkeypatch):
+    from plugq import ManualClock
+    from plugq.dashboard import _data
+    from plugq_memory import MemoryBackend
+
+    clock = ManualClock(1_800_000_000.0)  # on a minute boundary
+    backend = MemoryBackend(f"memory://chart-{uuid.uuid4().hex}", clock=clock)
+    q = Queue("c", connection=backend)
+    for minute in range(5):  # minute m: m+1 finished, one failed on odd minutes
+        for i in range(minute + 1):
+            q.enqueue(tasks.add, i, 1, result_ttl=-1)
+        if minute % 2:
+            q.enqueue(tasks.fail, "x")
+        Worker([q], connection=backend).work(burst=True)
+        clock.advance(60)
+    chart = _data.throughput(backend, now=clock.now() - 1)
+    assert chart["finished"][-5:] == [1, 2, 3, 4, 5]
+    assert chart["failed"][-5:] == [0, 1, 0, 1, 0]
+    assert sum(chart["finished"]) == 15 and not chart["truncated"]
+    # Two hours on, everything is older than the window: nothing, not truncated.
+    later = _data.throughput(backend, now=clock.now() + 7200)
+    assert sum(later["finished"]) == 0 and not later["truncated"]
+    # Reading only the newest jobs is said.
+    capped = _data.throughput(backend, now=clock.now() - 1, scan_limit=4)
+    assert capped["truncated"] and sum(capped["finished"]) == 4
+    # A cache makes the second computation read no job it has seen.
+    cache = _data.EndedAtCache()
+    first = _data.throughput(backend, now=clock.now() - 1, cache=cache)
+    calls = []
+    original = Job.fetch_many
+
+    def spy(ids, connection=None):
+        calls.append(ids)
+        return original(ids, connection=connection)
+
+    monkeypatch.setattr(Job, "fetch_many", spy)
+    assert _data.throughput(backend, now=clock.now() - 1, cache=cache) == first
+    assert calls == []

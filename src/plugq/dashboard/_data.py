@@ -192,26 +192,25 @@ def throughput(backend: Backend, now: float | None = None, scan_limit: int = CHA
         q = Queue(name, connection=backend)
         for status in ("finished", "failed"):
             reg = registry(q, status)
-            hi = reg.count - 1
-            scanned = 0
-            while hi >= 0:
-                if scanned >= scan_limit:
-                    truncated = True
-                    break
-                lo = max(0, hi - _CHART_PAGE + 1)
-                ids = reg.get_job_ids(lo, hi)
-                hi = lo - 1
-                scanned += len(ids)
+            n = reg.count
+            # One read of the newest ids (an offset costs a skip per call on
+            # some stores), then their jobs a page at a time, newest first.
+            ids_all = reg.get_job_ids(max(0, n - scan_limit), n - 1) if n else []
+            for hi in range(len(ids_all), 0, -_CHART_PAGE):
+                ids = ids_all[max(0, hi - _CHART_PAGE):hi]
                 in_window = 0
                 for ended in cache.ended_at(backend, status, ids):
                     if ended is None or not start <= ended < end:
                         continue
                     in_window += 1
                     series[status][int((ended - start) // 60)] += 1
-                if ids and in_window == 0:
+                if in_window == 0:
                     # Registries are kept in completion (or expiry) order: a page
                     # wholly before the window means the rest is older still.
                     break
+            else:
+                # Every id read was in the hour and older ones were not read.
+                truncated = truncated or n > scan_limit
     cache.prune()
     return {"start": start, "minutes": CHART_MINUTES, "truncated": truncated, **series}
 
@@ -268,7 +267,7 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-def jobs_in(backend: Backend, status: str, limit: int = 200) -> list[dict[str, Any]]:
+def jobs_in(backend: Backend, status: str, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` jobs of every queue in ``status`` (the failed and scheduled pages)."""
     out: list[dict[str, Any]] = []
     for name in queue_names(backend):
