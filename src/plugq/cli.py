@@ -650,6 +650,13 @@ def demo(n_jobs: int, workers: int, url: str | None) -> int:
     return EXIT_OK if all_ok else EXIT_ERROR
 
 
+# -- dashboard: the command lives in plugq.dashboard._cli ---------------------
+
+from .dashboard._cli import register as _register_dashboard  # noqa: E402
+
+_register_dashboard(cli)
+
+
 # -- entry point ------------------------------------------------------------
 
 
