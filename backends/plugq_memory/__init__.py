@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from plugq import hookimpl
 from plugq._clock import Clock, ManualClock
+from plugq._quarantine import job_problem, quarantined
 from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
 from plugq.backend import ALL_FEATURES, StorageBackend
@@ -153,6 +154,11 @@ class MemoryBackend(StorageBackend):
                         del self._jobs[job_id]
                         continue
                     self._by_status[(rec.origin, JobStatus.QUEUED)].pop(job_id, None)
+                    problem = job_problem(rec)
+                    if problem is not None:
+                        # A poison record never reaches the engine: failed here, next job.
+                        self._index(quarantined(rec, problem, now))
+                        continue
                     rec.status = JobStatus.STARTED
                     rec.started_at = now
                     rec.worker_name = worker_name

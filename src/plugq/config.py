@@ -8,6 +8,7 @@ directory, then ``sqlite:///plugq.db``.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ._validate import number_error, queue_name_error
 from .exceptions import ConfigurationError
 
 DEFAULT_URL = "sqlite:///plugq.db"
+#: A module path in allowed_modules: dotted identifiers, nothing else.
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 #: Keys accepted in ``[tool.plugq]`` and the type each must have.
 KNOWN_KEYS: dict[str, tuple[type, ...]] = {
@@ -110,17 +114,24 @@ def _apply(settings: Settings, key: str, value: Any, where: str) -> None:
                 f"{where}: serializer = {value!r}; choose one of {', '.join(sorted(SERIALIZERS))}"
             )
     elif key == "job_timeout":
-        if value <= 0 and value != -1:
-            raise ConfigurationError(f"{where}: job_timeout = {value!r} must be > 0, or -1 for none")
+        problem = number_error(value, key, minimum=0, exclusive=True, allow_none_marker=True)
+        if problem is not None:
+            raise ConfigurationError(f"{where}: {problem} (-1 means no timeout)")
         # -1 stays -1 ("no timeout", as Queue(default_timeout=-1)); None means "not set".
         value = float(value)
     elif key == "result_ttl":
-        if value < -1:
-            raise ConfigurationError(f"{where}: result_ttl = {value!r} must be >= -1")
-    elif key in ("queues", "allowed_modules") and (
-        not value or not all(isinstance(v, str) and v for v in value)
-    ):
-        raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
+        problem = number_error(value, key, minimum=-1)
+        if problem is not None:
+            raise ConfigurationError(f"{where}: {problem}")
+    elif key in ("queues", "allowed_modules"):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
+        for name in value:
+            problem = (queue_name_error(name) if key == "queues" else
+                       None if _MODULE_NAME.match(name) else
+                       f"{name!r} is not a dotted module name such as 'myapp.tasks'")
+            if problem is not None:
+                raise ConfigurationError(f"{where}: {key} = {value!r}: {problem}")
     setattr(settings, key, value)
     settings.sources[key] = where
 
