@@ -153,3 +153,117 @@ def test_memory_claim_quarantines_a_corrupt_record():
     Worker([q], connection=backend).work(burst=True)
     assert (first.get_status(), last.get_status()) == (FINISHED, FINISHED)
     assert bad.get_status() == FAILED and "field 'timeout'" in (bad.exc_info or "")
+
+
+# -- Redis (the real test server) ------------------------------------------------
+
+#: job-hash field -> the corrupt bytes planted in it. Every one must be quarantined.
+REDIS_JOB_CORRUPTIONS: dict[str, bytes] = {
+    "data": b"",
+    "created_at": b"yesterday",
+    "enqueued_at": b"soon",
+    "started_at": b"never",
+    "ended_at": b"x",
+    "last_heartbeat": b"x",
+    "origin": b"\xff",
+    "worker_name": b"\xff",
+    "description": b"\xfe",
+    "group_id": b"\xff",
+    "timeout": b"forever",
+    "result_ttl": b"long",
+    "failure_ttl": b"1.5",
+    "ttl": b"x",
+    "status": b"bogus",
+    "success_callback_name": b"\xff",
+    "failure_callback_name": b"a.b\x01",
+    "stopped_callback_name": b"a b",
+    "success_callback_timeout": b"x",
+    "failure_callback_timeout": b"x",
+    "stopped_callback_timeout": b"x",
+    "webhooks": b"{not json",
+    "dependency_ids": b"[1,",
+    "dependency_id": b"\xff",
+    "allow_dependency_failures": b"yes",
+    "enqueue_at_front": b"maybe",
+    "enqueue_at_front_on_retry": b"x",
+    "number_of_retries": b"x",
+    "retries_left": b"x",
+    "retry_intervals": b"[nan]",
+    "repeats_left": b"x",
+    "repeat_intervals": b"{",
+    "exc_info": b"\xff\xfe",
+    "plugq_retry_intervals": b"[-1]",
+    "plugq_attempts": b"many",
+    "plugq_sig": b"\xff",
+}
+
+REDIS_WORKER_CORRUPTIONS: dict[str, bytes] = {
+    "pid": b"x",
+    "last_heartbeat": b"recent",
+    "birth": b"x",
+    "failed_job_count": b"x",
+    "successful_job_count": b"1.5",
+    "total_working_time": b"long",
+    "current_job_working_time": b"x",
+    "hostname": b"\xff",
+    "state": b"\xff",
+    "current_job": b"\xff",
+    "queues": b"\xff",
+    "ip_address": b"\xff",
+    "version": b"\xff",
+    "python_version": b"\xff",
+}
+
+
+def test_redis_tables_cover_every_field_rq_parses():
+    from plugq_rq.poison import JOB_FIELDS, WORKER_FIELDS
+
+    assert set(REDIS_JOB_CORRUPTIONS) == {"data", *JOB_FIELDS}
+    assert set(REDIS_WORKER_CORRUPTIONS) == set(WORKER_FIELDS)
+
+
+@pytest.mark.redis
+def test_redis_each_corrupt_field_is_quarantined(redis_server, tmp_path):
+    import redis
+    from rq.utils import now as rq_now
+    from rq.utils import utcformat
+
+    redis_server.flushall()
+    url = redis_server.url + "/0"
+    conn = redis.Redis.from_url(url)
+    q = Queue("poison", connection=url)
+    good = [q.enqueue(tasks.add, 0, 1).id]
+    bad: dict[str, str] = {}
+    for field, value in REDIS_JOB_CORRUPTIONS.items():
+        bad[field] = q.enqueue(tasks.add, 1, 1).id
+        conn.hset(f"rq:job:{bad[field]}", field, value)
+        good.append(q.enqueue(tasks.add, 2, len(good)).id)
+    now = utcformat(rq_now())
+    for field, value in REDIS_WORKER_CORRUPTIONS.items():
+        key = f"rq:worker:w-{field}"
+        conn.hset(key, mapping={"birth": now, "last_heartbeat": now, "queues": "poison",
+                                "pid": 1, "hostname": "h", "state": "busy"})
+        conn.hset(key, field, value)
+        conn.sadd("rq:workers", key)
+    env = clean_env()
+
+    _assert_clean(plugq("info", "--url", url, env=env), "info before")
+    _assert_clean(plugq("info", "--url", url, "--json", env=env), "info --json before")
+    _assert_clean(plugq("jobs", "poison", "--limit", "100", "--url", url, env=env), "jobs before")
+    worker = plugq("worker", "poison", "--burst", "--url", url, env=env)
+    _assert_clean(worker, "worker")
+
+    for job_id in good:
+        job = Job.fetch(job_id, connection=url)
+        assert job.get_status() == FINISHED, (job_id, job.exc_info)
+    outcomes = {}
+    for field, job_id in bad.items():
+        job = Job.fetch(job_id, connection=url)
+        outcomes[field] = (job.get_status().value, f"field {field!r}" in (job.exc_info or ""))
+    assert outcomes == {field: (FAILED, True) for field in REDIS_JOB_CORRUPTIONS}
+
+    for status in ("failed", "finished", "queued"):
+        _assert_clean(plugq("jobs", "poison", "--status", status, "--limit", "100", "--url", url,
+                            env=env), f"jobs {status}")
+    _assert_clean(plugq("info", "--url", url, env=env), "info after")
+    conn.close()

@@ -37,6 +37,7 @@ from rq.utils import utcformat
 from rq.worker import Worker as RQWorker
 
 from plugq._clock import Clock
+from plugq._quarantine import quarantined_worker
 from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
 from plugq.backend import ALL_FEATURES, Backend
@@ -53,6 +54,7 @@ from plugq.serializers import get_serializer
 from ._connection import make_client, split_options, translate_errors, translated
 from .convert import attempts_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
+from .poison import WORKER_FIELDS, describe, field_problems
 from .registries import clean_registries
 from .signing import sniff
 
@@ -533,7 +535,19 @@ class RQBackend(Backend):
     @translate_errors
     def workers(self) -> list[WorkerRecord]:
         found = []
-        for w in RQWorker.all(connection=self.redis):
+        for key in RQWorker.all_keys(connection=self.redis):
+            raw = self.redis.hgetall(key)
+            problems = field_problems(raw, WORKER_FIELDS) if raw else {}
+            if problems:
+                # One corrupt worker hash must not break `plugq info` or a worker's start.
+                found.append(quarantined_worker(
+                    WorkerRecord(name=key[len(RQWorker.redis_worker_namespace_prefix):], queues=[],
+                                 pid=0, hostname="", birth=0.0, last_heartbeat=0.0),
+                    describe(problems)))
+                continue
+            w = RQWorker.find_by_key(key, connection=self.redis)
+            if w is None:
+                continue
             found.append(
                 WorkerRecord(
                     name=w.name,

@@ -95,6 +95,15 @@ def latest_result(job: PlugqJob) -> Result | None:
     return Result.fetch_latest(job, serializer=job.serializer)
 
 
+def _arguments(job: PlugqJob) -> tuple[Any, Any]:
+    try:
+        return job.args, job.kwargs
+    except Exception:
+        # Data that does not deserialize (or not to rq's shape) fails the job
+        # when a worker runs it; a listing or a fetch shows it without arguments.
+        return (), {}
+
+
 def to_record(
     job: PlugqJob,
     result: Result | None = None,
@@ -108,7 +117,7 @@ def to_record(
     status = status_of(job)
     refused = job.plugq_refusal is not None
     # A refused job's arguments are never deserialized: it reads as called with none.
-    args, kwargs = ((), {}) if refused else (job.args, job.kwargs)
+    args, kwargs = ((), {}) if refused else _arguments(job)
     payload = ser.dumps((list(args) if name == "json" else tuple(args), dict(kwargs)))
     func_name = (job.plugq_refused_func if refused else job.func_name) or ""
     value: bytes | None = None
@@ -188,4 +197,7 @@ def stored_record(record: JobRecord, job: PlugqJob) -> JobRecord:
 def attempts_of(raw: dict[Any, Any]) -> int:
     """The attempt counter plugq's workers keep in the job hash (0 if absent)."""
     value = raw.get(ATTEMPTS_FIELD.encode(), raw.get(ATTEMPTS_FIELD))
-    return int(value) if value else 0
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0  # a corrupt counter: the job itself is quarantined when restored

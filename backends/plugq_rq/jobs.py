@@ -33,6 +33,7 @@ from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPena
 
 from plugq.security import secret_key
 
+from .poison import describe, job_field_problems
 from .signing import (
     CALLBACK_FIELDS,
     SIG_FIELD,
@@ -129,23 +130,29 @@ class PlugqJob(RQJob):
         self._id = id
 
     def restore(self, raw_data: Any) -> Any:
-        data = raw_data.get(b"data", raw_data.get("data")) if raw_data else None
         self.plugq_refusal = self.plugq_refused_func = None
-        reason: str | None = None
-        func: str | None = None
-        if data:
-            try:
-                plain = zlib.decompress(data)
-            except zlib.error:
-                plain = data
-            # Every guard runs here, before rq deserializes data, meta or result.
-            reason, func = refusal(str(self._id), raw_data, plain)
-            if reason is not None:
-                self.serializer = RefusingSerializer(reason)
-            else:
-                name, signed = sniff(plain)
-                self.serializer = serializer_for(name, signed=signed)
-        super().restore(raw_data)
+        problems = job_field_problems(raw_data or {})
+        if problems:
+            self._plugq_restore_corrupt(raw_data or {}, problems)
+            return None
+        data = raw_data.get(b"data", raw_data.get("data"))
+        try:
+            plain = zlib.decompress(data)
+        except zlib.error:
+            plain = data
+        # Every guard runs here, before rq deserializes data, meta or result.
+        reason, func = refusal(str(self._id), raw_data, plain)
+        if reason is not None:
+            self.serializer = RefusingSerializer(reason)
+        else:
+            name, signed = sniff(plain)
+            self.serializer = serializer_for(name, signed=signed)
+        try:
+            super().restore(raw_data)
+        except Exception as exc:
+            # A parse the field table does not know of: still one poison job, not a dead worker.
+            self._plugq_restore_corrupt(raw_data, {"?": f"cannot be read ({type(exc).__name__}: {exc})"})
+            return None
         if reason is not None:
             self.plugq_refusal = reason
             self.plugq_refused_func = func or peek_func_name(*_inner_and_name(self.data))
@@ -154,6 +161,23 @@ class PlugqJob(RQJob):
         raw = raw_data.get(RETRY_INTERVALS_FIELD.encode(), raw_data.get(RETRY_INTERVALS_FIELD))
         self.plugq_retry_intervals = json.loads(raw) if raw else None
         return None
+
+    def _plugq_restore_corrupt(self, raw_data: Any, problems: dict[str, str]) -> None:
+        """Restore a hash with unreadable fields as a refused job: failed unrun by the worker."""
+        reason = (f"job {self._id}: the stored record is corrupt ({describe(problems)}); "
+                  "quarantined as failed, nothing of it was run or deserialized")
+        self.serializer = RefusingSerializer(reason)
+        clean = {k: v for k, v in raw_data.items()
+                 if (k.decode("utf-8", "replace") if isinstance(k, bytes) else k) not in problems}
+        clean.setdefault(b"data", b"")
+        try:
+            super().restore(clean)
+        except Exception:
+            log.debug("Job %s: corrupt hash only partly restored", self._id, exc_info=True)
+        self.plugq_refusal = reason
+        self.plugq_refused_func = None
+        self.meta, self._result, self.webhooks = {}, None, []
+        self.plugq_retry_intervals = None
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
         if self.plugq_refusal is not None:
