@@ -16,11 +16,11 @@ import uuid
 
 import pytest
 
+from _cli_helpers import clean_env, plugq
 from plugq import Job, Queue
 from plugq._quarantine import JOB_CHECKS, WORKER_CHECKS
 from plugq._record import JobRecord, WorkerRecord
 from plugq.testing import tasks
-from _cli_helpers import clean_env, plugq
 
 FAILED, FINISHED = "failed", "finished"
 
@@ -113,7 +113,7 @@ def test_sqlite_each_corrupt_field_is_quarantined(tmp_path):
         job = Job.fetch(job_id, connection=url)
         assert job.get_status() == FINISHED, (job_id, job.exc_info)
     outcomes = {}
-    for column, (_, expected) in SQLITE_JOB_CORRUPTIONS.items():
+    for column in SQLITE_JOB_CORRUPTIONS:
         job = Job.fetch(bad[column], connection=url)
         status = job.get_status()
         named = f"field {column!r}" in (job.exc_info or "")

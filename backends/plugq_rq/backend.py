@@ -48,7 +48,7 @@ from plugq.exceptions import (
     NoSuchJobError,
     NotSupportedError,
 )
-from plugq.security import UntrustedJobError, secret_key
+from plugq.security import UntrustedJobError, secret_key, strip_blob
 from plugq.serializers import get_serializer
 
 from ._connection import make_client, split_options, translate_errors, translated
@@ -110,6 +110,8 @@ class RQBackend(Backend):
     """Real rq on Redis (or fakeredis). See ``docs/redis.md``."""
 
     scheme: ClassVar[str] = "redis"
+    #: rq's SignedSerializer checks meta and results (bound to the job) before plugq sees them.
+    verifies_stored_blobs: ClassVar[bool] = True
     features: ClassVar[frozenset[str]] = ALL_FEATURES - {"manual_clock"}
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
@@ -349,7 +351,7 @@ class RQBackend(Backend):
         if data is None:
             raise NoSuchJobError(f"No such job: {job_id}")
         name, signed = sniff(data)
-        value = get_serializer(name).loads(meta) if meta else {}
+        value = get_serializer(name).loads(strip_blob(meta)) if meta else {}
         self.redis.hset(PlugqJob.key_for(job_id), "meta", rq_serializer(name, signed=signed).dumps(value))
 
     @translate_errors

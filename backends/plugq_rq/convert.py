@@ -18,7 +18,7 @@ from rq.results import Result
 from plugq._record import JobRecord
 from plugq._status import JobStatus
 from plugq.retry import retry_interval
-from plugq.security import unseal
+from plugq.security import strip_blob, unseal
 from plugq.serializers import get_serializer
 
 from .jobs import ATTEMPTS_FIELD, PlugqJob, rq_serializer
@@ -65,7 +65,7 @@ def to_rq_job(record: JobRecord, connection: Any, *, signed: bool | None = None)
         description=record.description,
         timeout=timeout,
         origin=record.origin,
-        meta=ser.loads(record.meta) if record.meta else None,
+        meta=ser.loads(strip_blob(record.meta)) if record.meta else None,
         serializer=rq_serializer(record.serializer, signed=signed),
         status=RQStatus(record.status.value),
         on_success=Callback(record.on_success) if record.on_success else None,

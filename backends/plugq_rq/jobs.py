@@ -26,15 +26,19 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from rq.job import UNEVALUATED
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.utils import import_attribute
 
-from plugq.security import secret_key
+from plugq.config import current_settings
+from plugq.security import UntrustedJobError, resolve_allowed, secret_key
 
 from .poison import describe, job_field_problems
 from .signing import (
+    BOUND_FIELDS,
     CALLBACK_FIELDS,
     SIG_FIELD,
     RefusingSerializer,
@@ -189,9 +193,46 @@ class PlugqJob(RQJob):
         # An unsigned job needs no key (reading it costs environment lookups).
         key = secret_key() if isinstance(self.serializer, SignedSerializer) else None
         if key and is_signed(self.data):
-            callbacks = tuple(str(obj.get(f) or "") for f in CALLBACK_FIELDS)
-            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks)  # type: ignore[arg-type]
+            callbacks = tuple(_as_text(obj.get(f)) for f in CALLBACK_FIELDS)
+            bound = tuple(_as_text(obj.get(f)) for f in BOUND_FIELDS)
+            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks, bound)  # type: ignore[arg-type]
         return obj
+
+    # -- what rq imports and calls: the allow-list by module (plugq.security.resolve_allowed) --
+
+    @property
+    def func(self) -> Any:
+        allowed = current_settings().allowed_modules
+        if allowed is None:
+            return super().func
+        if self.func_name is None:
+            return None
+        if self.instance is not None:
+            raise UntrustedJobError(
+                f"job {self.id}: a method of a stored instance is not run under "
+                f"allowed_modules {allowed!r} (the instance is not a module's function)"
+            )
+        return resolve_allowed(self.func_name, allowed)
+
+    def _plugq_callback(self, attr: str, name: str | None) -> Any:
+        if getattr(self, attr) is UNEVALUATED and name:
+            allowed = current_settings().allowed_modules
+            setattr(self, attr, resolve_allowed(name, allowed) if allowed is not None
+                    else import_attribute(name))
+        value = getattr(self, attr)
+        return None if value is UNEVALUATED else value
+
+    @property
+    def success_callback(self) -> Any:
+        return self._plugq_callback("_success_callback", self._success_callback_name)
+
+    @property
+    def failure_callback(self) -> Any:
+        return self._plugq_callback("_failure_callback", self._failure_callback_name)
+
+    @property
+    def stopped_callback(self) -> Any:
+        return self._plugq_callback("_stopped_callback", self._stopped_callback_name)
 
     @property
     def serializer_name(self) -> str:
@@ -255,6 +296,13 @@ class PlugqJob(RQJob):
             super().execute_failure_callback(_penalty(), *exc_info)
         except Exception:
             log.exception("Job %s: on_failure callback failed", self.id)
+
+
+def _as_text(value: Any) -> str:
+    # As Redis will hold it: redis-py writes str(number), bytes as they are.
+    if value is None:
+        return ""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 def _inner_and_name(data: bytes) -> tuple[bytes, str]:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import _lifecycle
 from ._context import _current
-from ._execution import call, format_exc_info, install_alarm_handler, resolve
+from ._execution import call, format_exc_info, install_alarm_handler
 from ._record import JobRecord, WorkerRecord
 from ._status import JobStatus
+from .config import current_settings
 from .job import Job
 from .plugins import hook
-from .security import UntrustedJobError, verified_payload
+from .security import UntrustedJobError, resolve_allowed, seal_blob, verified_payload
 from .serializers import get_serializer
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ IDLE_WAIT = 1.0
 
 def _run_callback(path: str, *args: Any) -> None:
     try:
-        resolve(path)(*args)
+        # The allow-list check of the function applies to callbacks alike.
+        resolve_allowed(path, current_settings().allowed_modules)(*args)
     except Exception:
         # A callback's failure must not change the job's outcome (RQ logs it too).
         log.exception("callback %s failed", path)
@@ -53,10 +55,10 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
     serializer = get_serializer(rec.serializer)
     try:
         data = verified_payload(rec)  # before anything is imported or deserialized
-        func = resolve(rec.func_name)
+        func = resolve_allowed(rec.func_name, current_settings().allowed_modules)
         args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout)
-        result = serializer.dumps(value)
+        result = seal_blob(rec.id, "result", serializer.dumps(value))
     except (Exception, SystemExit) as exc:
         exc_info = format_exc_info(exc)
         _lifecycle.fail(backend, rec, exc_info)

@@ -41,6 +41,7 @@ from .exceptions import (
     PlugqError,
     UnknownBackendError,
 )
+from .security import UntrustedJobError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -348,7 +349,11 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     for job in found:
         outcome: Any = None
         if job.is_finished:
-            outcome = job.return_value(refresh=False)
+            try:
+                outcome = job.return_value(refresh=False)
+            except UntrustedJobError as exc:
+                # Shown, never deserialized: a listing must not run a planted value.
+                outcome = f"<unreadable: {exc}>"
         elif job.exc_info:
             outcome = job.exc_info.strip().splitlines()[-1]
         rows.append({

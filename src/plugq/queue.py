@@ -22,7 +22,7 @@ from .registry import (
     StartedJobRegistry,
 )
 from .retry import Retry, dependency_ids
-from .security import seal
+from .security import seal, seal_blob
 from .serializers import Serializer, get_serializer
 
 DEFAULT_TIMEOUT = 180.0
@@ -271,14 +271,11 @@ class Queue:
         on_failure = _callback_path(data.on_failure, "on_failure")
         if job_id in dep_ids:
             raise ValueError(f"job {job_id} cannot depend on itself")
-        return JobRecord(
+        rec = JobRecord(
             id=job_id,
             func_name=name,
             origin=self.name,
-            payload=seal(
-                name, ser.name, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
-                on_success, on_failure,
-            ),
+            payload=b"",
             serializer=ser.name,
             status=status,
             description=data.description or describe(name, args, kwargs),
@@ -289,7 +286,7 @@ class Queue:
                         else DEFAULT_RESULT_TTL),
             failure_ttl=DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl,
             ttl=None if ttl in (None, -1) else ttl,
-            meta=ser.dumps(dict(data.meta)) if data.meta else b"",
+            meta=seal_blob(job_id, "meta", ser.dumps(dict(data.meta))) if data.meta else b"",
             retries_left=retry.max if retry else None,
             retry_intervals=list(retry.intervals) if retry else [],
             depends_on=dep_ids,
@@ -299,6 +296,9 @@ class Queue:
             scheduled_for=scheduled_for,
             at_front=bool(data.at_front or dep_front),
         )
+        # Sealed last: the MAC covers the record's id, queue, callbacks and dependencies.
+        rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)))
+        return rec
 
     @staticmethod
     def _split(
