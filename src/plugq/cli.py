@@ -213,6 +213,8 @@ def worker(
                logging_level=logging_level.upper())
     except _ColdShutdown:
         return EXIT_OK
+    except ConfigurationError:
+        raise  # exit 2 (an empty PLUGQ_SECRET_KEY, say), not the name clash below
     except ValueError as exc:
         # The one ValueError work() documents: the name is taken by a live worker.
         raise CliError(str(exc)) from None
