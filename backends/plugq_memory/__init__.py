@@ -24,6 +24,7 @@ from plugq._quarantine import job_problem, quarantined
 from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
 from plugq.backend import ALL_FEATURES, StorageBackend
+from plugq.config import mask_url
 from plugq.exceptions import ConfigurationError, DuplicateJobError
 
 __version__ = "0.1.0"
@@ -46,7 +47,7 @@ class MemoryBackend(StorageBackend):
                 self.lease = float(query["lease"][0])
             except ValueError:
                 raise ConfigurationError(
-                    f"{url}: lease={query['lease'][0]!r} must be a number of seconds"
+                    f"{mask_url(url)}: lease={query['lease'][0]!r} must be a number of seconds"
                 ) from None
         self.name = parts.netloc or "default"
         self._lock = threading.RLock()

@@ -41,6 +41,7 @@ from plugq._quarantine import quarantined_worker
 from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
 from plugq.backend import ALL_FEATURES, Backend
+from plugq.config import mask_url
 from plugq.exceptions import (
     ConfigurationError,
     DuplicateJobError,
@@ -51,7 +52,7 @@ from plugq.exceptions import (
 from plugq.security import UntrustedJobError, secret_key, strip_blob
 from plugq.serializers import get_serializer
 
-from ._connection import make_client, split_options, translate_errors, translated
+from ._connection import check_url, make_client, split_options, translate_errors, translated
 from .convert import attempts_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
 from .poison import WORKER_FIELDS, describe, field_problems
@@ -116,6 +117,10 @@ class RQBackend(Backend):
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url, clock)
+        if client is None:
+            # On the URL as given: split_options re-encodes the query, after which
+            # a password holding an unencoded '?' no longer reads as one.
+            check_url(url)
         redis_url, options = split_options(url)
         self.is_fake = url.lower().startswith("fakeredis://")
         #: rq worker class used when ``Worker(worker_class=None)``.
@@ -128,7 +133,12 @@ class RQBackend(Backend):
         try:
             self.scheduler_interval = float(options.get("scheduler_interval", "1"))
         except ValueError:
-            raise ConfigurationError(f"{self.safe_url()}: scheduler_interval must be seconds") from None
+            self.scheduler_interval = float("nan")
+        if not 0 < self.scheduler_interval <= 86400:
+            raise ConfigurationError(
+                f"{self.safe_url()}: scheduler_interval={options['scheduler_interval']!r} must be "
+                "seconds, > 0 and at most 86400"
+            )
         #: ``?lease=SECONDS``: how long a job's heartbeat lives (None: rq's default,
         #: the job monitoring interval + 60 s); see ``worker.PlugqWorkerMixin``.
         self.lease: float | None = None
@@ -142,7 +152,10 @@ class RQBackend(Backend):
                     f"{self.safe_url()}: lease={options['lease']!r}; give whole or fractional "
                     "seconds, at least 1 (rq's heartbeats have one-second resolution)"
                 )
-        self.redis = client if client is not None else make_client(redis_url)
+        try:
+            self.redis = client if client is not None else make_client(redis_url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(mask_url(str(exc), url)) from None
         if self.redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigurationError(
                 "rq needs a Redis client with decode_responses=False (it stores bytes)"

@@ -36,6 +36,7 @@ from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
 from plugq._validate import is_queue_name
 from plugq.backend import StorageBackend
+from plugq.config import mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
 
 from . import schema
@@ -288,11 +289,12 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             repeated parameter; the message names it and shows the right form.
     """
     parts = urlsplit(url)
+    url = mask_url(url)  # every message below quotes it
     if parts.scheme.lower() != "sqlite":
         raise ConfigurationError(f"{url!r} is not a sqlite URL; expected {_FORM}")
     if parts.netloc:
         raise ConfigurationError(
-            f"{url!r}: a sqlite URL has no host part ({parts.netloc!r}); use three slashes "
+            f"{url!r}: a sqlite URL has no host part ({mask_url(parts.netloc)!r}); use three slashes "
             f"for a relative path and four for an absolute one: {_FORM}"
         )
     path = unquote(parts.path[1:]) if parts.path.startswith("/") else ""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -56,12 +55,14 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 
 log = logging.getLogger("plugq.worker")
 
-_URL_WITH_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@]*:)[^\s@]+@")
-
 
 def _mask(text: str) -> str:
-    """Mask every ``scheme://user:password@`` in ``text`` (errors may quote a URL)."""
-    return _URL_WITH_PASSWORD.sub(r"\1***@", text)
+    """``text`` through :func:`mask_url`, also masking the passwords of the URLs this
+    command was given (a library's message may quote a fragment of one)."""
+    given = [a for a in sys.argv if "://" in a]
+    if os.environ.get("PLUGQ_URL"):
+        given.append(os.environ["PLUGQ_URL"])
+    return mask_url(text, *given)
 
 
 class CliError(click.ClickException):

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from ._validate import number_error, queue_name_error
 from .exceptions import ConfigurationError
@@ -193,17 +193,79 @@ def resolve_url(url: str | None = None) -> str:
     return current_settings().url
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
+#: ``scheme://user:PASSWORD@`` anywhere in a text. The password runs to the
+#: last '@' of the token, so one holding '/', '#', '?' or '@' unencoded (which
+#: URL parsers split elsewhere) is masked whole.
+_USERINFO = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<secret>[^\s'\"<>]*)@"
+    r"(?=[^\s'\"<>@]*(?:[\s'\"<>]|\Z))"
+)
+#: ``?password=…`` / ``&password=…`` (redis-py reads these), and ``password: '…'``
+#: / ``password=…`` in reprs of keyword arguments.
+_SECRET_WORDS = r"(?:password|passwd|pwd|pass|secret|token|ssl_password|sentinel_password|api_key)"
+_QUERY_SECRET = re.compile(rf"(?i)(?P<head>[?&;]{_SECRET_WORDS}=)(?P<secret>[^&;#\s'\"<>]*)")
+_KWARG_SECRET = re.compile(
+    rf"(?i)(?P<head>['\"]?\b{_SECRET_WORDS}['\"]?\s*[:=]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^,\s}})&]+)"
+)
+
+
+def _secrets_of(url: str) -> set[str]:
+    """Every password ``url`` holds, in the forms it could appear in a message."""
+    found: set[str] = set()
+    for pattern in (_USERINFO, _QUERY_SECRET):
+        for m in pattern.finditer(url):
+            secret = m.group("secret")
+            if secret:
+                plain = unquote(secret)
+                # As given, decoded, and re-encoded (a client may rebuild the URL).
+                found.update({secret, plain, quote(plain, safe=""), quote_plus(plain, safe="")})
     try:
-        parts = urlsplit(url)
+        password = urlsplit(url).password
     except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        password = None
+    if password:
+        # What a URL parser makes of it (possibly a fragment of the real one).
+        found.update({password, unquote(password)})
+    # A parser that split the URL at an unencoded '/', '#', '?' or '@' inside
+    # the password quotes only a piece of it ("port 'hunter' is not a number").
+    pieces = {piece for secret in found for piece in re.split(r"[/#?@]", secret)}
+    # Short pieces would mask ordinary words in the message ("ss" in "password").
+    return {s for s in found if len(s) >= 2} | {p for p in pieces if len(p) >= 4}
+
+
+def mask_url(text: str, *urls: str) -> str:
+    """``text`` with every password replaced by ``***``: the one masking function.
+
+    ``text`` may be a URL or any message holding URLs. Masked: the userinfo
+    password of every ``scheme://user:pass@host`` (also when it contains
+    ``/``, ``#``, ``?`` or ``@``, encoded or not), ``password=`` query
+    parameters, ``password: '…'`` in reprs, and every occurrence of a
+    password of ``urls`` (a client library's message may quote a fragment of
+    the URL it failed to parse).
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    for secret in sorted(set().union(*(_secrets_of(u) for u in urls)) if urls else (), key=len,
+                         reverse=True):
+        text = text.replace(secret, "***")
+    # Query first: a password holding '@' must not be read as userinfo instead.
+    text = _QUERY_SECRET.sub(lambda m: m.group("head") + "***", text)
+    text = _USERINFO.sub(lambda m: m.group("head") + "***@", text)
+    return _KWARG_SECRET.sub(lambda m: m.group("head") + "***", text)
+
+
+def mask_exception(exc: BaseException, *urls: str) -> BaseException:
+    """Mask passwords in ``exc`` and every exception chained to it, in place; returns ``exc``.
+
+    Client libraries put URLs (and fragments of them) in their messages; the
+    traceback of a chained error prints them all, so each link is rewritten.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(
+            mask_url(arg, *urls) if isinstance(arg, str) else arg for arg in current.args
+        )
+        current = current.__cause__ or current.__context__
+    return exc
