@@ -23,6 +23,7 @@ from plugq._clock import Clock, ManualClock
 from plugq._quarantine import job_problem, quarantined
 from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
+from plugq._validate import number_error
 from plugq.backend import ALL_FEATURES, StorageBackend
 from plugq.config import mask_url
 from plugq.exceptions import ConfigurationError, DuplicateJobError
@@ -44,11 +45,16 @@ class MemoryBackend(StorageBackend):
         super().__init__(url, clock)
         if "lease" in query:
             try:
-                self.lease = float(query["lease"][0])
+                lease = float(query["lease"][0])
             except ValueError:
+                lease = float("nan")
+            problem = number_error(lease, "lease", minimum=0, exclusive=True)
+            if problem is not None:
                 raise ConfigurationError(
-                    f"{mask_url(url)}: lease={query['lease'][0]!r} must be a number of seconds"
-                ) from None
+                    f"{mask_url(url)}: lease={query['lease'][0]!r} must be a number of seconds "
+                    f"({problem})"
+                )
+            self.lease = lease
         self.name = parts.netloc or "default"
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
