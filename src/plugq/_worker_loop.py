@@ -54,8 +54,9 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
     token = _current.set(job)
     serializer = get_serializer(rec.serializer)
     try:
-        data = verified_payload(rec)  # before anything is imported or deserialized
-        func = resolve_allowed(rec.func_name, current_settings().allowed_modules)
+        settings = current_settings()
+        data = verified_payload(rec, settings=settings)  # before anything is imported or read
+        func = resolve_allowed(rec.func_name, settings.allowed_modules)
         args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout)
         result = seal_blob(rec.id, "result", serializer.dumps(value))
