@@ -122,6 +122,8 @@ class PlugqJob(RQJob):
     plugq_refusal: str | None = None
     #: The function name of a refused job, read without deserializing its data.
     plugq_refused_func: str | None = None
+    #: The unreadable fields of a corrupt job hash, as found (see ``_plugq_restore_corrupt``).
+    plugq_corrupt_fields: dict[str, Any] | None = None
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         # rq refuses '.' in ids; plugq allows it, so the id is set without rq's check.
@@ -135,6 +137,7 @@ class PlugqJob(RQJob):
 
     def restore(self, raw_data: Any) -> Any:
         self.plugq_refusal = self.plugq_refused_func = None
+        self.plugq_corrupt_fields = None
         problems = job_field_problems(raw_data or {})
         if problems:
             self._plugq_restore_corrupt(raw_data or {}, problems)
@@ -171,8 +174,14 @@ class PlugqJob(RQJob):
         reason = (f"job {self._id}: the stored record is corrupt ({describe(problems)}); "
                   "quarantined as failed, nothing of it was run or deserialized")
         self.serializer = RefusingSerializer(reason)
-        clean = {k: v for k, v in raw_data.items()
-                 if (k.decode("utf-8", "replace") if isinstance(k, bytes) else k) not in problems}
+        def name(k: Any) -> str:
+            return k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+
+        clean = {k: v for k, v in raw_data.items() if name(k) not in problems}
+        # Kept to be written back as found until a worker fails the job: code
+        # that saves the job meanwhile (rq enqueuing a dependent fills in a
+        # default timeout, say) must not turn it into a sound job that runs.
+        self.plugq_corrupt_fields = {name(k): v for k, v in raw_data.items() if name(k) in problems}
         clean.setdefault(b"data", b"")
         try:
             super().restore(clean)
@@ -186,7 +195,10 @@ class PlugqJob(RQJob):
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
         if self.plugq_refusal is not None:
             # A refused job is stored as found (its data untouched) and never re-signed.
-            return super().to_dict(include_meta=False, include_result=False)
+            obj = super().to_dict(include_meta=False, include_result=False)
+            if self.plugq_corrupt_fields and self._status != RQStatus.FAILED:
+                obj.update(self.plugq_corrupt_fields)
+            return obj
         obj = super().to_dict(include_meta=include_meta, include_result=include_result)
         if self.plugq_retry_intervals is not None:
             obj[RETRY_INTERVALS_FIELD] = json.dumps(self.plugq_retry_intervals)
