@@ -20,9 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from plugq import hookimpl
 from plugq._clock import Clock, ManualClock
+from plugq._quarantine import job_problem, quarantined
 from plugq._record import JobRecord, WorkerRecord
 from plugq._status import JobStatus
+from plugq._validate import number_error
 from plugq.backend import ALL_FEATURES, StorageBackend
+from plugq.config import mask_url
 from plugq.exceptions import ConfigurationError, DuplicateJobError
 
 __version__ = "0.1.0"
@@ -55,11 +58,16 @@ class MemoryBackend(StorageBackend):
         super().__init__(url, clock)
         if "lease" in query:
             try:
-                self.lease = float(query["lease"][0])
+                lease = float(query["lease"][0])
             except ValueError:
+                lease = float("nan")
+            problem = number_error(lease, "lease", minimum=0, exclusive=True)
+            if problem is not None:
                 raise ConfigurationError(
-                    f"{url}: lease={query['lease'][0]!r} must be a number of seconds"
-                ) from None
+                    f"{mask_url(url)}: lease={query['lease'][0]!r} must be a number of seconds "
+                    f"({problem})"
+                )
+            self.lease = lease
         self.name = parts.netloc or "default"
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -166,6 +174,11 @@ class MemoryBackend(StorageBackend):
                         del self._jobs[job_id]
                         continue
                     self._by_status[(rec.origin, JobStatus.QUEUED)].pop(job_id, None)
+                    problem = job_problem(rec)
+                    if problem is not None:
+                        # A poison record never reaches the engine: failed here, next job.
+                        self._index(quarantined(rec, problem, now))
+                        continue
                     rec.status = JobStatus.STARTED
                     rec.started_at = now
                     rec.worker_name = worker_name

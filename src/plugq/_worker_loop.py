@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import _lifecycle
 from ._context import _current
-from ._execution import call, format_exc_info, install_alarm_handler, resolve
+from ._execution import call, format_exc_info, install_alarm_handler
 from ._record import JobRecord, WorkerRecord
 from ._status import JobStatus
+from .config import current_settings
 from .job import Job
 from .plugins import hook
-from .security import UntrustedJobError, verified_payload
+from .security import UntrustedJobError, resolve_allowed, seal_blob, verified_payload
 from .serializers import get_serializer
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ STATE_WRITE_GAP = 0.1
 
 def _run_callback(path: str, *args: Any) -> None:
     try:
-        resolve(path)(*args)
+        # The allow-list check of the function applies to callbacks alike.
+        resolve_allowed(path, current_settings().allowed_modules)(*args)
     except Exception:
         # A callback's failure must not change the job's outcome (RQ logs it too).
         log.exception("callback %s failed", path)
@@ -54,11 +56,12 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
     token = _current.set(job)
     serializer = get_serializer(rec.serializer)
     try:
-        data = verified_payload(rec)  # before anything is imported or deserialized
-        func = resolve(rec.func_name)
+        settings = current_settings()
+        data = verified_payload(rec, settings=settings)  # before anything is imported or read
+        func = resolve_allowed(rec.func_name, settings.allowed_modules)
         args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout)
-        result = serializer.dumps(value)
+        result = seal_blob(rec.id, "result", serializer.dumps(value))
     except (Exception, SystemExit) as exc:
         exc_info = format_exc_info(exc)
         _lifecycle.fail(backend, rec, exc_info)

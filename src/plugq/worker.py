@@ -13,6 +13,7 @@ from typing import Any
 from ._record import WorkerRecord
 from .backend import Backend
 from .queue import Queue
+from .security import secret_key
 
 
 class Worker:
@@ -85,7 +86,11 @@ class Worker:
 
         Raises:
             ValueError: another live worker already uses this name.
+            ConfigurationError: ``PLUGQ_SECRET_KEY`` is set but empty.
         """
+        # Before any job is taken: an empty key would otherwise show up only as
+        # every signed job failing (or, worse, as verification quietly off).
+        secret_key()
         if logging_level is not None:
             logging.getLogger("plugq").setLevel(logging_level)
         self._stop.clear()

@@ -21,7 +21,6 @@ from ..exceptions import PlugqError
 from ..job import Job
 from ..queue import Queue
 from ..registry import BaseRegistry
-from ..serializers import get_serializer
 from ..worker import Worker
 
 #: Statuses the public API can count per queue, in the order a job moves through them.
@@ -290,17 +289,19 @@ def jobs_in(backend: Backend, status: str, limit: int = 100) -> list[dict[str, A
 def read_payload(job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The job's arguments, read under the rules a worker applies before running it.
 
-    Goes through :func:`plugq.security.verified_payload` (allow-list, json-only
-    policy, HMAC signature) before anything is deserialized, as the worker does.
+    The allow-list first (a worker refuses such a job unread), then the
+    reader's path every monitor shares (:func:`plugq.security.load_arguments`
+    behind ``job.args``): json-only policy and the HMAC signature are checked
+    before anything is deserialized; without a key the store is trusted, so
+    the dashboard works without it, as ``plugq jobs`` does.
 
     Raises:
         plugq.security.UntrustedJobError: a worker would refuse this job.
         Exception: the payload cannot be deserialized here (e.g. a class of an
             argument is not importable in the dashboard's process).
     """
-    data = security.verified_payload(job.record)
-    args, kwargs = get_serializer(job.serializer).loads(data)
-    return tuple(args), dict(kwargs)
+    security.check_allowed(job.record)
+    return job.args, job.kwargs
 
 
 def job_detail(backend: Backend, job_id: str) -> dict[str, Any]:
