@@ -700,7 +700,7 @@ class SqliteStorage(Storage):
                 rows = self._retry(partial(_fetchall, _CLAIM, params))
                 if not rows:
                     break
-                rec = self._decode(rows[0])
+                rec = self._decode(rows[0], store=True)
                 if rec.status is JobStatus.STARTED:
                     return rec
                 # A poison record was quarantined: take the next job instead.
@@ -801,13 +801,23 @@ class SqliteStorage(Storage):
                 (exclude, self.lease, now),
             ).fetchall()
         )
-        return [rec for rec in map(self._decode, rows) if rec.status is JobStatus.STARTED]
+        # Called by maintenance, which writes what it finds: a corrupt started
+        # row is failed in the file here rather than listed.
+        found = (self._decode(row, store=True) for row in rows)
+        return [rec for rec in found if rec.status is JobStatus.STARTED]
 
-    def _decode(self, row: tuple[Any, ...]) -> JobRecord:
-        """``row`` as a record; a corrupt row is failed in the file and returned as failed."""
+    def _decode(self, row: tuple[Any, ...], *, store: bool = False) -> JobRecord:
+        """``row`` as a record; a corrupt row reads as failed, naming the field.
+
+        Reads never write: only the primitives that write anyway (``claim``,
+        and the recovery listing the engine's maintenance acts on) pass
+        ``store`` and fail the row in the file.
+        """
         rec, problem = _record(row)
         if problem is None:
             return rec
+        if not store:
+            return quarantined(rec, problem, self.clock.now())
         return self._quarantine(rec, problem, row[0])
 
     def _quarantine(self, rec: JobRecord, problem: str, raw_id: Any) -> JobRecord:
