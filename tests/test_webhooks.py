@@ -129,9 +129,9 @@ def test_webhook_urls_are_covered_by_the_signature(server, queue, monkeypatch):
     # Someone with write access to the store points the second job elsewhere.
     storage = queue.backend.storage
     rec = storage.get(bad.id)
-    meta, extras = _extras.split(rec)
+    meta, extras = _extras.split(rec)  # (the attacker has no key: what it writes is unsigned)
     extras["webhooks"][0]["url"] = f"{server.url}/evil"
-    storage.set_meta(bad.id, _extras.join(rec.serializer, meta, extras))
+    storage.set_meta(bad.id, _extras.join(bad.id, rec.serializer, meta, extras))
     run(queue)
     assert good.result == 2 and bad.result == 3
     assert [r["path"] for r in server.requests] == ["/good"]

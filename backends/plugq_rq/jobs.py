@@ -27,16 +27,21 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from rq.job import UNEVALUATED
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.utils import import_attribute
 
 from plugq._context import _current
+from plugq.config import current_settings
 from plugq.exceptions import SerializationError
-from plugq.security import secret_key
+from plugq.security import UntrustedJobError, resolve_allowed, secret_key
 
+from .poison import describe, job_field_problems
 from .signing import (
+    BOUND_FIELDS,
     CALLBACK_FIELDS,
     SIG_FIELD,
     RefusingSerializer,
@@ -118,6 +123,8 @@ class PlugqJob(RQJob):
     plugq_refusal: str | None = None
     #: The function name of a refused job, read without deserializing its data.
     plugq_refused_func: str | None = None
+    #: The unreadable fields of a corrupt job hash, as found (see ``_plugq_restore_corrupt``).
+    plugq_corrupt_fields: dict[str, Any] | None = None
 
     def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         # rq refuses '.' in ids; plugq allows it, so the id is set without rq's check.
@@ -130,23 +137,30 @@ class PlugqJob(RQJob):
         self._id = id
 
     def restore(self, raw_data: Any) -> Any:
-        data = raw_data.get(b"data", raw_data.get("data")) if raw_data else None
         self.plugq_refusal = self.plugq_refused_func = None
-        reason: str | None = None
-        func: str | None = None
-        if data:
-            try:
-                plain = zlib.decompress(data)
-            except zlib.error:
-                plain = data
-            # Every guard runs here, before rq deserializes data, meta or result.
-            reason, func = refusal(str(self._id), raw_data, plain)
-            if reason is not None:
-                self.serializer = RefusingSerializer(reason)
-            else:
-                name, signed = sniff(plain)
-                self.serializer = serializer_for(name, signed=signed)
-        super().restore(raw_data)
+        self.plugq_corrupt_fields = None
+        problems = job_field_problems(raw_data or {})
+        if problems:
+            self._plugq_restore_corrupt(raw_data or {}, problems)
+            return None
+        data = raw_data.get(b"data", raw_data.get("data"))
+        try:
+            plain = zlib.decompress(data)
+        except zlib.error:
+            plain = data
+        # Every guard runs here, before rq deserializes data, meta or result.
+        reason, func = refusal(str(self._id), raw_data, plain)
+        if reason is not None:
+            self.serializer = RefusingSerializer(reason)
+        else:
+            name, signed = sniff(plain)
+            self.serializer = serializer_for(name, signed=signed)
+        try:
+            super().restore(raw_data)
+        except Exception as exc:
+            # A parse the field table does not know of: still one poison job, not a dead worker.
+            self._plugq_restore_corrupt(raw_data, {"?": f"cannot be read ({type(exc).__name__}: {exc})"})
+            return None
         if reason is not None:
             self.plugq_refusal = reason
             self.plugq_refused_func = func or peek_func_name(*_inner_and_name(self.data))
@@ -156,19 +170,82 @@ class PlugqJob(RQJob):
         self.plugq_retry_intervals = json.loads(raw) if raw else None
         return None
 
+    def _plugq_restore_corrupt(self, raw_data: Any, problems: dict[str, str]) -> None:
+        """Restore a hash with unreadable fields as a refused job: failed unrun by the worker."""
+        reason = (f"job {self._id}: the stored record is corrupt ({describe(problems)}); "
+                  "quarantined as failed, nothing of it was run or deserialized")
+        self.serializer = RefusingSerializer(reason)
+        def name(k: Any) -> str:
+            return k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+
+        clean = {k: v for k, v in raw_data.items() if name(k) not in problems}
+        # Kept to be written back as found until a worker fails the job: code
+        # that saves the job meanwhile (rq enqueuing a dependent fills in a
+        # default timeout, say) must not turn it into a sound job that runs.
+        self.plugq_corrupt_fields = {name(k): v for k, v in raw_data.items() if name(k) in problems}
+        clean.setdefault(b"data", b"")
+        try:
+            super().restore(clean)
+        except Exception:
+            log.debug("Job %s: corrupt hash only partly restored", self._id, exc_info=True)
+        self.plugq_refusal = reason
+        self.plugq_refused_func = None
+        self.meta, self._result, self.webhooks = {}, None, []
+        self.plugq_retry_intervals = None
+
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
         if self.plugq_refusal is not None:
             # A refused job is stored as found (its data untouched) and never re-signed.
-            return super().to_dict(include_meta=False, include_result=False)
+            obj = super().to_dict(include_meta=False, include_result=False)
+            if self.plugq_corrupt_fields and self._status != RQStatus.FAILED:
+                obj.update(self.plugq_corrupt_fields)
+            return obj
         obj = super().to_dict(include_meta=include_meta, include_result=include_result)
         if self.plugq_retry_intervals is not None:
             obj[RETRY_INTERVALS_FIELD] = json.dumps(self.plugq_retry_intervals)
         # An unsigned job needs no key (reading it costs environment lookups).
         key = secret_key() if isinstance(self.serializer, SignedSerializer) else None
         if key and is_signed(self.data):
-            callbacks = tuple(str(obj.get(f) or "") for f in CALLBACK_FIELDS)
-            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks)  # type: ignore[arg-type]
+            callbacks = tuple(_as_text(obj.get(f)) for f in CALLBACK_FIELDS)
+            bound = tuple(_as_text(obj.get(f)) for f in BOUND_FIELDS)
+            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks, bound)  # type: ignore[arg-type]
         return obj
+
+    # -- what rq imports and calls: the allow-list by module (plugq.security.resolve_allowed) --
+
+    @property
+    def func(self) -> Any:
+        allowed = current_settings().allowed_modules
+        if allowed is None:
+            return super().func
+        if self.func_name is None:
+            return None
+        if self.instance is not None:
+            raise UntrustedJobError(
+                f"job {self.id}: a method of a stored instance is not run under "
+                f"allowed_modules {allowed!r} (the instance is not a module's function)"
+            )
+        return resolve_allowed(self.func_name, allowed)
+
+    def _plugq_callback(self, attr: str, name: str | None) -> Any:
+        if getattr(self, attr) is UNEVALUATED and name:
+            allowed = current_settings().allowed_modules
+            setattr(self, attr, resolve_allowed(name, allowed) if allowed is not None
+                    else import_attribute(name))
+        value = getattr(self, attr)
+        return None if value is UNEVALUATED else value
+
+    @property
+    def success_callback(self) -> Any:
+        return self._plugq_callback("_success_callback", self._success_callback_name)
+
+    @property
+    def failure_callback(self) -> Any:
+        return self._plugq_callback("_failure_callback", self._failure_callback_name)
+
+    @property
+    def stopped_callback(self) -> Any:
+        return self._plugq_callback("_stopped_callback", self._stopped_callback_name)
 
     @property
     def serializer_name(self) -> str:
@@ -231,6 +308,13 @@ class PlugqJob(RQJob):
             super().execute_failure_callback(_penalty(), *exc_info)
         except Exception:
             log.exception("Job %s: on_failure callback failed", self.id)
+
+
+def _as_text(value: Any) -> str:
+    # As Redis will hold it: redis-py writes str(number), bytes as they are.
+    if value is None:
+        return ""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 def _inner_and_name(data: bytes) -> tuple[bytes, str]:

@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
@@ -50,12 +51,13 @@ from rq.worker_registration import clean_worker_registry
 from plugq import _events
 from plugq.backend import WorkerSpec
 from plugq.exceptions import AbandonedJobError
-from plugq.security import UntrustedJobError
+from plugq.security import UntrustedJobError, secret_key
 
 from ._connection import is_connection_error
 from .convert import to_record
 from .jobs import ATTEMPTS_FIELD, PlugqJob, death_penalty_class
 from .registries import clean_registries, drop_ended_executions
+from .signing import RefusingSerializer, SignedSerializer
 
 if TYPE_CHECKING:
     from .backend import RQBackend
@@ -226,6 +228,16 @@ class PlugqWorkerMixin:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()  # type: ignore[misc]
 
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        # rq ignores a second signal within a second of the first: its
+        # WorkerPool may deliver one Ctrl-C twice. plugq's supervisor starts
+        # each worker in a session of its own and forwards one signal per
+        # signal it gets, so a second signal is the user's: cold, at once.
+        requested = getattr(self, "_shutdown_requested_date", None)
+        if requested is not None:
+            self._shutdown_requested_date = requested - timedelta(seconds=1)
+        super().request_force_stop(signum, frame)  # type: ignore[misc]
+
     def main_work_horse(self, job: Any, queue: Any) -> None:
         # The horse is the only thread of its process: SIGALRM works there.
         self.death_penalty_class = UnixSignalDeathPenalty
@@ -283,6 +295,15 @@ class PlugqWorkerMixin:
             log.warning("Worker %s: could not register its death, Redis unavailable", self.name)
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        if getattr(job, "plugq_refusal", None) is None and secret_key() is None and isinstance(
+            getattr(job, "serializer", None), SignedSerializer
+        ):
+            # Its producer meant it to be verified; this worker cannot, so nothing of it runs.
+            reason = (f"job {job.id} is signed but this worker has no PLUGQ_SECRET_KEY to verify "
+                      "it: refused unrun")
+            job.serializer = RefusingSerializer(reason)
+            job.plugq_refusal = reason
+            job.meta, job._result, job.webhooks = {}, None, []
         if getattr(job, "plugq_refusal", None) is not None:
             self._plugq_refuse(job, queue, job.plugq_refusal)
             return

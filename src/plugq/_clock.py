@@ -9,6 +9,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from ._validate import number_error
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -38,10 +40,7 @@ def parse_timeout(value: Any, what: str = "job_timeout") -> float | None:
         if not m:
             raise ValueError(f"{what}={value!r} is not a duration; use seconds or '30s', '5m', '1h'")
         value = float(m.group(1)) * _UNITS[m.group(2)]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
-    if value == -1:
-        return -1.0
-    if value <= 0:
-        raise ValueError(f"{what}={value!r} must be > 0 seconds, or -1 for no timeout")
+    problem = number_error(value, what, minimum=0, exclusive=True, allow_none_marker=True)
+    if problem is not None:
+        raise ValueError(f"{problem} (-1 means no timeout)")
     return float(value)

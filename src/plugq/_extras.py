@@ -10,40 +10,56 @@ hides the key from ``job.meta`` and keeps it on ``save_meta``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from .security import UntrustedJobError, load_stored, seal_blob
 from .serializers import get_serializer
 from .storage import JobRecord, Storage
+
+log = logging.getLogger("plugq.worker")
 
 #: The ``meta`` key extras live under.
 KEY = "__plugq__"
 _KEY_BYTES = KEY.encode()
 
 
-def split(rec: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(user meta, extras)`` of a record."""
+def split(rec: JobRecord, *, verified_by_backend: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(user meta, extras)`` of a record (meta's signature checked when a key is set).
+
+    Raises:
+        UntrustedJobError: the meta cannot be verified; nothing was deserialized.
+    """
     if not rec.meta:
         return {}, {}
-    meta = dict(get_serializer(rec.serializer).loads(rec.meta))
+    meta = dict(load_stored(rec, "meta", rec.meta, verified_by_backend=verified_by_backend))
     extras = meta.pop(KEY, None) or {}
     return meta, dict(extras)
 
 
-def read(rec: JobRecord) -> dict[str, Any]:
-    """The record's extras ({} for the common job that has none, without deserializing)."""
+def read(rec: JobRecord, *, verified_by_backend: bool = False) -> dict[str, Any]:
+    """The record's extras ({} for the common job that has none, without deserializing).
+
+    Meta that fails its signature check gives no extras (logged): nothing in
+    it is acted on.
+    """
     if not rec.meta or _KEY_BYTES not in rec.meta:
         return {}
-    return split(rec)[1]
+    try:
+        return split(rec, verified_by_backend=verified_by_backend)[1]
+    except UntrustedJobError as exc:
+        log.error("job %s: %s; its repeat, callbacks and webhooks are ignored", rec.id, exc)
+        return {}
 
 
-def join(serializer: str, meta: dict[str, Any], extras: dict[str, Any]) -> bytes:
-    """Serialized ``meta`` with ``extras`` under :data:`KEY` (b'' when both are empty)."""
+def join(job_id: str, serializer: str, meta: dict[str, Any], extras: dict[str, Any]) -> bytes:
+    """Serialized, sealed ``meta`` with ``extras`` under :data:`KEY` (b'' when both are empty)."""
     if not meta and not extras:
         return b""
     data = dict(meta)
     if extras:
         data[KEY] = extras
-    return get_serializer(serializer).dumps(data)
+    return seal_blob(job_id, "meta", get_serializer(serializer).dumps(data))
 
 
 def update(storage: Storage, rec: JobRecord, **changes: Any) -> dict[str, Any]:
@@ -55,6 +71,6 @@ def update(storage: Storage, rec: JobRecord, **changes: Any) -> dict[str, Any]:
     stored = storage.get(rec.id)
     meta, extras = split(stored if stored is not None else rec)
     extras.update(changes)
-    rec.meta = join(rec.serializer, meta, extras)
+    rec.meta = join(rec.id, rec.serializer, meta, extras)
     storage.set_meta(rec.id, rec.meta)
     return extras

@@ -17,11 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import _events, _extras, _lifecycle, _rules, _webhooks
 from ._context import _current
-from ._execution import Running, call, format_exc_info, install_alarm_handler, resolve
+from ._execution import Running, call, format_exc_info, install_alarm_handler
 from .backend import WorkerSpec
+from .config import current_settings
 from .exceptions import JobStoppedException, WorkHorseKilledException
 from .retry import Retry
-from .security import UntrustedJobError, fields_verified, verified_payload
+from .security import (
+    UntrustedJobError,
+    fields_verified,
+    resolve_allowed,
+    seal_blob,
+    verified_payload,
+)
 from .serializers import get_serializer
 from .storage import Clock, JobRecord, JobStatus, WorkerRecord
 
@@ -36,6 +43,8 @@ MAINTENANCE_EVERY = 1.0
 IDLE_WAIT = 1.0
 #: Real seconds between looks for worker commands (stop-job, kill-horse, shutdown).
 COMMAND_POLL = 0.25
+#: Shortest gap between two writes of a worker's state (job start/end) to the backend.
+STATE_WRITE_GAP = 0.1
 
 
 #: rq's default callback timeout, in seconds.
@@ -44,7 +53,9 @@ CALLBACK_TIMEOUT = 60.0
 
 def _run_callback(path: str, timeout: float | None, *args: Any) -> None:
     try:
-        call(resolve(path), args, {}, timeout if timeout is not None else CALLBACK_TIMEOUT)
+        # The allow-list check of the function applies to callbacks alike.
+        func = resolve_allowed(path, current_settings().allowed_modules)
+        call(func, args, {}, timeout if timeout is not None else CALLBACK_TIMEOUT)
     except Exception:
         # A callback's failure (or timeout) must not change the job's outcome (RQ logs it too).
         log.exception("callback %s failed", path)
@@ -75,8 +86,9 @@ def perform(
     extras = _extras.read(rec)
     cb_timeouts = extras.get("callback_timeouts") or {}
     try:
-        data = verified_payload(rec)  # before anything is imported or deserialized
-        func = resolve(rec.func_name)
+        settings = current_settings()
+        data = verified_payload(rec, settings=settings)  # before anything is imported or read
+        func = resolve_allowed(rec.func_name, settings.allowed_modules)
         args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout, running)
         if isinstance(value, Retry):
@@ -85,7 +97,7 @@ def perform(
                      status.value if status else "gone")
             _webhooks.fire(rec, extras)
             return rec
-        result = serializer.dumps(value)
+        result = seal_blob(rec.id, "result", serializer.dumps(value))
     except JobStoppedException as exc:
         if _lifecycle.stop(storage, rec, format_exc_info(exc)):
             log.info("%s: %s stopped", rec.origin, rec.id)
@@ -106,8 +118,10 @@ def perform(
             # here, so it leaves its queue's registries).
             rec.origin = "" if rec.retries_left in (None, 0) else rec.origin
         _lifecycle.fail(storage, rec, exc_info)
-        log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
-                  exc_info.strip().splitlines()[-1])
+        # The whole traceback, as rq's worker logs it on the Redis backend:
+        # the log is where a user looks first (--logging-level CRITICAL hides it).
+        log.error("%s: %s failed (%s): %s\n%s", rec.origin, rec.id, rec.status.value,
+                  exc_info.strip().splitlines()[-1], exc_info.rstrip())
         if rec.on_failure and not isinstance(exc, UntrustedJobError):
             _run_callback(rec.on_failure, cb_timeouts.get("failure"), job, engine, type(exc), exc,
                           exc.__traceback__)
@@ -156,29 +170,58 @@ class WorkerLoop:
         self._state = "idle"
         self._current: str | None = None
         self._beat_stop = threading.Event()
+        # Set when a job starts or ends: the heartbeat thread then writes the
+        # state, current job and counters at once, so `plugq info` is live.
+        self._changed = threading.Event()
+        # True from a change until the heartbeat thread takes it: the job path
+        # sets the Event (a lock and a notify) once per write, not once per job.
+        self._dirty = False
+        # One write at a time, each of the state as it is when written: the
+        # loop's own beat and the heartbeat thread's must not cross.
+        self._beat_lock = threading.Lock()
         self._last_beat = 0.0
         #: the job running now, for a stop-job or kill-horse command.
         self._running: Running | None = None
 
     def _beat(self) -> None:
-        self._last_beat = self.storage.clock.now()
-        self.storage.heartbeat(
-            self.worker.name, self._last_beat, state=self._state,
-            current_job_id=self._current, successful=self.worker.stats.successful,
-            failed=self.worker.stats.failed,
-        )
+        with self._beat_lock:
+            self._last_beat = self.storage.clock.now()
+            self.storage.heartbeat(
+                self.worker.name, self._last_beat, state=self._state,
+                current_job_id=self._current, successful=self.worker.stats.successful,
+                failed=self.worker.stats.failed,
+            )
+
+    def _state_changed(self, state: str, current: str | None) -> None:
+        self._state, self._current = state, current
+        if not self._dirty:
+            self._dirty = True
+            self._changed.set()
 
     def _beat_forever(self) -> None:
         interval = max(0.05, min(self.storage.lease / 3.0, 5.0))
         next_beat = time.monotonic() + interval
-        while not self._beat_stop.wait(min(interval, COMMAND_POLL)):
+        while not self._beat_stop.is_set():
+            changed = self._changed.wait(min(interval, COMMAND_POLL))
+            if self._beat_stop.is_set():
+                break
             try:
                 self._take_commands()
-                if time.monotonic() >= next_beat:
+                if changed or time.monotonic() >= next_beat:
+                    # Clear, then reset the flag: a change in between is not
+                    # lost (its values are read by the write below).
+                    self._changed.clear()
+                    self._dirty = False
                     next_beat = time.monotonic() + interval
                     self._beat()
             except Exception:
                 log.exception("heartbeat failed; will retry")
+            if changed:
+                # The write happens off the job path, in this thread, and a run
+                # of short jobs is coalesced into at most one write per
+                # STATE_WRITE_GAP: a worker doing thousands of jobs a second
+                # pays for ~10 writes.
+                self._beat_stop.wait(STATE_WRITE_GAP)
 
     def _take_commands(self) -> None:
         """rq's worker commands (``plugq.command``), delivered through the storage."""
@@ -244,10 +287,9 @@ class WorkerLoop:
                 if rec is None:
                     if burst:
                         break
-                    self._state = "idle"
                     b.wait(self.queues, IDLE_WAIT)
                     continue
-                self._state, self._current = "busy", rec.id
+                self._state_changed("busy", rec.id)
                 log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
                 started = time.monotonic()
                 self._running = Running()
@@ -256,13 +298,14 @@ class WorkerLoop:
                 finally:
                     self._running = None
                 self.worker.stats.working_time += time.monotonic() - started
-                self._state, self._current = "idle", None
+                self._state_changed("idle", None)
                 processed += 1
                 if max_jobs is not None and processed >= max_jobs:
                     break
         finally:
             restore_alarm()
             self._beat_stop.set()
+            self._changed.set()
             b.unregister_worker(self.worker.name)
             log.info("Worker %s stopped after %d job(s)", self.worker.name, processed)
         return processed > 0

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _events, _extras
 from ._clock import to_datetime
-from .exceptions import InvalidTaskError, NoSuchJobError
+from .exceptions import InvalidTaskError, NoSuchJobError, NotSupportedError
+from .security import load_arguments, load_stored
 from .serializers import get_serializer
 from .storage import JobRecord, JobStatus
 
@@ -258,10 +259,7 @@ class Job:
         return self._record.serializer
 
     def _load_payload(self) -> None:
-        from .security import unseal
-
-        data = unseal(self._record.payload)
-        args, kwargs = get_serializer(self._record.serializer).loads(data)
+        args, kwargs = load_arguments(self._record, verified_by_backend=self._verified_by_backend())
         self._args, self._kwargs = tuple(args), dict(kwargs)
 
     @property
@@ -344,6 +342,23 @@ class Job:
     def dependency_ids(self) -> list[str]:
         return list(self._record.depends_on)
 
+    def fetch_dependencies(self, watch: bool = False, pipeline: Any = None) -> list[Job]:
+        """The jobs this one depends on that still exist, in ``depends_on`` order (RQ's).
+
+        Raises:
+            NotSupportedError: ``watch`` or ``pipeline`` given; they are RQ's
+                Redis-transaction arguments, which no plugq backend honours.
+        """
+        if watch or pipeline is not None:
+            raise NotSupportedError(
+                "fetch_dependencies(watch=…, pipeline=…) takes part in a Redis transaction "
+                "in RQ; plugq fetches the dependencies without one"
+            )
+        ids = self.dependency_ids
+        if not ids:
+            return []
+        return [Job(self._backend, r) for r in self._backend.fetch_jobs(ids) if r is not None]
+
     @property
     def attempts(self) -> int:
         """How many times a worker started this job."""
@@ -417,7 +432,8 @@ class Job:
             self._record = record
         if self._record.status is not JobStatus.FINISHED or self._record.result is None:
             return None
-        return get_serializer(self._record.serializer).loads(self._record.result)
+        return load_stored(self._record, "result", self._record.result,
+                           verified_by_backend=self._verified_by_backend())
 
     @property
     def result(self) -> Any:
@@ -450,7 +466,7 @@ class Job:
             if ended or timeout <= 0 or time.monotonic() >= deadline:
                 if not ended and self._record.attempts == 0:
                     return None
-                return Result.from_record(self._record)
+                return Result.from_record(self._record, self._load_result)
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def results(self) -> list[Result]:
@@ -461,9 +477,14 @@ class Job:
         """
         from .results import Result
 
-        history = [Result.from_entry(e) for e in self._backend.job_results(self.id)]
+        history = [Result.from_entry(e, self._load_result)
+                   for e in self._backend.job_results(self.id)]
         latest = self.latest_result()
         return ([latest] if latest is not None else []) + history[: 9 if latest else 10]
+
+    def _load_result(self, blob: bytes) -> Any:
+        return load_stored(self._record, "result", blob,
+                           verified_by_backend=self._verified_by_backend())
 
     def get_executions(self) -> list[Execution]:
         """The job's current executions (one while a worker runs it, else none)."""
@@ -519,10 +540,16 @@ class Job:
 
     # -- meta -----------------------------------------------------------------
 
+    def _verified_by_backend(self) -> bool:
+        # A backend that signs in its own format (rq's, on Redis) has checked
+        # meta and results before they reached the record.
+        return bool(getattr(self._backend, "verifies_stored_blobs", False))
+
     @property
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
-            self._meta = _extras.split(self._record)[0]
+            self._meta = _extras.split(
+                self._record, verified_by_backend=self._verified_by_backend())[0]
         return self._meta
 
     @meta.setter
@@ -536,7 +563,10 @@ class Job:
 
     def save_meta(self) -> None:
         """Store ``job.meta`` (only meta: a running job's status is not touched)."""
-        data = _extras.join(self._record.serializer, self.meta, _extras.read(self._record))
+        data = _extras.join(
+            self.id, self._record.serializer, self.meta,
+            _extras.read(self._record, verified_by_backend=self._verified_by_backend()),
+        )
         self._backend.save_meta(self.id, data)
         self._record.meta = data
 

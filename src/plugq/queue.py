@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from . import _events, _extras
 from ._clock import parse_timeout
+from ._validate import check_queue_name, number_error
 from .backend import Backend, Pipeline
 from .callbacks import Callback
 from .job import Job, describe, func_path, new_job_id, register_queue_class, validate_job_id
@@ -21,18 +21,17 @@ from .registry import (
     StartedJobRegistry,
 )
 from .retry import Retry, dependency_ids
-from .security import seal
+from .security import seal, seal_blob, unseal
 from .serializers import Serializer, get_serializer
 from .storage import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, JobRecord, JobStatus
-
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _ttl(value: Any, what: str, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ValueError(f"{what}={value!r} must be a whole number of seconds >= {minimum}")
+    problem = number_error(value, what, minimum=minimum)
+    if problem is not None:
+        raise ValueError(problem)
     return int(value)
 
 
@@ -128,11 +127,7 @@ class Queue:
     ) -> None:
         from .connection import resolve_connection
 
-        if not isinstance(name, str) or not _QUEUE_NAME.match(name):
-            raise ValueError(
-                f"queue name {name!r} must be non-empty and use only letters, digits, '_', '-', '.'"
-            )
-        self.name = name
+        self.name = check_queue_name(name)
         self.backend: Backend = resolve_connection(connection)
         self.connection = self.backend
         self._is_async = is_async
@@ -316,17 +311,14 @@ class Queue:
         if extras or group_id:
             if group_id:
                 extras["group"] = group_id
-            meta = _extras.join(ser.name, dict(data.meta or {}), extras)
+            meta = _extras.join(job_id, ser.name, dict(data.meta or {}), extras)
         else:
-            meta = ser.dumps(dict(data.meta)) if data.meta else b""
-        return JobRecord(
+            meta = seal_blob(job_id, "meta", ser.dumps(dict(data.meta))) if data.meta else b""
+        rec = JobRecord(
             id=job_id,
             func_name=name,
             origin=self.name,
-            payload=seal(
-                name, ser.name, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
-                on_success, on_failure,
-            ),
+            payload=b"",
             serializer=ser.name,
             status=status,
             description=data.description or describe(name, args, kwargs),
@@ -347,6 +339,9 @@ class Queue:
             scheduled_for=scheduled_for,
             at_front=bool(data.at_front or dep_front),
         )
+        # Sealed last: the MAC covers the record's id, queue, callbacks and dependencies.
+        rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)))
+        return rec
 
     @staticmethod
     def _split(
@@ -452,11 +447,14 @@ class Queue:
     def enqueue_job(self, job: Job, pipeline: Pipeline | None = None, at_front: bool = False) -> Job:
         """Store a job made with :meth:`Job.create` on this queue (rq's ``Queue.enqueue_job``)."""
         rec = job.record.copy()
-        rec.origin = self.name
-        rec.at_front = at_front or rec.at_front
-        rec.created_at = rec.created_at or self.backend.clock.now()
         if job.connection is not self.backend:
             raise ValueError(f"job {job.id} was created for another backend than {self!r}")
+        if rec.origin != self.name:
+            # The signature covers the queue: sealed again for this one.
+            rec.origin = self.name
+            rec.payload = seal(rec, unseal(rec.payload))
+        rec.at_front = at_front or rec.at_front
+        rec.created_at = rec.created_at or self.backend.clock.now()
         stored = self._store([rec], unique=False, pipeline=pipeline)[0]
         job._record = stored.record
         return job

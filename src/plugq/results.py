@@ -7,14 +7,17 @@ ran more than once), newest first, at most :data:`~plugq._rules.RESULTS_KEPT`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from . import _rules
 from ._clock import to_datetime
-from .serializers import get_serializer
 from .storage import JobRecord, ResultRecord
+
+#: Reads a stored result blob (its signature checked when a key is set).
+Loader = Callable[[bytes], Any]
 
 
 class Result:
@@ -51,28 +54,28 @@ class Result:
     @classmethod
     def _make(
         cls, job_id: str, kind: str, at: float | None, result: bytes | None, exc: str | None,
-        worker: str | None, serializer: str,
+        worker: str | None, load: Loader,
     ) -> Result:
         value = None
-        if kind == "successful" and result is not None:
-            value = get_serializer(serializer).loads(result)
+        if kind == "successful" and result:
+            value = load(result)
         return cls(job_id, cls.Type[kind.upper()], to_datetime(at), value,
                    None if kind == "successful" else exc, worker)
 
     @classmethod
-    def from_record(cls, rec: JobRecord) -> Result | None:
+    def from_record(cls, rec: JobRecord, load: Loader) -> Result | None:
         """The latest outcome stored on ``rec`` (None if it never ended)."""
         kind = _rules.outcome_type(rec)
         if kind is None:
             return None
         return cls._make(rec.id, kind, rec.ended_at, rec.result, rec.exc_info, rec.worker_name,
-                         rec.serializer)
+                         load)
 
     @classmethod
-    def from_entry(cls, entry: ResultRecord) -> Result:
+    def from_entry(cls, entry: ResultRecord, load: Loader) -> Result:
         """An earlier outcome from the results history."""
         return cls._make(entry.job_id, entry.type, entry.created_at, entry.result, entry.exc_info,
-                         entry.worker_name, entry.serializer)
+                         entry.worker_name, load)
 
 
 __all__ = ["Result"]

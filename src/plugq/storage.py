@@ -494,10 +494,15 @@ class Storage(ABC):
         """Record ``job_ids`` as members of ``group`` (created on first use). Atomic."""
         origin = f"{HIDDEN_PREFIX}group:{group}"
         now = self.clock.now()
+        # One record per member, and one naming the group (a storage's
+        # queues() lists queue names only, so groups keep their own list).
         self.insert([
-            JobRecord(id=f"{origin}:{job_id}", func_name=job_id, origin=origin, payload=b"",
-                      status=JobStatus.FINISHED, created_at=now)
-            for job_id in job_ids
+            JobRecord(id=f"{HIDDEN_PREFIX}groups:{group}", func_name=group,
+                      origin=f"{HIDDEN_PREFIX}groups", payload=b"",
+                      status=JobStatus.FINISHED, created_at=now),
+            *(JobRecord(id=f"{origin}:{job_id}", func_name=job_id, origin=origin, payload=b"",
+                        status=JobStatus.FINISHED, created_at=now)
+              for job_id in job_ids),
         ])
 
     def group_members(self, group: str) -> list[str]:
@@ -506,14 +511,19 @@ class Storage(ABC):
         return [i[len(origin) + 1:] for i in self.ids(origin, JobStatus.FINISHED)]
 
     def remove_from_group(self, group: str, job_ids: Sequence[str]) -> None:
-        """Forget ``job_ids`` as members of ``group`` (the jobs themselves stay)."""
+        """Forget ``job_ids`` as members of ``group`` (the jobs themselves stay).
+
+        A group left without members is forgotten too.
+        """
         for job_id in job_ids:
             self.remove(f"{HIDDEN_PREFIX}group:{group}:{job_id}")
+        if not self.count_status(f"{HIDDEN_PREFIX}group:{group}", JobStatus.FINISHED):
+            self.remove(f"{HIDDEN_PREFIX}groups:{group}")
 
     def groups(self) -> list[str]:
         """Names of every group with at least one member, sorted."""
-        prefix = f"{HIDDEN_PREFIX}group:"
-        return [q[len(prefix):] for q in self.queues() if q.startswith(prefix)]
+        prefix = f"{HIDDEN_PREFIX}groups:"
+        return sorted(i[len(prefix):] for i in self.ids(f"{HIDDEN_PREFIX}groups", JobStatus.FINISHED))
 
     def send_command(self, worker_name: str, command: dict[str, str], *, ttl: float = 60.0) -> None:
         """Leave ``command`` for worker ``worker_name``; forgotten after ``ttl`` seconds unread."""

@@ -14,6 +14,7 @@ from ._clock import to_datetime
 from .backend import Backend, WorkerSpec
 from .exceptions import NotSupportedError
 from .queue import Queue
+from .security import secret_key
 from .storage import WorkerRecord
 
 #: Every keyword argument of rq 2.x's ``Worker``; a backend honours those in
@@ -132,6 +133,11 @@ class Worker:
         w._record = rec
         return w
 
+    @property
+    def record(self) -> WorkerRecord | None:
+        """The worker as the backend lists it (as read by ``Worker.all()``; None if never read)."""
+        return self._record
+
     def _live(self) -> WorkerRecord | None:
         """This worker's registered record (None when not registered)."""
         for rec in self.backend.workers():
@@ -232,7 +238,11 @@ class Worker:
 
         Raises:
             ValueError: another live worker already uses this name.
+            ConfigurationError: ``PLUGQ_SECRET_KEY`` is set but empty.
         """
+        # Before any job is taken: an empty key would otherwise show up only as
+        # every signed job failing (or, worse, as verification quietly off).
+        secret_key()
         if logging_level is not None:
             logging.getLogger("plugq").setLevel(logging_level)
         self._spec.stop.clear()

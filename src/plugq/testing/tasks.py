@@ -206,3 +206,14 @@ def never_called(job: Any, *exc_info: Any) -> None:
     """An exception handler after one that returned False: must not run."""
     with open(job.meta["path"], "a") as fh:
         fh.write("handler3\n")
+
+
+def enqueue_child(func_name: str, *args: Any) -> dict[str, str]:
+    """Enqueue ``func_name(*args)`` through a bare ``Queue()``, as a task author writes it.
+
+    Returns the child's id and the URL ``connect()`` gives inside the job, so
+    a test sees which backend a job without a connection argument lands on.
+    """
+    from plugq import Queue, connect
+
+    return {"child": Queue().enqueue(func_name, *args).id, "url": connect().url}
