@@ -9,6 +9,7 @@ import pytest
 # Other helpers append their fixture registrations below this line, one import each.
 pytest_plugins: list[str] = []
 pytest_plugins.append("plugq.testing.redis_server")
+pytest_plugins.append("plugq.testing.postgres_server")
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
