@@ -82,6 +82,11 @@ def _worker(row: Sequence[Any]) -> WorkerRecord:
     return w
 
 
+def _oneline(exc: BaseException) -> str:
+    """libpq's messages span lines ("Is the server running…?"); errors here are one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _is_lost(exc: BaseException) -> bool:
     """True for errors that mean "the server went away (or is not back yet)": worth waiting out."""
     if isinstance(exc, PoolTimeout):
@@ -213,7 +218,7 @@ class PostgresStorage(StorageBackend):
             return psycopg.connect(self.settings.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise BackendUnavailableError(
-                f"cannot connect to PostgreSQL at {self.safe_url()}: {str(exc).strip()}"
+                f"cannot connect to PostgreSQL at {self.safe_url()}: {_oneline(exc)}"
             ) from None
 
     def _open(self) -> None:
@@ -224,7 +229,7 @@ class PostgresStorage(StorageBackend):
             schema.migrate(conn, self.schema)
         except psycopg.Error as exc:
             raise BackendUnavailableError(
-                f"{self.safe_url()}: cannot prepare schema {self.schema!r}: {str(exc).strip()}"
+                f"{self.safe_url()}: cannot prepare schema {self.schema!r}: {_oneline(exc)}"
             ) from None
         finally:
             conn.close()
@@ -324,15 +329,14 @@ class PostgresStorage(StorageBackend):
                         self._outage_logged = True
                         log.warning(
                             "lost PostgreSQL at %s (%s); retrying for up to %g s",
-                            self.safe_url(), str(exc).strip().splitlines()[0] if str(exc) else
-                            type(exc).__name__, self.settings.reconnect_timeout,
+                            self.safe_url(), _oneline(exc), self.settings.reconnect_timeout,
                         )
             if again is not None:
                 call = again
             if time.monotonic() >= deadline:
                 raise BackendUnavailableError(
                     f"PostgreSQL at {self.safe_url()} did not come back within "
-                    f"{self.settings.reconnect_timeout:g} s ({str(first).strip() or type(first).__name__}); "
+                    f"{self.settings.reconnect_timeout:g} s ({_oneline(first)}); "
                     "raise ?reconnect_timeout=SECONDS in the URL to wait longer"
                 ) from first
             time.sleep(pause * (0.5 + random.random()))
@@ -376,7 +380,7 @@ class PostgresStorage(StorageBackend):
         if why is None:
             raise exc
         raise BackendUnavailableError(
-            f"PostgreSQL at {self.safe_url()}: {why} ({str(exc).strip()})"
+            f"PostgreSQL at {self.safe_url()}: {why} ({_oneline(exc)})"
         ) from exc
 
     # -- primitives: jobs ------------------------------------------------------------------

@@ -244,8 +244,12 @@ def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres_database: str) -> Iterator[str]:
     """A ``postgresql://`` URL on a fresh schema of the session's database, dropped after the test."""
+    from plugq.connection import forget
+
     name = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{postgres_database}?schema={name}"
+    url = f"{postgres_database}?schema={name}"
+    yield url
+    forget(url)  # a storage plugq.connect() cached for the URL closes its pool
     with contextlib.suppress(Exception), _admin(postgres_database) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
