@@ -46,6 +46,8 @@ _STATUS = {s.value: s for s in JobStatus}
 _COLS = ", ".join(schema.JOB_COLUMNS)
 _WCOLS = ", ".join(schema.WORKER_COLUMNS)
 _CHUNK = 1000
+#: From this many records a batch is written with COPY rather than row by row.
+_COPY_MIN = 64
 
 
 def _text(value: str | None) -> str | None:
@@ -315,7 +317,7 @@ class PostgresStorage(StorageBackend):
                         with conn.cursor() as cur:
                             result = call(cur)
                 if first is not None and self._outage_logged:
-                    log.warning("PostgreSQL at %s is back", self.safe_url())
+                    log.info("PostgreSQL at %s is back", self.safe_url())
                     self._outage_logged = False
                 return result
             except (psycopg.Error, PoolTimeout) as exc:
@@ -400,9 +402,23 @@ class PostgresStorage(StorageBackend):
                 params = (*_params(rec), front)
                 self._run(lambda c: c.execute(sql.insert, params))
             return
-        rows = [(*_params(rec), rec.at_front and rec.status is queued) for rec in records]
         origins = sorted({rec.origin for rec in records if rec.status is queued})
         ids = sorted(set(unique_ids))
+
+        def write(c: psycopg.Cursor[Any]) -> None:
+            if len(records) >= _COPY_MIN:
+                # COPY is about three times faster than a pipelined INSERT per row,
+                # but cannot replace an existing id: a batch that meets one (rare:
+                # a re-enqueue under a fixed job_id) is written again row by row.
+                try:
+                    with c.connection.transaction():
+                        self._copy(c, records)
+                    return
+                except errors.UniqueViolation:
+                    pass
+            c.executemany(sql.insert, [
+                (*_params(rec), rec.at_front and rec.status is queued) for rec in records
+            ])
 
         def body(c: psycopg.Cursor[Any]) -> None:
             if ids:
@@ -420,11 +436,27 @@ class PostgresStorage(StorageBackend):
                 row = c.fetchone()
                 if row is not None:
                     raise DuplicateJobError(f"Job {row[0]} is already {row[1]}")
-            c.executemany(sql.insert, rows)
+            write(c)
             if origins:
                 c.execute(sql.notify_many, (self.channel, origins))
 
         self._run(body, tx=True)
+
+    def _copy(self, c: psycopg.Cursor[Any], records: Sequence[JobRecord]) -> None:
+        """Write new records with one ``COPY``; their places come from the sequence in one call."""
+        s = self._sql.s
+        c.execute(
+            f"SELECT array_agg(nextval('{s}.job_pos')) FROM generate_series(1, %s)",
+            (len(records),),
+        )
+        row = c.fetchone()
+        moments = row[0] if row else []
+        queued = JobStatus.QUEUED
+        with c.copy(f"COPY {s}.jobs ({_COLS}, pos) FROM STDIN") as copy:
+            for rec, moment in zip(records, moments, strict=True):
+                copy.write_row(
+                    (*_params(rec), -moment if rec.at_front and rec.status is queued else moment)
+                )
 
     def get(self, job_id: str) -> JobRecord | None:
         def read(c: psycopg.Cursor[Any]) -> Any:
