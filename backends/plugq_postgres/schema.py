@@ -116,10 +116,6 @@ DECLARE
     q text;
     r {s}.jobs;
 BEGIN
-    -- The claim need not wait for its WAL flush: if the server loses it in a
-    -- crash the job is simply queued again (at-least-once, as for an abandoned
-    -- job), and the worker's later outcome commit flushes it anyway.
-    PERFORM set_config('synchronous_commit', 'off', true);
     FOREACH q IN ARRAY p_queues LOOP
         UPDATE {s}.jobs j
         SET status = 'started', started_at = p_now, worker_name = p_worker,
