@@ -538,3 +538,11 @@ def test_three_producers_three_workers_every_job_exactly_once(postgres_url, tmp_
     lines = [line for f in out.iterdir() for line in f.read_text().split()]
     assert len(lines) == 3 * n
     assert sorted(lines) == sorted(f"p{k}-{i}" for k in range(3) for i in range(n))
+
+
+def test_a_traceback_with_nul_and_surrogates_is_stored(storage):
+    q = Queue("odd", connection=storage)
+    job = q.enqueue(tasks.fail, "bad \x00 byte and \udcff surrogate")
+    Worker([q], connection=storage).work(burst=True)
+    assert job.get_status() == "failed"
+    assert "bad \\x00 byte" in job.exc_info and "\\udcff" in job.exc_info

@@ -51,9 +51,14 @@ _COPY_MIN = 64
 
 
 def _text(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; a traceback quoting one must still be stored.
-    if value is not None and "\x00" in value:
-        return value.replace("\x00", "\\x00")
+    """Text PostgreSQL can store: a traceback quoting a NUL or a lone surrogate must still be kept."""
+    if value is None or value.isascii() and "\x00" not in value:
+        return value
+    value = value.replace("\x00", "\\x00")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 
