@@ -34,7 +34,7 @@ from pathlib import Path
 
 from plugq import Queue, Worker
 from plugq.testing.tasks import digit_sum
-from plugq_sqlite import SqliteBackend
+from plugq_sqlite import SqliteStorage
 
 
 def _rate(n: int, fn: Callable[[], object]) -> float:
@@ -45,7 +45,7 @@ def _rate(n: int, fn: Callable[[], object]) -> float:
 
 def bench_plugq(folder: str, jobs: int, bulk: int, synchronous: str = "normal") -> dict[str, float]:
     url = f"sqlite:///{folder}/plugq-{synchronous}.db?synchronous={synchronous}"
-    backend = SqliteBackend(url)
+    backend = SqliteStorage(url)
     q = Queue("bench", connection=backend)
     args = [uuid.uuid4().hex for _ in range(max(jobs, bulk))]
 
@@ -110,7 +110,7 @@ def _cpu_seconds(pid: int) -> float:
 def bench_latency(folder: str, samples: int, idle_seconds: float, poll: str) -> dict[str, float]:
     """An idle worker process: its CPU use while idle, then enqueue-to-start delays."""
     url = f"sqlite:///{folder}/latency.db" + (f"?poll={poll}" if poll else "")
-    backend = SqliteBackend(url)
+    backend = SqliteStorage(url)
     q = Queue("latency", connection=backend)
     worker = subprocess.Popen([sys.executable, "-c", _IDLE_WORKER, url])
     try:

@@ -12,18 +12,18 @@ import uuid
 import pytest
 
 from plugq import JobStatus, ManualClock, Queue, Retry, Worker
-from plugq._record import WorkerRecord
+from plugq.storage import WorkerRecord
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
-from plugq_sqlite import SqliteBackend
+from plugq_memory import MemoryStorage
+from plugq_sqlite import SqliteStorage
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 def backend(request, tmp_path):
     clock = ManualClock(start=1e9)
     if request.param == "memory":
-        return MemoryBackend(f"memory://abandon-{uuid.uuid4().hex}?lease=5", clock=clock)
-    return SqliteBackend(f"sqlite:///{tmp_path / 'abandon.db'}?lease=5", clock=clock)
+        return MemoryStorage(f"memory://abandon-{uuid.uuid4().hex}?lease=5", clock=clock)
+    return SqliteStorage(f"sqlite:///{tmp_path / 'abandon.db'}?lease=5", clock=clock)
 
 
 def claim_by_ghost(backend, queue: Queue) -> None:
@@ -49,7 +49,7 @@ def test_abandoned_job_without_retry_fails_naming_the_cause(backend):
     assert "AbandonedJobError" in job.exc_info and "'ghost'" in job.exc_info
     assert q.failed_job_registry.get_job_ids() == [job.id]
     assert q.started_job_registry.count == 0
-    assert "ghost" not in [w.name for w in backend.workers()]
+    assert "ghost" not in [w.name for w in backend.list_workers()]
     job.requeue()
     Worker([q], connection=backend).work(burst=True)
     assert job.get_status() == "finished" and job.result == 3
@@ -72,7 +72,7 @@ def test_maintenance_alone_recovers(backend):
     job = q.enqueue(tasks.add, 1, 2)
     claim_by_ghost(backend, q)
     backend.clock.advance(6)
-    backend.maintenance()
+    q.backend.maintenance()
     assert job.get_status() == JobStatus.FAILED
 
 
@@ -87,7 +87,7 @@ def test_stale_worker_cannot_overwrite_the_attempt_that_replaced_it(backend):
                                          birth=now, last_heartbeat=now))
     stale = backend.claim(["ab"], "stalled", now)
     backend.clock.advance(6)
-    backend.maintenance()  # the stalled worker's job is recovered and requeued
+    q.backend.maintenance()  # the stalled worker's job is recovered and requeued
     fresh = backend.claim(["ab"], "fresh", backend.clock.now())
     assert fresh is not None and fresh.attempts == 2
     # The stalled worker wakes up and reports a result for attempt 1.

@@ -11,12 +11,12 @@ import plugq
 from plugq import Job, JobStatus, ManualClock, Queue, Retry, Worker, get_current_job, job
 from plugq.testing import tasks
 from plugq.testing.conformance import wait_until
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
 @pytest.fixture
 def backend():
-    return MemoryBackend(f"memory://api-{uuid.uuid4().hex}", clock=ManualClock())
+    return MemoryStorage(f"memory://api-{uuid.uuid4().hex}", clock=ManualClock())
 
 
 def test_job_decorator_delay(backend):
@@ -57,7 +57,7 @@ def test_queue_remove(backend):
 
 
 def test_worker_refuses_queues_on_two_backends(backend):
-    other = MemoryBackend(f"memory://other-{uuid.uuid4().hex}")
+    other = MemoryStorage(f"memory://other-{uuid.uuid4().hex}")
     with pytest.raises(ValueError, match="one worker serves one backend"):
         Worker([Queue("a", connection=backend), Queue("b", connection=other)])
 

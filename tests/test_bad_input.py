@@ -18,10 +18,9 @@ from plugq import (
     Worker,
     connect,
 )
-from plugq._record import JobRecord
-from plugq._status import JobStatus
+from plugq.storage import JobRecord, JobStatus
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -33,7 +32,7 @@ def q(request):
         yield Queue("bad", connection=storage)
         storage.close()
         return
-    yield Queue("bad", connection=MemoryBackend(f"memory://bad-{uuid.uuid4().hex}"))
+    yield Queue("bad", connection=MemoryStorage(f"memory://bad-{uuid.uuid4().hex}"))
 
 
 def test_main_module_function_refused(tmp_path):
@@ -132,7 +131,7 @@ def test_missing_module_fails_job_and_worker_carries_on(q):
 
 def test_undeserializable_payload_fails_job_and_worker_carries_on(q):
     backend = q.backend
-    backend.insert([JobRecord(id="garbled", func_name="plugq.testing.tasks.add", origin="bad",
+    backend.storage.insert([JobRecord(id="garbled", func_name="plugq.testing.tasks.add", origin="bad",
                               payload=b"\x80\x05not a pickle", status=JobStatus.QUEUED)])
     ok = q.enqueue(tasks.add, 1, 1)
     Worker([q]).work(burst=True)

@@ -8,13 +8,13 @@ import pytest
 
 from plugq import ManualClock
 from plugq.testing.conformance import BackendConformance
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
 class TestMemoryConformance(BackendConformance):
     @pytest.fixture
     def backend(self):
-        return MemoryBackend(f"memory://conformance-{uuid.uuid4().hex}", clock=ManualClock())
+        return MemoryStorage(f"memory://conformance-{uuid.uuid4().hex}", clock=ManualClock())
 
 
 class TestMemoryRealClockConformance(BackendConformance):
@@ -22,4 +22,4 @@ class TestMemoryRealClockConformance(BackendConformance):
 
     @pytest.fixture
     def backend(self):
-        return MemoryBackend(f"memory://wall-{uuid.uuid4().hex}")
+        return MemoryStorage(f"memory://wall-{uuid.uuid4().hex}")

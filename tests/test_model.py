@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from plugq import InvalidJobOperation, JobStatus, ManualClock, Queue, Worker
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 S = JobStatus
 
@@ -155,7 +155,7 @@ def make_machine(factory, manual_time: bool = True):
 
 
 MemoryModel = make_machine(
-    lambda: MemoryBackend(f"memory://model-{uuid.uuid4().hex}", clock=ManualClock(start=1e9))
+    lambda: MemoryStorage(f"memory://model-{uuid.uuid4().hex}", clock=ManualClock(start=1e9))
 )
 TestMemoryModel = MemoryModel.TestCase
 TestMemoryModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
@@ -164,10 +164,10 @@ TestMemoryModel.settings = settings(max_examples=60, stateful_step_count=30, dea
 def _sqlite_factory():
     import tempfile
 
-    from plugq_sqlite import SqliteBackend
+    from plugq_sqlite import SqliteStorage
 
     folder = tempfile.mkdtemp(prefix="plugq-model-")
-    return SqliteBackend(f"sqlite:///{folder}/model.db", clock=ManualClock(start=1e9))
+    return SqliteStorage(f"sqlite:///{folder}/model.db", clock=ManualClock(start=1e9))
 
 
 SqliteModel = make_machine(_sqlite_factory)

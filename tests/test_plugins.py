@@ -15,10 +15,10 @@ from plugq.connection import forget
 from plugq.exceptions import UnknownBackendError
 from plugq.plugins import DuplicateSchemeError, backends, get_plugin_manager, register, unregister
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
-class ThirdPartyBackend(MemoryBackend):
+class ThirdPartyBackend(MemoryStorage):
     scheme = "thirdparty"
 
 
@@ -47,7 +47,7 @@ def test_third_party_scheme_is_found_by_connect():
     try:
         assert backends()["thirdparty"].plugin == "thirdparty-plugin"
         backend = connect("thirdparty://one")
-        assert isinstance(backend, ThirdPartyBackend)
+        assert isinstance(backend.storage, ThirdPartyBackend)
         assert connect("thirdparty://one") is backend
         q = Queue("tp", connection="thirdparty://one")
         job = q.enqueue(tasks.add, 1, 2)

@@ -74,9 +74,9 @@ class TestUrl:
         other = postgres_url.replace("postgresql://", "postgres://", 1)
         try:
             a = connect(postgres_url)
-            assert isinstance(a, PostgresStorage) and connect(postgres_url) is a
+            assert isinstance(a.storage, PostgresStorage) and connect(postgres_url) is a
             b = connect(other)
-            assert isinstance(b, PostgresStorage) and b.schema == a.schema
+            assert isinstance(b.storage, PostgresStorage) and b.storage.schema == a.storage.schema
         finally:
             forget(postgres_url)
             forget(other)

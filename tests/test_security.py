@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from plugq import JobStatus, Queue, Worker
-from plugq._record import JobRecord
 from plugq.config import clear_settings_cache
 from plugq.security import seal
+from plugq.storage import JobRecord
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
 class Evil:
@@ -43,7 +43,7 @@ def clean_settings(monkeypatch):
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request, tmp_path):
     if request.param == "memory":
-        yield MemoryBackend(f"memory://security-{uuid.uuid4().hex}")
+        yield MemoryStorage(f"memory://security-{uuid.uuid4().hex}")
         return
     if request.param == "postgres":
         from plugq_postgres import PostgresStorage
@@ -52,9 +52,9 @@ def backend(request, tmp_path):
         yield storage
         storage.close()
         return
-    from plugq_sqlite import SqliteBackend
+    from plugq_sqlite import SqliteStorage
 
-    yield SqliteBackend(f"sqlite:///{tmp_path / 'security.db'}")
+    yield SqliteStorage(f"sqlite:///{tmp_path / 'security.db'}")
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_job_signed_with_other_key_refused(backend, monkeypatch, marker):
     job_id = plant(backend, "otherkey", "plugq.testing.tasks.append_line", payload)
     monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
     run(backend, "otherkey")
-    rec = backend.fetch_job(job_id)
+    rec = backend.get(job_id)
     assert rec.status is JobStatus.FAILED and "bad signature" in rec.exc_info
     assert not marker.exists()
 
@@ -123,7 +123,7 @@ def test_malicious_pickle_refused_with_key(backend, monkeypatch, marker):
     monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
     job_id = plant(backend, "evil", "plugq.testing.tasks.add", pickle.dumps(Evil(str(marker))))
     run(backend, "evil")
-    rec = backend.fetch_job(job_id)
+    rec = backend.get(job_id)
     assert rec.status is JobStatus.FAILED and "not signed" in rec.exc_info
     assert not marker.exists()
 
@@ -136,7 +136,7 @@ def test_malicious_pickle_refused_by_json_worker(backend, tmp_path, monkeypatch,
     ok = Queue("evil", connection=backend).enqueue(tasks.add, 1, 2)
     assert ok.serializer == "json"
     run(backend, "evil")
-    rec = backend.fetch_job(job_id)
+    rec = backend.get(job_id)
     assert rec.status is JobStatus.FAILED
     assert "serializer = 'json'" in rec.exc_info
     assert not marker.exists()

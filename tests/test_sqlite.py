@@ -19,7 +19,7 @@ from plugq import BackendUnavailableError, ConfigurationError, JobStatus, Queue,
 from plugq.connection import connect, forget
 from plugq.testing import tasks
 from plugq.testing.conformance import BackendConformance
-from plugq_sqlite import DatabaseLockedError, SqliteBackend, schema
+from plugq_sqlite import DatabaseLockedError, SqliteStorage, schema
 
 
 class TestSqliteConformance(BackendConformance):
@@ -27,7 +27,7 @@ class TestSqliteConformance(BackendConformance):
 
     @pytest.fixture
     def backend(self, tmp_path):
-        b = SqliteBackend(f"sqlite:///{tmp_path / 'conformance.db'}?lease=2")
+        b = SqliteStorage(f"sqlite:///{tmp_path / 'conformance.db'}?lease=2")
         yield b
         b.close()
 
@@ -52,7 +52,7 @@ def db(tmp_path) -> str:
 class TestUrl:
     def test_relative_path_is_resolved_against_the_working_directory(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
-        b = SqliteBackend("sqlite:///sub.db")
+        b = SqliteStorage("sqlite:///sub.db")
         try:
             assert b.path == str(tmp_path / "sub.db")
             assert (tmp_path / "sub.db").exists()
@@ -60,7 +60,7 @@ class TestUrl:
             b.close()
 
     def test_absolute_path_and_parameters(self, db):
-        b = SqliteBackend(f"sqlite:///{db}?lease=5&busy_timeout=2.5&synchronous=full&poll=0.005")
+        b = SqliteStorage(f"sqlite:///{db}?lease=5&busy_timeout=2.5&synchronous=full&poll=0.005")
         try:
             assert b.path == db
             assert b.lease == 5.0
@@ -71,7 +71,7 @@ class TestUrl:
             b.close()
 
     def test_defaults(self, db):
-        b = SqliteBackend(f"sqlite:///{db}")
+        b = SqliteStorage(f"sqlite:///{db}")
         try:
             assert b.lease == 60.0
             assert b.busy_timeout == 30.0
@@ -97,7 +97,7 @@ class TestUrl:
     )
     def test_bad_parameter_names_key_value_and_form(self, db, query, words):
         with pytest.raises(ConfigurationError) as info:
-            SqliteBackend(f"sqlite:///{db}?{query}")
+            SqliteStorage(f"sqlite:///{db}?{query}")
         for word in words:
             assert word in str(info.value)
         assert not os.path.exists(db), "a refused URL must not create the file"
@@ -107,19 +107,19 @@ class TestUrl:
     )
     def test_malformed_url_shows_the_right_form(self, url):
         with pytest.raises(ConfigurationError) as info:
-            SqliteBackend(url)
+            SqliteStorage(url)
         assert "sqlite:///relative/path.db" in str(info.value) or "memory://" in str(info.value)
 
     def test_missing_folder_is_a_clear_error(self, tmp_path):
         with pytest.raises(BackendUnavailableError) as info:
-            SqliteBackend(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+            SqliteStorage(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
         assert "folder" in str(info.value)
 
     def test_registered_for_the_sqlite_scheme(self, db):
         url = f"sqlite:///{db}"
         try:
             backend = connect(url)
-            assert isinstance(backend, SqliteBackend)
+            assert isinstance(backend.storage, SqliteStorage)
             assert connect(url) is backend
         finally:
             forget(url)
@@ -132,7 +132,7 @@ class TestFile:
     def test_new_database_and_its_wal_files_are_owner_only(self, db):
         old = os.umask(0o022)  # a typical umask would otherwise leave them world-readable
         try:
-            b = SqliteBackend(f"sqlite:///{db}")
+            b = SqliteStorage(f"sqlite:///{db}")
             Queue("q", connection=b).enqueue(tasks.add, 1, 2)
         finally:
             os.umask(old)
@@ -144,13 +144,13 @@ class TestFile:
             b.close()
 
     def test_existing_file_mode_is_left_alone(self, db):
-        SqliteBackend(f"sqlite:///{db}").close()
+        SqliteStorage(f"sqlite:///{db}").close()
         os.chmod(db, 0o640)
-        SqliteBackend(f"sqlite:///{db}").close()
+        SqliteStorage(f"sqlite:///{db}").close()
         assert stat.S_IMODE(os.stat(db).st_mode) == 0o640
 
     def test_file_is_a_versioned_wal_database(self, db):
-        SqliteBackend(f"sqlite:///{db}").close()
+        SqliteStorage(f"sqlite:///{db}").close()
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
@@ -160,10 +160,10 @@ class TestFile:
             conn.close()
 
     def test_jobs_survive_reopening(self, db):
-        b = SqliteBackend(f"sqlite:///{db}")
+        b = SqliteStorage(f"sqlite:///{db}")
         job = Queue("q", connection=b).enqueue(tasks.add, 2, 3)
         b.close()
-        again = SqliteBackend(f"sqlite:///{db}")
+        again = SqliteStorage(f"sqlite:///{db}")
         try:
             q = Queue("q", connection=again)
             assert q.get_job_ids() == [job.id]
@@ -174,7 +174,7 @@ class TestFile:
 
     def test_an_empty_file_is_adopted(self, db):
         Path(db).touch()
-        b = SqliteBackend(f"sqlite:///{db}")
+        b = SqliteStorage(f"sqlite:///{db}")
         try:
             assert Queue("q", connection=b).enqueue(tasks.add, 1, 1).get_status() == "queued"
         finally:
@@ -184,11 +184,11 @@ class TestFile:
 class TestReadOnly:
     def test_mode_ro_reads_and_refuses_writes_without_touching_the_file(self, tmp_path):
         db = tmp_path / "ro.db"
-        rw = SqliteBackend(f"sqlite:///{db}")
+        rw = SqliteStorage(f"sqlite:///{db}")
         kept = Queue("q", connection=rw).enqueue(tasks.add, 1, 2)
         rw.close()
         before = db.read_bytes()
-        ro = SqliteBackend(f"sqlite:///{db}?mode=ro")
+        ro = SqliteStorage(f"sqlite:///{db}?mode=ro")
         try:
             q = Queue("q", connection=ro)
             assert q.get_job_ids() == [kept.id]
@@ -203,12 +203,12 @@ class TestReadOnly:
     def test_mode_ro_never_creates_a_file(self, tmp_path):
         db = tmp_path / "absent.db"
         with pytest.raises(BackendUnavailableError) as info:
-            SqliteBackend(f"sqlite:///{db}?mode=ro")
+            SqliteStorage(f"sqlite:///{db}?mode=ro")
         assert "does not exist" in str(info.value)
         assert not db.exists()
 
     def test_full_disk_is_a_clear_error_and_writes_nothing(self, db):
-        b = SqliteBackend(f"sqlite:///{db}")
+        b = SqliteStorage(f"sqlite:///{db}")
         q = Queue("q", connection=b)
         kept = q.enqueue(tasks.add, 1, 2)
         conn = b._conn()
@@ -234,7 +234,7 @@ class TestRefusedFiles:
         db.write_bytes(b"these are my notes, not a database\n" * 50)
         before = self.snapshot(tmp_path)
         with pytest.raises(BackendUnavailableError) as info:
-            SqliteBackend(f"sqlite:///{db}")
+            SqliteStorage(f"sqlite:///{db}")
         assert "not a plugq database" in str(info.value) and str(db) in str(info.value)
         assert self.snapshot(tmp_path) == before
 
@@ -243,7 +243,7 @@ class TestRefusedFiles:
         db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
         before = self.snapshot(tmp_path)
         with pytest.raises(BackendUnavailableError) as info:
-            SqliteBackend(f"sqlite:///{db}")
+            SqliteStorage(f"sqlite:///{db}")
         assert "plugq will not touch it" in str(info.value)
         assert self.snapshot(tmp_path) == before
 
@@ -256,21 +256,21 @@ class TestRefusedFiles:
         conn.close()
         before = self.snapshot(tmp_path)
         with pytest.raises(BackendUnavailableError) as info:
-            SqliteBackend(f"sqlite:///{db}")
+            SqliteStorage(f"sqlite:///{db}")
         message = str(info.value)
         assert "another application" in message and "users" in message
         assert self.snapshot(tmp_path) == before
 
     def test_newer_plugq_schema(self, tmp_path):
         db = tmp_path / "future.db"
-        SqliteBackend(f"sqlite:///{db}").close()
+        SqliteStorage(f"sqlite:///{db}").close()
         conn = sqlite3.connect(db)
         conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
         before = self.snapshot(tmp_path)
         with pytest.raises(BackendUnavailableError) as info:
-            SqliteBackend(f"sqlite:///{db}")
+            SqliteStorage(f"sqlite:///{db}")
         message = str(info.value)
         assert f"schema version {schema.SCHEMA_VERSION + 1}" in message
         assert "upgrade plugq" in message
@@ -303,7 +303,7 @@ class TestIndexes:
 
         if sql == "claim":
             sql, params = impl._CLAIM, (1.0, "w", 1.0, "q", 1.0)
-        SqliteBackend(f"sqlite:///{db}").close()
+        SqliteStorage(f"sqlite:///{db}").close()
         conn = sqlite3.connect(db)
         try:
             plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
@@ -313,7 +313,7 @@ class TestIndexes:
         assert "SCAN jobs" not in plan and "SCAN j " not in plan, plan
 
     def test_claim_takes_jobs_in_order_with_a_large_queue(self, db):
-        b = SqliteBackend(f"sqlite:///{db}")
+        b = SqliteStorage(f"sqlite:///{db}")
         try:
             q = Queue("big", connection=b)
             jobs = q.enqueue_many([Queue.prepare_data(tasks.add, (i, i)) for i in range(20_000)])
@@ -332,7 +332,7 @@ class TestIndexes:
 
 class TestLocking:
     def test_lock_held_too_long_raises_a_clear_error(self, db):
-        b = SqliteBackend(f"sqlite:///{db}?busy_timeout=0.3")
+        b = SqliteStorage(f"sqlite:///{db}?busy_timeout=0.3")
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
@@ -353,7 +353,7 @@ class TestLocking:
         b.close()
 
     def test_short_lock_is_waited_out(self, db):
-        b = SqliteBackend(f"sqlite:///{db}?busy_timeout=10")
+        b = SqliteStorage(f"sqlite:///{db}?busy_timeout=10")
         holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")
         releaser = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
@@ -367,7 +367,7 @@ class TestLocking:
             b.close()
 
     def test_threads_share_a_backend_with_a_connection_each(self, db):
-        b = SqliteBackend(f"sqlite:///{db}")
+        b = SqliteStorage(f"sqlite:///{db}")
         q = Queue("q", connection=b)
         errors: list[BaseException] = []
 
@@ -389,8 +389,8 @@ class TestLocking:
         b.close()
 
     def test_wait_wakes_on_new_work_and_times_out_otherwise(self, db):
-        b = SqliteBackend(f"sqlite:///{db}")
-        other = SqliteBackend(f"sqlite:///{db}")  # as another process would
+        b = SqliteStorage(f"sqlite:///{db}")
+        other = SqliteStorage(f"sqlite:///{db}")  # as another process would
         try:
             started = time.monotonic()
             b.wait(["q"], 0.3)
@@ -497,7 +497,7 @@ def test_many_producers_and_workers_on_one_file(tmp_path):
     assert len(lines) == total
     assert set(lines) == expected
     # And the store agrees: all finished, nothing queued, started or failed.
-    b = SqliteBackend(url)
+    b = SqliteStorage(url)
     try:
         q = Queue("mp", connection=b)
         assert q.count == 0
@@ -527,7 +527,7 @@ CRASHING_WORKER = textwrap.dedent(
 def test_worker_killed_mid_job(tmp_path, retry):
     """SIGKILL a worker while it runs a job: the job is never silently lost."""
     url = f"sqlite:///{tmp_path / 'crash.db'}?lease=1"
-    b = SqliteBackend(url)
+    b = SqliteStorage(url)
     q = Queue("crash", connection=b)
     started, release = tmp_path / "started", tmp_path / "release"
     job = q.enqueue(
@@ -554,7 +554,7 @@ def test_worker_killed_mid_job(tmp_path, retry):
     release.touch()
 
     def recovered() -> bool:
-        b.maintenance()
+        q.backend.maintenance()
         return job.get_status() != "started"
 
     wait_for(recovered, timeout=15, what="the abandoned job to be recovered")
@@ -586,7 +586,7 @@ def test_forked_children_reopen_their_own_connections(tmp_path):
     import multiprocessing
 
     url = f"sqlite:///{tmp_path / 'fork.db'}"
-    b = SqliteBackend(url)
+    b = SqliteStorage(url)
     q = Queue("forked", connection=b)
     q.enqueue(tasks.add, 0, 0)  # the parent's connection is open and used before forking
     ctx = multiprocessing.get_context("fork")
@@ -604,7 +604,7 @@ def test_forked_children_reopen_their_own_connections(tmp_path):
     b.close()
 
 
-def _enqueue_in_child(backend: SqliteBackend, n: int) -> None:
+def _enqueue_in_child(backend: SqliteStorage, n: int) -> None:
     q = Queue("forked", connection=backend)
     for i in range(50):
         q.enqueue(tasks.add, n, i)

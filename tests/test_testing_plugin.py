@@ -493,7 +493,7 @@ def test_isolated_backend_is_the_default_inside_the_block_only() -> None:
     with isolated_backend("memory://?lease=5") as backend:
         assert Queue().backend is backend
         assert isinstance(backend.clock, ManualClock)
-        assert getattr(backend, "lease", None) == 5.0
+        assert backend.storage.lease == 5.0
         job = Queue().enqueue(add, 2, 2)
         assert drain() == [job]
     assert plugq.connection._default == before

@@ -12,7 +12,7 @@ import pytest
 import plugq._execution as execution
 from plugq import JobTimeoutException, ManualClock, Queue, Worker
 from plugq.testing import tasks
-from plugq_memory import MemoryBackend
+from plugq_memory import MemoryStorage
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_call_times_out_without_sigalrm(no_sigalrm):
 
 
 def test_worker_times_out_a_job_without_sigalrm(no_sigalrm):
-    backend = MemoryBackend(f"memory://nosig-{uuid.uuid4().hex}", clock=ManualClock())
+    backend = MemoryStorage(f"memory://nosig-{uuid.uuid4().hex}", clock=ManualClock())
     q = Queue("nosig", connection=backend)
     slow = q.enqueue(tasks.busy, 30, job_timeout=1)
     after = q.enqueue(tasks.add, 2, 2)
@@ -44,7 +44,7 @@ def test_worker_times_out_a_job_without_sigalrm(no_sigalrm):
 
 
 def test_sync_mode_timeout_in_a_thread():
-    backend = MemoryBackend(f"memory://thread-{uuid.uuid4().hex}", clock=ManualClock())
+    backend = MemoryStorage(f"memory://thread-{uuid.uuid4().hex}", clock=ManualClock())
     box = {}
 
     def run():

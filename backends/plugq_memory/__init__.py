@@ -19,20 +19,17 @@ from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from plugq import hookimpl
-from plugq._clock import Clock, ManualClock
-from plugq._record import JobRecord, WorkerRecord
-from plugq._status import JobStatus
-from plugq.backend import ALL_FEATURES, StorageBackend
 from plugq.exceptions import ConfigurationError, DuplicateJobError
+from plugq.storage import Clock, JobRecord, JobStatus, ManualClock, Storage, WorkerRecord
 
 __version__ = "0.1.0"
 
 
-class MemoryBackend(StorageBackend):
-    """All state in dicts under one lock; see :class:`plugq.backend.StorageBackend`."""
+class MemoryStorage(Storage):
+    """All state in dicts under one lock; see :class:`plugq.storage.Storage`."""
 
     scheme = "memory"
-    features: ClassVar[frozenset[str]] = ALL_FEATURES
+    capabilities: ClassVar[frozenset[str]] = frozenset({"manual_clock"})
 
     def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
         parts = urlsplit(url)
@@ -162,21 +159,30 @@ class MemoryBackend(StorageBackend):
                     return rec.copy()
             return None
 
-    def ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
+    def _listed(self, queue: str, status: JobStatus) -> list[str] | dict[str, None]:
+        if status is JobStatus.QUEUED:
+            return list(self._queued.get(queue, ()))
+        return self._by_status.get((queue, status), {})
+
+    def ids(
+        self, queue: str, status: JobStatus, offset: int = 0, length: int = -1, *,
+        now: float | None = None,
+    ) -> list[str]:
         with self._lock:
-            source = (
-                self._queued.get(queue, {}) if status is JobStatus.QUEUED
-                else self._by_status.get((queue, status), {})
-            )
-            found = list(source)
+            found = list(self._listed(queue, status))
+            if now is not None:
+                jobs = self._jobs
+                found = [i for i in found if not _expired(jobs[i], now)]
         end = None if length < 0 else offset + length
         return found[offset:end]
 
-    def count_status(self, queue: str, status: JobStatus) -> int:
+    def count_status(self, queue: str, status: JobStatus, *, now: float | None = None) -> int:
         with self._lock:
-            if status is JobStatus.QUEUED:
-                return len(self._queued.get(queue, ()))
-            return len(self._by_status.get((queue, status), ()))
+            listed = self._listed(queue, status)
+            if now is None:
+                return len(listed)
+            jobs = self._jobs
+            return sum(1 for i in listed if not _expired(jobs[i], now))
 
     def queues(self) -> list[str]:
         with self._lock:
@@ -270,9 +276,17 @@ class MemoryBackend(StorageBackend):
             self._workers.clear()
 
 
+def _expired(rec: JobRecord, now: float) -> bool:
+    return rec.expires_at is not None and rec.expires_at <= now
+
+
+#: The name this storage had before plugq.storage existed.
+MemoryBackend = MemoryStorage
+
+
 @hookimpl
 def plugq_register_backends(register):  # type: ignore[no-untyped-def]
-    register("memory", MemoryBackend)
+    register("memory", MemoryStorage)
 
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "MemoryStorage"]

@@ -1,4 +1,4 @@
-"""The storage primitives on PostgreSQL (psycopg 3 and a connection pool).
+"""The :class:`plugq.storage.Storage` primitives on PostgreSQL (psycopg 3 and a connection pool).
 
 Read top to bottom: SQL, rows and records, the storage (opening, the pool,
 the retry that waits out a lost server, the application's connection for
@@ -29,11 +29,8 @@ from psycopg import errors
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from plugq._clock import Clock
-from plugq._record import JobRecord, WorkerRecord
-from plugq._status import JobStatus
-from plugq.backend import StorageBackend
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
+from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
 
 from . import schema
 from ._bound import BOUND
@@ -52,7 +49,7 @@ _COPY_MIN = 64
 
 def _text(value: str | None) -> str | None:
     """Text PostgreSQL can store: a traceback quoting a NUL or a lone surrogate must still be kept."""
-    if value is None or value.isascii() and "\x00" not in value:
+    if value is None or (value.isascii() and "\x00" not in value):
         return value
     value = value.replace("\x00", "\\x00")
     try:
@@ -178,7 +175,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class PostgresStorage(StorageBackend):
+class PostgresStorage(Storage):
     """Jobs, registries and workers in one PostgreSQL schema.
 
     ``postgresql://USER:PASSWORD@HOST:PORT/DB[?schema=plugq&lease=60&pool_size=8&reconnect_timeout=60]``
@@ -561,17 +558,22 @@ class PostgresStorage(StorageBackend):
     def _column(self, query: str, params: tuple[Any, ...]) -> list[Any]:
         return [row[0] for row in self._run(lambda c: c.execute(query, params).fetchall())]
 
-    def ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
+    def ids(
+        self, queue: str, status: JobStatus, offset: int = 0, length: int = -1, *,
+        now: float | None = None,
+    ) -> list[str]:
         return self._column(
-            f"SELECT id FROM {self._sql.s}.jobs WHERE origin = %s AND status = %s ORDER BY pos "
+            f"SELECT id FROM {self._sql.s}.jobs WHERE origin = %s AND status = %s "
+            "AND (%s::float8 IS NULL OR expires_at IS NULL OR expires_at > %s) ORDER BY pos "
             "LIMIT %s OFFSET %s",
-            (queue, status.value, length if length >= 0 else None, max(offset, 0)),
+            (queue, status.value, now, now, length if length >= 0 else None, max(offset, 0)),
         )
 
-    def count_status(self, queue: str, status: JobStatus) -> int:
+    def count_status(self, queue: str, status: JobStatus, *, now: float | None = None) -> int:
         return int(self._column(
-            f"SELECT count(*) FROM {self._sql.s}.jobs WHERE origin = %s AND status = %s",
-            (queue, status.value),
+            f"SELECT count(*) FROM {self._sql.s}.jobs WHERE origin = %s AND status = %s "
+            "AND (%s::float8 IS NULL OR expires_at IS NULL OR expires_at > %s)",
+            (queue, status.value, now, now),
         )[0])
 
     def queues(self) -> list[str]:
@@ -581,7 +583,7 @@ class PostgresStorage(StorageBackend):
         return self._column(
             f"WITH RECURSIVE t(o) AS (SELECT min(origin) FROM {s}.jobs UNION ALL "
             f"SELECT (SELECT min(origin) FROM {s}.jobs WHERE origin > t.o) FROM t "
-            "WHERE t.o IS NOT NULL) SELECT o FROM t WHERE o IS NOT NULL",
+            "WHERE t.o IS NOT NULL) SELECT o FROM t WHERE o IS NOT NULL AND o <> ''",
             (),
         )
 

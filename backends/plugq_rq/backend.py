@@ -2,7 +2,7 @@
 
 Jobs are rq jobs in rq's keys (``rq:job:<id>``, ``rq:queue:<name>``, rq's
 registries, rq's results stream); this class translates between those and
-plugq's :class:`~plugq._record.JobRecord`, and adds the checks where plugq's
+plugq's :class:`~plugq.storage.JobRecord`, and adds the checks where plugq's
 contract is stricter than rq (dependencies that do not exist, unique ids,
 invalid cancel/requeue transitions).
 """
@@ -15,7 +15,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from redis import WatchError
 from redis.exceptions import ResponseError
@@ -36,33 +36,27 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import Worker as RQWorker
 
-from plugq._clock import Clock
-from plugq._record import JobRecord, WorkerRecord
-from plugq._status import JobStatus
-from plugq.backend import ALL_FEATURES, Backend
+from plugq._rules import check_cancel, check_requeue, check_unique, dependencies_met
+from plugq._worker_loop import drive_sync
+from plugq.backend import Backend, WorkerSpec
 from plugq.exceptions import (
     ConfigurationError,
-    DuplicateJobError,
     InvalidJobOperation,
     NoSuchJobError,
     NotSupportedError,
 )
 from plugq.security import UntrustedJobError, secret_key
 from plugq.serializers import get_serializer
+from plugq.storage import Clock, JobRecord, JobStatus, ManualClock, WorkerRecord
 
 from ._connection import make_client, split_options, translate_errors, translated
-from .convert import attempts_of, stored_record, to_record, to_rq_job
+from .convert import attempts_of, status_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
 from .registries import clean_registries
 from .signing import sniff
 
-if TYPE_CHECKING:
-    from plugq.worker import Worker
-
 #: ``Worker(..., **options)`` passed through to rq's worker constructor.
 RQ_WORKER_OPTIONS = ("worker_ttl", "job_monitoring_interval", "maintenance_interval", "default_result_ttl")
-
-ENDED_ANY = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
 
 _REGISTRIES: dict[JobStatus, type[BaseRegistry]] = {
     JobStatus.STARTED: StartedJobRegistry,
@@ -98,6 +92,13 @@ return 1
 GUARDED_MAX_JOBS = 16
 
 
+def _status(raw: bytes | None) -> JobStatus | None:
+    """plugq's status for a raw rq status field (None: no such job; rq's 'created' is queued)."""
+    if raw is None:
+        return None
+    return JobStatus.QUEUED if raw == b"created" else JobStatus(raw.decode())
+
+
 def _scripts_refused(exc: ResponseError) -> bool:
     """The server (or the user's ACL) does not allow EVALSHA/SCRIPT LOAD at all."""
     text = str(exc).lower()
@@ -108,10 +109,13 @@ class RQBackend(Backend):
     """Real rq on Redis (or fakeredis). See ``docs/redis.md``."""
 
     scheme: ClassVar[str] = "redis"
-    features: ClassVar[frozenset[str]] = ALL_FEATURES - {"manual_clock"}
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
-        super().__init__(url, clock)
+        super().__init__(url)
+        if isinstance(clock, ManualClock):
+            # rq, Redis and other processes read the wall clock.
+            raise NotSupportedError(f"{self.safe_url()} cannot run on a ManualClock")
+        self.clock = clock or Clock()
         redis_url, options = split_options(url)
         self.is_fake = url.lower().startswith("fakeredis://")
         #: rq worker class used when ``Worker(worker_class=None)``.
@@ -278,9 +282,8 @@ class RQBackend(Backend):
             deferred = False
             if rec.depends_on:
                 assert deps is not None
-                wanted = ENDED_ANY if rec.allow_dependency_failure else {JobStatus.FINISHED}
-                deferred = not all(
-                    d not in batch and JobStatus(deps[d].decode()) in wanted for d in rec.depends_on
+                deferred = any(d in batch for d in rec.depends_on) or not dependencies_met(
+                    [_status(deps[d]) for d in rec.depends_on], rec.allow_dependency_failure
                 )
             if deferred:
                 job.set_status(RQStatus.DEFERRED, pipeline=pipe)
@@ -310,8 +313,7 @@ class RQBackend(Backend):
             deps = dict(zip(dep_ids, statuses[len(ids):], strict=True))
         if unique:
             for job_id, raw in own.items():
-                if raw in (b"queued", b"started"):
-                    raise DuplicateJobError(f"Job {job_id} is already {raw.decode()}; unique=True")
+                check_unique(job_id, _status(raw))
         for dep_id, raw in deps.items():
             if raw is None:
                 raise NoSuchJobError(f"depends_on names job {dep_id!r}, which does not exist")
@@ -353,9 +355,7 @@ class RQBackend(Backend):
     @translate_errors
     def cancel_job(self, job_id: str) -> JobRecord:
         job = self._job(job_id)
-        status = job.get_status(refresh=False)
-        if status in (RQStatus.CANCELED, RQStatus.FINISHED):
-            raise InvalidJobOperation(f"Cannot cancel job {job_id}: it is already {status.value}")
+        check_cancel(job_id, status_of(job))
         job.cancel()
         self.redis.hset(job.key, "ended_at", utcformat(rq_now()))
         rec = self.fetch_job(job_id)
@@ -365,14 +365,10 @@ class RQBackend(Backend):
     @translate_errors
     def requeue_job(self, job_id: str, *, at_front: bool = False) -> JobRecord:
         job = self._job(job_id)
-        status = job.get_status(refresh=False)
-        if status not in (RQStatus.FAILED, RQStatus.CANCELED, RQStatus.STOPPED):
-            raise InvalidJobOperation(
-                f"Cannot requeue job {job_id}: it is {status.value}; only failed, canceled or "
-                "stopped jobs can be requeued"
-            )
+        status = status_of(job)
+        check_requeue(job_id, status)
         job.worker_name = None
-        registry = self._registry(job.origin, JobStatus(status.value))
+        registry = self._registry(job.origin, status)
         try:
             registry.requeue(job, at_front=at_front)
         except RQInvalidJobOperation:
@@ -463,7 +459,7 @@ class RQBackend(Backend):
 
     @translate_errors
     def run_worker(
-        self, worker: Worker, *, burst: bool, max_jobs: int | None, with_scheduler: bool
+        self, worker: WorkerSpec, *, burst: bool, max_jobs: int | None, with_scheduler: bool
     ) -> bool:
         import logging
 
@@ -475,7 +471,7 @@ class RQBackend(Backend):
             options.setdefault("job_monitoring_interval", max(1, int(self.lease // 3)))
             options.setdefault("maintenance_interval", self.lease / 2)
         rqw = cls(
-            [self.rq_queue(n) for n in worker.queue_names()],
+            [self.rq_queue(n) for n in worker.queues],
             name=worker.name,
             connection=self.redis,
             job_class=PlugqJob,
@@ -508,25 +504,21 @@ class RQBackend(Backend):
         w.plugq_backend = self
         w.plugq_only_job = stored.id
         w.death_penalty_class = death_penalty_class()
-        try:
-            while True:
-                current = self.fetch_job(stored.id)
-                if current is None:
-                    return stored
-                if current.status is JobStatus.SCHEDULED and current.scheduled_for is not None:
-                    # A retry interval: wait it out on the backend's clock, then
-                    # move it to its queue as rq's scheduler would.
-                    self.clock.sleep(current.scheduled_for - self.clock.now())
-                    job = self._job(stored.id)
-                    ScheduledJobRegistry(queue=queue).remove(job)
-                    queue._enqueue_job(job)
-                    continue
-                if current.status is not JobStatus.QUEUED:
-                    return current
-                taken = w.dequeue_job_and_maintain_ttl(None)
-                if taken is None:
-                    continue  # a worker took it first; look again
+        queue_scheduled = ScheduledJobRegistry(queue=queue)
+
+        def promote(current: JobRecord) -> None:
+            # As rq's scheduler would: out of the scheduled registry, onto the queue.
+            job = self._job(current.id)
+            queue_scheduled.remove(job)
+            queue._enqueue_job(job)
+
+        def take_and_run(current: JobRecord) -> None:
+            taken = w.dequeue_job_and_maintain_ttl(None)
+            if taken is not None:
                 w.execute_job(*taken)
+
+        try:
+            return drive_sync(self.clock, stored, self.fetch_job, promote, take_and_run)
         finally:
             self.redis.delete(w.key)
 

@@ -1,4 +1,4 @@
-"""rq ``Job`` <-> plugq :class:`~plugq._record.JobRecord`.
+"""rq ``Job`` <-> plugq :class:`~plugq.storage.JobRecord`.
 
 The record's ``payload``, ``meta`` and ``result`` are plugq-serializer bytes;
 rq keeps its own (zlib-compressed) pickle or JSON in the job hash and the
@@ -15,16 +15,13 @@ from rq.job import Callback
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
-from plugq._record import JobRecord
-from plugq._status import JobStatus
+from plugq._rules import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
 from plugq.retry import retry_interval
 from plugq.security import unseal
 from plugq.serializers import get_serializer
+from plugq.storage import JobRecord, JobStatus
 
 from .jobs import ATTEMPTS_FIELD, PlugqJob, rq_serializer
-
-DEFAULT_RESULT_TTL = 500
-DEFAULT_FAILURE_TTL = 365 * 24 * 3600
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -88,11 +85,6 @@ def to_rq_job(record: JobRecord, connection: Any, *, signed: bool | None = None)
         ]
         job.retry_intervals = padded or [0]
     return job
-
-
-def latest_result(job: PlugqJob) -> Result | None:
-    """rq's latest Result of ``job`` (one XREVRANGE)."""
-    return Result.fetch_latest(job, serializer=job.serializer)
 
 
 def to_record(

@@ -31,6 +31,8 @@ from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPenalty
 
+from plugq._context import _current
+from plugq.exceptions import SerializationError
 from plugq.security import secret_key
 
 from .signing import (
@@ -48,8 +50,6 @@ from .signing import (
 
 if TYPE_CHECKING:
     from rq.queue import Queue as RQQueue
-
-    from .backend import RQBackend
 
 log = logging.getLogger("plugq.rq")
 
@@ -107,8 +107,8 @@ _KNOWN_SERIALIZERS: tuple[Any, ...] = (
 class PlugqJob(RQJob):
     """rq's Job, serializer-aware per job; see the module docstring."""
 
-    #: Set by the worker running the job, so get_current_job() can build a plugq Job.
-    plugq_backend: RQBackend | None = None
+    #: Set by the worker running the job: what get_current_job() returns inside it.
+    plugq_current: Any = None
     #: The original Retry(interval=…) list, as the user gave it.
     plugq_retry_intervals: list[float] | None = None
     #: The traceback of the attempt being retried (kept on the job while it waits).
@@ -178,15 +178,7 @@ class PlugqJob(RQJob):
         return "json" if self.serializer is JSONSerializer else "pickle"
 
     def perform(self) -> Any:
-        from plugq._context import _current
-        from plugq.exceptions import SerializationError
-        from plugq.job import Job
-
-        token = None
-        if self.plugq_backend is not None:
-            from .convert import to_record
-
-            token = _current.set(Job(self.plugq_backend, to_record(self)))
+        token = None if self.plugq_current is None else _current.set(self.plugq_current)
         try:
             value = super().perform()
         finally:

@@ -47,16 +47,17 @@ from rq.worker import SimpleWorker, SpawnWorker, Worker
 from rq.worker.base import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from plugq import _events
+from plugq.backend import WorkerSpec
 from plugq.exceptions import AbandonedJobError
 from plugq.security import UntrustedJobError
 
 from ._connection import is_connection_error
+from .convert import to_record
 from .jobs import ATTEMPTS_FIELD, PlugqJob, death_penalty_class
 from .registries import clean_registries, drop_ended_executions
 
 if TYPE_CHECKING:
-    from plugq.worker import Worker as PlugqWorker
-
     from .backend import RQBackend
 
 log = logging.getLogger("plugq.rq.worker")
@@ -115,7 +116,7 @@ class PlugqWorkerMixin:
     """What plugq adds to every rq worker class (see the module docstring)."""
 
     plugq_backend: RQBackend
-    plugq_worker: PlugqWorker | None = None
+    plugq_worker: WorkerSpec | None = None
     plugq_burst: bool = False
     plugq_with_scheduler: bool = True
     plugq_scheduler: PlugqScheduler | None = None
@@ -138,7 +139,7 @@ class PlugqWorkerMixin:
     # -- helpers ---------------------------------------------------------------
 
     def _plugq_stopping(self) -> bool:
-        return bool(self._stop_requested or (self.plugq_worker and self.plugq_worker.stop_requested))
+        return bool(self._stop_requested or (self.plugq_worker and self.plugq_worker.stop.is_set()))
 
     def _plugq_wait_for_redis(self, exc: BaseException) -> None:
         """Back off until Redis answers again (or a stop is requested)."""
@@ -156,20 +157,15 @@ class PlugqWorkerMixin:
                 wait = min(wait * 2, MAX_BACKOFF)
 
     def _plugq_job(self, job: PlugqJob) -> Any:
-        from plugq.job import Job
-
-        from .convert import to_record
-
-        return Job(self.plugq_backend, to_record(job))
+        return _events.job_for(self.plugq_backend, to_record(job))
 
     # -- rq overrides ------------------------------------------------------------
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         self.death_penalty_class = death_penalty_class()
         if self.plugq_worker is not None:
-            self._plugq_base_counts = (
-                self.plugq_worker.successful_job_count, self.plugq_worker.failed_job_count
-            )
+            stats = self.plugq_worker.stats
+            self._plugq_base_counts = (stats.successful, stats.failed)
         return super().work(*args, **kwargs)  # type: ignore[misc]
 
     def _plugq_copy_counts(self) -> None:
@@ -184,8 +180,8 @@ class PlugqWorkerMixin:
             log.warning("Worker %s: job counts not read, Redis unavailable (%s)", self.name, exc)
             return
         base_ok, base_failed = self._plugq_base_counts
-        self.plugq_worker.successful_job_count = base_ok + int(ok or 0)
-        self.plugq_worker.failed_job_count = base_failed + int(failed or 0)
+        self.plugq_worker.stats.successful = base_ok + int(ok or 0)
+        self.plugq_worker.stats.failed = base_failed + int(failed or 0)
 
     # -- lease ----------------------------------------------------------------------
 
@@ -325,12 +321,9 @@ class PlugqWorkerMixin:
         except Exception:
             log.exception("Job %s: dependents not enqueued", job.id)
         if self.plugq_worker is not None:
-            self.plugq_worker.failed_job_count += 1
-        from plugq.plugins import hook
-
-        caller = hook()
-        if caller.plugq_job_failed.get_hookimpls():
-            caller.plugq_job_failed(job=self._plugq_job(job), exc_info=(type(err), err, None))
+            self.plugq_worker.stats.failed += 1
+        if _events.wanted("failed"):
+            _events.failed(self._plugq_job(job), (type(err), err, None))
 
     def prepare_execution(self, job: Any) -> Execution:
         with self.connection.pipeline() as pipeline:
@@ -440,14 +433,11 @@ class PlugqWorkerMixin:
 
     def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)  # type: ignore[misc]
-        job.plugq_backend = self.plugq_backend
+        # The handle get_current_job() returns inside the task (PlugqJob.perform).
+        job.plugq_current = self._plugq_job(job)
         self._plugq_exc_info = None
         if self.plugq_worker is not None:
-            from plugq.plugins import hook
-
-            caller = hook()
-            if caller.plugq_job_started.get_hookimpls():
-                caller.plugq_job_started(job=self._plugq_job(job), worker=self.plugq_worker)
+            _events.started(job.plugq_current, self.plugq_worker.hook_worker)
 
     def handle_exception(self, job: Any, *exc_info: Any) -> None:
         self._plugq_exc_info = exc_info
@@ -486,12 +476,9 @@ class PlugqWorkerMixin:
         if not self._plugq_was_canceled(job):
             super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
         if self.plugq_worker is not None:
-            self.plugq_worker.successful_job_count += 1
-        from plugq.plugins import hook
-
-        caller = hook()
-        if caller.plugq_job_finished.get_hookimpls():
-            caller.plugq_job_finished(job=self._plugq_job(job), result=job._result)
+            self.plugq_worker.stats.successful += 1
+        if _events.wanted("finished"):
+            _events.finished(self._plugq_job(job), job._result)
 
     def handle_job_failure(
         self, job: Any, queue: Any, started_job_registry: Any = None, exc_string: str = ""
@@ -502,11 +489,8 @@ class PlugqWorkerMixin:
                 job, queue, started_job_registry=started_job_registry, exc_string=exc_string
             )
         if self.plugq_worker is not None:
-            self.plugq_worker.failed_job_count += 1
-        from plugq.plugins import hook
-
-        caller = hook()
-        if caller.plugq_job_failed.get_hookimpls():
+            self.plugq_worker.stats.failed += 1
+        if _events.wanted("failed"):
             exc_info = self._plugq_exc_info
             if exc_info is None:
                 err = AbandonedJobError(exc_string.strip() or "the work horse ended unexpectedly")
@@ -515,7 +499,7 @@ class PlugqWorkerMixin:
                 job.refresh()
             except Exception:
                 log.debug("job %s gone before the failed hook", job.id)
-            caller.plugq_job_failed(job=self._plugq_job(job), exc_info=tuple(exc_info))
+            _events.failed(self._plugq_job(job), tuple(exc_info))
         self._plugq_exc_info = None
 
 

@@ -1,7 +1,7 @@
 """``sqlite:///PATH``: one SQLite file shared by many processes.
 
 The default backend: zero setup, durable, at-least-once. See
-:class:`~plugq_sqlite.backend.SqliteBackend` and docs/sqlite.md.
+:class:`~plugq_sqlite.backend.SqliteStorage` and docs/sqlite.md.
 
 The backend module (and ``sqlite3``) is imported when a ``sqlite://`` URL is
 first used, not when plugins are loaded: a process using another backend (a
@@ -15,29 +15,29 @@ from typing import TYPE_CHECKING, Any
 from plugq import hookimpl
 
 if TYPE_CHECKING:
-    from .backend import DatabaseLockedError, SqliteBackend
+    from .backend import DatabaseLockedError, SqliteBackend, SqliteStorage
 
 __version__ = "0.1.0"
 
 
-def make_backend(url: str) -> SqliteBackend:
-    """Build the backend for ``url`` (see :class:`~plugq_sqlite.backend.SqliteBackend`)."""
-    from .backend import SqliteBackend
+def make_storage(url: str) -> SqliteStorage:
+    """Build the storage for ``url`` (see :class:`~plugq_sqlite.backend.SqliteStorage`)."""
+    from .backend import SqliteStorage
 
-    return SqliteBackend(url)
+    return SqliteStorage(url)
 
 
 @hookimpl
 def plugq_register_backends(register):  # type: ignore[no-untyped-def]
-    register("sqlite", make_backend)
+    register("sqlite", make_storage)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DatabaseLockedError", "SqliteBackend"):
+    if name in ("DatabaseLockedError", "SqliteBackend", "SqliteStorage"):
         from . import backend
 
         return getattr(backend, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DatabaseLockedError", "SqliteBackend"]
+__all__ = ["DatabaseLockedError", "SqliteBackend", "SqliteStorage"]

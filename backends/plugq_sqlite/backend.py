@@ -1,4 +1,4 @@
-"""The storage primitives of :class:`plugq.backend.StorageBackend` on one SQLite file.
+"""The storage primitives of :class:`plugq.storage.Storage` on one SQLite file.
 
 Read top to bottom: URL parsing, connections (one per thread and per
 process), the retry on a busy database, then one method per primitive. Every
@@ -23,11 +23,8 @@ from functools import partial
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from plugq._clock import Clock
-from plugq._record import JobRecord, WorkerRecord
-from plugq._status import JobStatus
-from plugq.backend import StorageBackend
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
+from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
 
 from . import schema
 
@@ -75,13 +72,22 @@ def _put_sql(n_expected: int, check_attempts: bool = False) -> str:
 _PUT_SQL = [_put_sql(n) for n in range(len(JobStatus) + 1)]
 _PUT_SQL_ATTEMPTS = [_put_sql(n, check_attempts=True) for n in range(len(JobStatus) + 1)]
 
+# Listings; the _LIVE forms leave out what has expired at the given moment.
+_UNEXPIRED = "AND (expires_at IS NULL OR expires_at > ?) "
+_IDS = "SELECT id FROM jobs WHERE origin = ? AND status = ? ORDER BY pos LIMIT ? OFFSET ?"
+_IDS_LIVE = (
+    f"SELECT id FROM jobs WHERE origin = ? AND status = ? {_UNEXPIRED}ORDER BY pos LIMIT ? OFFSET ?"
+)
+_COUNT = "SELECT count(*) FROM jobs WHERE origin = ? AND status = ?"
+_COUNT_LIVE = f"SELECT count(*) FROM jobs WHERE origin = ? AND status = ? {_UNEXPIRED}"
+
 # The claim: one statement picks the first unexpired queued row by the queue
 # index and marks it started; RETURNING hands back the row as stored.
 _CLAIM = (
     "UPDATE jobs SET status = 'started', started_at = ?, worker_name = ?, expires_at = NULL, "
     "attempts = attempts + 1, pos = ? "
     "WHERE rowid = (SELECT rowid FROM jobs WHERE origin = ? AND status = 'queued' "
-    "AND (expires_at IS NULL OR expires_at > ?) ORDER BY pos LIMIT 1) "
+    f"{_UNEXPIRED}ORDER BY pos LIMIT 1) "
     f"RETURNING {_COLS}"
 )
 _GET = f"SELECT {_COLS} FROM jobs WHERE id = ?"
@@ -188,14 +194,14 @@ class _Connection(sqlite3.Connection):
 # child: closing one could drop the POSIX locks that the child's own
 # connections hold on the same file (SQLite's documented fork hazard).
 _ORPHANS: list[sqlite3.Connection] = []
-_BACKENDS: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+_STORAGES: weakref.WeakSet[SqliteStorage] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     # Another thread of the parent may have held the lock at the moment of fork().
     _POSITIONS._lock = threading.Lock()
-    for backend in list(_BACKENDS):
-        backend._forget_inherited_connections()
+    for storage in list(_STORAGES):
+        storage._forget_inherited_connections()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -265,10 +271,10 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return os.path.abspath(path), params
 
 
-# -- the backend ---------------------------------------------------------------------
+# -- the storage ---------------------------------------------------------------------
 
 
-class SqliteBackend(StorageBackend):
+class SqliteStorage(Storage):
     """Jobs, registries and workers in one SQLite file shared by many processes.
 
     ``sqlite:///PATH[?lease=S&busy_timeout=S&synchronous=normal|full&poll=S&mode=rw|ro]``
@@ -289,6 +295,8 @@ class SqliteBackend(StorageBackend):
     """
 
     scheme: ClassVar[str] = "sqlite"
+    #: In one process only: other processes read the wall clock.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"manual_clock"})
 
     #: Longest pause between two ``data_version`` polls of an idle :meth:`wait`
     #: (the URL's ``poll`` parameter overrides it per backend).
@@ -333,7 +341,7 @@ class SqliteBackend(StorageBackend):
         # a forked child.
         self._conns: dict[threading.Thread, sqlite3.Connection] = {}
         self._open()
-        _BACKENDS.add(self)
+        _STORAGES.add(self)
 
     # -- opening -------------------------------------------------------------------
 
@@ -631,24 +639,26 @@ class SqliteBackend(StorageBackend):
 
     # -- primitives: listings -------------------------------------------------------------
 
-    def ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
-        params = (queue, status.value, length if length >= 0 else -1, max(offset, 0))
-        rows = self._retry(
-            lambda c: c.execute(
-                "SELECT id FROM jobs WHERE origin = ? AND status = ? ORDER BY pos "
-                "LIMIT ? OFFSET ?",
-                params,
-            ).fetchall()
-        )
+    def ids(
+        self, queue: str, status: JobStatus, offset: int = 0, length: int = -1, *,
+        now: float | None = None,
+    ) -> list[str]:
+        limits = (length if length >= 0 else -1, max(offset, 0))
+        params: tuple[Any, ...]
+        if now is None:
+            sql, params = _IDS, (queue, status.value, *limits)
+        else:
+            sql, params = _IDS_LIVE, (queue, status.value, now, *limits)
+        rows = self._retry(partial(_fetchall, sql, params))
         return [row[0] for row in rows]
 
-    def count_status(self, queue: str, status: JobStatus) -> int:
-        row = self._retry(
-            lambda c: c.execute(
-                "SELECT count(*) FROM jobs WHERE origin = ? AND status = ?", (queue, status.value)
-            ).fetchone()
-        )
-        return int(row[0])
+    def count_status(self, queue: str, status: JobStatus, *, now: float | None = None) -> int:
+        params: tuple[Any, ...]
+        if now is None:
+            sql, params = _COUNT, (queue, status.value)
+        else:
+            sql, params = _COUNT_LIVE, (queue, status.value, now)
+        return int(self._retry(partial(_fetchall, sql, params))[0][0])
 
     def queues(self) -> list[str]:
         # A skip scan of the queue index: one descent per distinct name instead
@@ -795,3 +805,7 @@ class SqliteBackend(StorageBackend):
                 pause = self.POLL_MIN
             else:
                 pause = min(pause * self.POLL_GROWTH, self.poll_max)
+
+
+#: The name this storage had before plugq.storage existed.
+SqliteBackend = SqliteStorage

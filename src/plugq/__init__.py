@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from ._clock import Clock, ManualClock
 from ._context import get_current_job
-from ._status import JobStatus
-from .backend import Backend, StorageBackend
+from .backend import Backend
 from .connection import connect
 from .decorators import job
 from .exceptions import (
@@ -34,6 +32,7 @@ from .registry import (
     StartedJobRegistry,
 )
 from .retry import Dependency, Retry
+from .storage import Clock, JobStatus, ManualClock, Storage
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -64,7 +63,7 @@ __all__ = [
     "ScheduledJobRegistry",
     "SerializationError",
     "StartedJobRegistry",
-    "StorageBackend",
+    "Storage",
     "UnknownBackendError",
     "Worker",
     "__version__",

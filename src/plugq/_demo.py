@@ -35,11 +35,11 @@ from rich.progress import (
 from rich.table import Table
 
 from . import _monitor
-from ._status import JobStatus
 from .backend import Backend
 from .connection import connect, forget
 from .exceptions import PlugqError
 from .queue import Queue
+from .storage import JobStatus
 from .testing.tasks import digit_sum
 from .worker import Worker
 

@@ -17,9 +17,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ._status import JobStatus
 from .backend import Backend
 from .exceptions import NotSupportedError
+from .storage import JobStatus
 
 #: Column order of the queue table: the path a job takes, then the side exits.
 STATUS_ORDER: tuple[JobStatus, ...] = (

@@ -1,7 +1,8 @@
-"""The worker loop of every :class:`~plugq.backend.StorageBackend`, and sync mode.
+"""The worker loop of plugq's engine, and sync mode.
 
 ``perform`` is the one path a job takes to run, used by the loop and by
-``Queue(is_async=False)`` alike.
+``Queue(is_async=False)`` alike. The loop runs a
+:class:`~plugq.backend.WorkerSpec` (plain data), never the public ``Worker``.
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _lifecycle
+from . import _events, _lifecycle, _rules
 from ._context import _current
 from ._execution import call, format_exc_info, install_alarm_handler, resolve
-from ._record import JobRecord, WorkerRecord
-from ._status import JobStatus
-from .job import Job
-from .plugins import hook
+from .backend import WorkerSpec
 from .security import UntrustedJobError, verified_payload
 from .serializers import get_serializer
+from .storage import Clock, JobRecord, JobStatus, WorkerRecord
 
 if TYPE_CHECKING:
-    from .backend import StorageBackend
-    from .worker import Worker
+    from ._engine import Engine
 
 log = logging.getLogger("plugq.worker")
 
@@ -43,12 +42,12 @@ def _run_callback(path: str, *args: Any) -> None:
         log.exception("callback %s failed", path)
 
 
-def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> JobRecord:
+def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRecord:
     """Run a started job and store its outcome. Returns the record as stored."""
-    job = Job(backend, rec)
-    caller = hook()
-    if worker is not None and caller.plugq_job_started.get_hookimpls():
-        caller.plugq_job_started(job=job, worker=worker)
+    storage = engine.storage
+    job = _events.job_for(engine, rec)
+    if worker is not None:
+        _events.started(job, worker.hook_worker)
     token = _current.set(job)
     serializer = get_serializer(rec.serializer)
     try:
@@ -59,17 +58,16 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
         result = serializer.dumps(value)
     except (Exception, SystemExit) as exc:
         exc_info = format_exc_info(exc)
-        _lifecycle.fail(backend, rec, exc_info)
+        _lifecycle.fail(storage, rec, exc_info)
         log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
                   exc_info.strip().splitlines()[-1])
         if rec.on_failure and not isinstance(exc, UntrustedJobError):
-            _run_callback(rec.on_failure, job, backend, type(exc), exc, exc.__traceback__)
-        if caller.plugq_job_failed.get_hookimpls():
-            caller.plugq_job_failed(job=job, exc_info=(type(exc), exc, exc.__traceback__))
+            _run_callback(rec.on_failure, job, engine, type(exc), exc, exc.__traceback__)
+        _events.failed(job, (type(exc), exc, exc.__traceback__))
         if worker is not None:
-            worker.failed_job_count += 1
+            worker.stats.failed += 1
     else:
-        if _lifecycle.finish(backend, rec, result):
+        if _lifecycle.finish(storage, rec, result):
             log.info("%s: Job OK (%s)", rec.origin, rec.id)
             if rec.result_ttl == 0:
                 log.info("Result discarded immediately")
@@ -78,38 +76,38 @@ def perform(backend: StorageBackend, rec: JobRecord, worker: Worker | None) -> J
             else:
                 log.info("Result is kept for %s seconds", rec.result_ttl)
         if rec.on_success:
-            _run_callback(rec.on_success, job, backend, value)
-        if caller.plugq_job_finished.get_hookimpls():
-            caller.plugq_job_finished(job=job, result=value)
+            _run_callback(rec.on_success, job, engine, value)
+        _events.finished(job, value)
         if worker is not None:
-            worker.successful_job_count += 1
+            worker.stats.successful += 1
     finally:
         _current.reset(token)
     return rec
 
 
 class WorkerLoop:
-    """One worker's run on one backend."""
+    """One worker's run on one engine."""
 
-    def __init__(self, backend: StorageBackend, worker: Worker) -> None:
-        self.backend = backend
+    def __init__(self, engine: Engine, worker: WorkerSpec) -> None:
+        self.engine = engine
+        self.storage = engine.storage
         self.worker = worker
-        self.queues = worker.queue_names()
+        self.queues = list(worker.queues)
         self._state = "idle"
         self._current: str | None = None
         self._beat_stop = threading.Event()
         self._last_beat = 0.0
 
     def _beat(self) -> None:
-        self._last_beat = self.backend.clock.now()
-        self.backend.heartbeat(
+        self._last_beat = self.storage.clock.now()
+        self.storage.heartbeat(
             self.worker.name, self._last_beat, state=self._state,
-            current_job_id=self._current, successful=self.worker.successful_job_count,
-            failed=self.worker.failed_job_count,
+            current_job_id=self._current, successful=self.worker.stats.successful,
+            failed=self.worker.stats.failed,
         )
 
     def _beat_forever(self) -> None:
-        interval = max(0.05, min(self.backend.lease / 3.0, 5.0))
+        interval = max(0.05, min(self.storage.lease / 3.0, 5.0))
         while not self._beat_stop.wait(interval):
             try:
                 self._beat()
@@ -117,7 +115,7 @@ class WorkerLoop:
                 log.exception("heartbeat failed; will retry")
 
     def _register(self) -> None:
-        b = self.backend
+        b = self.storage
         now = b.clock.now()
         for other in b.list_workers():
             if other.name == self.worker.name and other.last_heartbeat + b.lease > now:
@@ -133,10 +131,10 @@ class WorkerLoop:
         self._last_beat = now
 
     def _maintain(self, scheduler: bool) -> None:
-        _lifecycle.maintenance(self.backend, scheduler=scheduler, me=self.worker.name)
+        _lifecycle.maintenance(self.storage, scheduler=scheduler, me=self.worker.name)
 
     def run(self, *, burst: bool, max_jobs: int | None, with_scheduler: bool) -> bool:
-        b = self.backend
+        b = self.storage
         self._register()
         beater = threading.Thread(target=self._beat_forever, name="plugq-heartbeat", daemon=True)
         beater.start()
@@ -147,7 +145,7 @@ class WorkerLoop:
         try:
             self._maintain(with_scheduler)
             last_maint = time.monotonic()
-            while not self.worker.stop_requested:
+            while not self.worker.stop.is_set():
                 if time.monotonic() - last_maint > MAINTENANCE_EVERY:
                     self._maintain(with_scheduler)
                     last_maint = time.monotonic()
@@ -169,8 +167,8 @@ class WorkerLoop:
                 self._state, self._current = "busy", rec.id
                 log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
                 started = time.monotonic()
-                perform(b, rec, self.worker)
-                self.worker.total_working_time += time.monotonic() - started
+                perform(self.engine, rec, self.worker)
+                self.worker.stats.working_time += time.monotonic() - started
                 self._state, self._current = "idle", None
                 processed += 1
                 if max_jobs is not None and processed >= max_jobs:
@@ -183,41 +181,61 @@ class WorkerLoop:
         return processed > 0
 
 
-def run_sync(backend: StorageBackend, rec: JobRecord) -> JobRecord:
+def drive_sync(
+    clock: Clock,
+    stored: JobRecord,
+    fetch: Callable[[str], JobRecord | None],
+    promote: Callable[[JobRecord], object],
+    run: Callable[[JobRecord], object],
+) -> JobRecord:
+    """Sync mode's loop, on every backend: run ``stored`` here until it ends.
+
+    ``fetch(id)`` reads the job; ``promote(rec)`` moves a due scheduled job to
+    its queue; ``run(rec)`` takes the queued job (a worker may take it first:
+    then the loop just looks again) and runs it. A retry interval is waited
+    out on ``clock`` (a manual clock just moves forward).
+
+    Returns:
+        The job as it ended (``stored`` if it was deleted meanwhile).
+    """
+    while True:
+        current = fetch(stored.id)
+        if current is None:
+            return stored
+        if current.status is JobStatus.SCHEDULED and current.scheduled_for is not None:
+            clock.sleep(current.scheduled_for - clock.now())
+            promote(current)
+            continue
+        if current.status is not JobStatus.QUEUED:
+            return current
+        run(current)
+
+
+def run_sync(engine: Engine, rec: JobRecord) -> JobRecord:
     """``Queue(is_async=False)``: enqueue, then run here through :func:`perform`."""
-    stored = _lifecycle.enqueue(backend, [rec], unique=False)[0]
+    storage = engine.storage
+    stored = _lifecycle.enqueue(storage, [rec], unique=False)[0]
     if stored.status is not JobStatus.QUEUED:
-        return backend.get(stored.id) or stored
+        return storage.get(stored.id) or stored
     name = f"sync.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
-    now = backend.clock.now()
-    backend.register_worker(
+    now = storage.clock.now()
+    storage.register_worker(
         WorkerRecord(name=name, queues=[rec.origin], pid=os.getpid(),
                      hostname=socket.gethostname(), birth=now, last_heartbeat=now)
     )
+
+    def take_and_run(current: JobRecord) -> None:
+        now = storage.clock.now()
+        storage.heartbeat(name, now, state="busy", current_job_id=current.id)
+        _rules.mark_started(current, name, now)
+        if storage.put(current, expected={JobStatus.QUEUED}):
+            perform(engine, current, None)
+
     try:
-        while True:
-            current = backend.get(stored.id)
-            if current is None:
-                return stored
-            if current.status is JobStatus.SCHEDULED and current.scheduled_for is not None:
-                # A retry interval: wait it out on the backend's clock (a manual
-                # clock just moves forward).
-                backend.clock.sleep(current.scheduled_for - backend.clock.now())
-                _lifecycle.promote(backend, current.id, JobStatus.SCHEDULED)
-                continue
-            if current.status is not JobStatus.QUEUED:
-                return current
-            now = backend.clock.now()
-            backend.heartbeat(name, now, state="busy", current_job_id=current.id)
-            current.status = JobStatus.STARTED
-            current.started_at = now
-            current.worker_name = name
-            current.expires_at = None
-            current.attempts += 1
-            if not backend.put(current, expected={JobStatus.QUEUED}):
-                continue  # a worker took it first; look again
-            perform(backend, current, None)
+        return drive_sync(
+            storage.clock, stored, storage.get,
+            lambda current: _lifecycle.promote(storage, current.id, JobStatus.SCHEDULED),
+            take_and_run,
+        )
     finally:
-        backend.unregister_worker(name)
-
-
+        storage.unregister_worker(name)

@@ -1,98 +1,81 @@
-"""The backend contract.
+"""What the public API talks to: :class:`Backend`, whole operations on jobs.
 
-Two classes, read top to bottom:
-
-* :class:`Backend` is what :class:`~plugq.Queue`, :class:`~plugq.Job` and
-  :class:`~plugq.Worker` talk to: whole operations (enqueue these jobs, cancel
-  that one, run a worker). A backend that brings its own engine (the RQ
-  backend runs RQ itself) subclasses this directly.
-* :class:`StorageBackend` implements every operation once, with plugq's own
-  lifecycle (retries, timeouts, schedules, dependencies, TTLs, abandoned
-  jobs), on top of a small set of storage primitives. The memory and SQLite
-  backends subclass it and implement only the primitives, so the job
-  lifecycle is defined in one place and behaves the same on both.
-
-Feature flags (:attr:`Backend.features`) say what a backend honours; a call a
-backend cannot honour raises :class:`~plugq.exceptions.NotSupportedError`.
+:class:`~plugq.Queue`, :class:`~plugq.Job` and :class:`~plugq.Worker` call a
+``Backend``: enqueue these jobs, cancel that one, run a worker. plugq's engine
+is the ``Backend`` of every :class:`~plugq.storage.Storage` (memory, SQLite,
+PostgreSQL, third-party storages), so a storage author never subclasses this
+class. A backend that brings its own engine (the RQ backend runs rq itself)
+subclasses it directly and implements every abstract method.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from ._clock import Clock
-from ._record import JobRecord, WorkerRecord
-from ._status import JobStatus
-from .exceptions import NotSupportedError
+from .config import mask_url
+from .storage import Clock, JobRecord, JobStatus, WorkerRecord
 
-if TYPE_CHECKING:
-    from .worker import Worker
 
-#: Every feature name a backend may declare.
-ALL_FEATURES = frozenset(
-    {
-        "retry",
-        "timeout",
-        "schedule",
-        "dependencies",
-        "callbacks",
-        "cancel",
-        "ttl",
-        "unique",
-        "sync",
-        "meta",
-        "manual_clock",
-        "abandoned_jobs",
-        "async_tasks",
-        "enqueue_many",
-    }
-)
+@dataclass
+class WorkerStats:
+    """What one worker has done so far (read by ``Worker.successful_job_count`` …)."""
+
+    successful: int = 0
+    failed: int = 0
+    #: seconds spent running jobs.
+    working_time: float = 0.0
+
+
+@dataclass
+class WorkerSpec:
+    """A worker as a backend runs it: plain data, not the public ``Worker``.
+
+    ``stop`` is set to ask for a warm shutdown; the backend adds to ``stats``
+    as jobs end. ``hook_worker`` is what the ``plugq_job_started`` hook
+    receives as ``worker`` (the public ``Worker``).
+    """
+
+    name: str
+    queues: list[str]
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: rq worker class for the RQ backend: 'fork', 'simple' or 'spawn' (None: its default).
+    worker_class: str | None = None
+    #: backend-specific options given to ``Worker(**options)``.
+    options: dict[str, Any] = field(default_factory=dict)
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    hook_worker: Any = None
 
 
 class Backend(ABC):
     """A place jobs live, and the operations on them.
 
-    Subclasses set :attr:`scheme` and :attr:`features` and implement every
-    abstract method. Methods take and return :class:`~plugq._record.JobRecord`
-    values (plain data); the public ``Job`` wraps them.
+    Subclasses set :attr:`scheme` and :attr:`clock` and implement every
+    abstract method. Methods take and return :class:`~plugq.storage.JobRecord`
+    values (plain data); the public ``Job`` wraps them. Reads never change
+    what is stored; a job whose TTL ran out is not returned.
     """
 
     #: The URL scheme the backend is registered under (``memory``, ``sqlite``…).
     scheme: ClassVar[str] = ""
-    #: The features this backend honours (subset of :data:`ALL_FEATURES`).
-    features: ClassVar[frozenset[str]] = frozenset()
+    #: Where every time-dependent decision reads the time.
+    clock: Clock
 
-    def __init__(self, url: str, clock: Clock | None = None) -> None:
+    def __init__(self, url: str) -> None:
         #: The URL this backend was made from (passwords included; see :meth:`safe_url`).
         self.url = url
-        #: Where every time-dependent decision reads the time.
-        self.clock: Clock = clock or Clock()
 
     # -- identity ---------------------------------------------------------
 
     def safe_url(self) -> str:
         """The URL with any password replaced by ``***``, for logs and errors."""
-        from .config import mask_url
-
         return mask_url(self.url)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.safe_url()}>"
-
-    def require(self, feature: str) -> None:
-        """Raise :class:`NotSupportedError` unless this backend declares ``feature``.
-
-        Raises:
-            NotSupportedError: naming the feature and the backend.
-        """
-        if feature not in self.features:
-            raise NotSupportedError(
-                f"{feature!r} is not supported by the {self.scheme or type(self).__name__} "
-                f"backend ({self.safe_url()}); see the backend table in the README"
-            )
 
     # -- jobs -------------------------------------------------------------
 
@@ -201,9 +184,9 @@ class Backend(ABC):
 
     @abstractmethod
     def run_worker(
-        self, worker: Worker, *, burst: bool, max_jobs: int | None, with_scheduler: bool
+        self, worker: WorkerSpec, *, burst: bool, max_jobs: int | None, with_scheduler: bool
     ) -> bool:
-        """Run ``worker`` until stopped (or, with ``burst``, until its queues are empty).
+        """Run ``worker`` until ``worker.stop`` is set (or, with ``burst``, until its queues are empty).
 
         Returns:
             True when at least one job was processed, as RQ's ``Worker.work``.
@@ -234,252 +217,3 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. The default does nothing."""
-
-
-class StorageBackend(Backend):
-    """A backend made of storage primitives; plugq supplies the lifecycle.
-
-    Subclasses implement the methods in the *primitives* section. Each primitive
-    is atomic on its own (a transaction, a lock); the core never needs two of
-    them to be atomic together, because every transition it makes with
-    :meth:`put` is a compare-and-set on the stored status.
-    """
-
-    features: ClassVar[frozenset[str]] = ALL_FEATURES - {"manual_clock"}
-
-    #: Seconds without a heartbeat after which a worker's started jobs are abandoned.
-    lease: float = 60.0
-
-    # -- primitives (abstract) -------------------------------------------
-
-    @abstractmethod
-    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
-        """Store new records, all or none; replaces records with the same id.
-
-        A record with status ``QUEUED`` is placed at the back of its queue
-        (front when ``record.at_front``); other statuses are only indexed.
-
-        Raises:
-            DuplicateJobError: an id in ``unique_ids`` is stored as queued or started.
-        """
-
-    @abstractmethod
-    def get(self, job_id: str) -> JobRecord | None:
-        """The stored record, expired or not; None if absent."""
-
-    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        """One record or None per id, in order. Override to batch."""
-        return [self.get(job_id) for job_id in job_ids]
-
-    @abstractmethod
-    def put(
-        self, record: JobRecord, *, expected: Collection[JobStatus] | None = None,
-        expected_attempts: int | None = None,
-    ) -> bool:
-        """Overwrite a stored record (every field but ``meta``).
-
-        Parameters:
-            record: the new state.
-            expected: when given, write only if the stored status is one of
-                these (compare-and-set); this is how two workers or two
-                schedulers never make the same transition twice.
-            expected_attempts: when given, write only if the stored
-                ``attempts`` equals it. A worker storing an outcome passes the
-                attempt it ran, so a worker that stalled past its lease cannot
-                overwrite the attempt that replaced it.
-
-        A record that becomes ``QUEUED`` from any other status (or moves to
-        another queue) enters the back of its queue (front when
-        ``record.at_front``); one that stays where it is keeps its place; one
-        that leaves ``QUEUED`` leaves the queue.
-
-        Returns:
-            True if written; False if the record is absent or the status did not match.
-        """
-
-    @abstractmethod
-    def remove(self, job_id: str) -> bool:
-        """Delete the record wherever it is; True if it existed."""
-
-    @abstractmethod
-    def set_meta(self, job_id: str, meta: bytes) -> bool:
-        """Replace only ``meta``; True if the record exists."""
-
-    @abstractmethod
-    def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
-        """Take the next runnable job for ``worker_name``, atomically.
-
-        Looks at ``queues`` in the order given and takes the first queued job
-        whose ``expires_at`` is unset or later than ``now``. The taken job is
-        stored with status ``STARTED``, ``started_at=now``, ``worker_name``,
-        ``expires_at=None`` and ``attempts + 1``. Exactly one caller gets a job.
-
-        Returns:
-            The claimed record, or None when no queue has a runnable job.
-        """
-
-    @abstractmethod
-    def ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
-        """Ids in ``status`` for ``queue`` (queue order for ``QUEUED``, else oldest first)."""
-
-    @abstractmethod
-    def count_status(self, queue: str, status: JobStatus) -> int:
-        """Number of the queue's records in ``status``."""
-
-    @abstractmethod
-    def queues(self) -> list[str]:
-        """Every queue name that has records, sorted."""
-
-    @abstractmethod
-    def remove_queued(self, queue: str) -> int:
-        """Delete every ``QUEUED`` record of ``queue``; returns how many."""
-
-    @abstractmethod
-    def due(self, now: float, limit: int = 100) -> list[str]:
-        """Ids of ``SCHEDULED`` records with ``scheduled_for <= now``, earliest first."""
-
-    @abstractmethod
-    def expired(self, now: float, limit: int = 100) -> list[str]:
-        """Ids of records with ``expires_at <= now``."""
-
-    @abstractmethod
-    def dependents(self, job_id: str) -> list[str]:
-        """Ids of ``DEFERRED`` records whose ``depends_on`` contains ``job_id``."""
-
-    @abstractmethod
-    def started_by_dead_workers(self, now: float, exclude: str | None = None) -> list[JobRecord]:
-        """``STARTED`` records whose worker has not heartbeated within :attr:`lease`.
-
-        A started job whose worker is not registered at all counts as abandoned.
-        ``exclude`` names a worker to leave out (the caller itself).
-        """
-
-    @abstractmethod
-    def register_worker(self, worker: WorkerRecord) -> None:
-        """Add or replace a worker's record."""
-
-    @abstractmethod
-    def heartbeat(
-        self, name: str, now: float, *, state: str, current_job_id: str | None,
-        successful: int = 0, failed: int = 0,
-    ) -> None:
-        """Record that worker ``name`` is alive at ``now``, with its state and counters."""
-
-    @abstractmethod
-    def unregister_worker(self, name: str) -> None:
-        """Forget a worker (it stopped or was found dead)."""
-
-    @abstractmethod
-    def list_workers(self) -> list[WorkerRecord]:
-        """Every registered worker."""
-
-    def wait(self, queues: Sequence[str], timeout: float) -> None:
-        """Block until a job may be runnable on ``queues`` or ``timeout`` passes.
-
-        Backends override this to wake up early (a condition variable, a
-        change counter); the default waits out the timeout, so it is correct
-        but slow to notice new work.
-        """
-        time.sleep(timeout)
-
-    # -- operations (implemented once, here) ------------------------------
-
-    def enqueue_jobs(self, records: Sequence[JobRecord], *, unique: bool = False) -> list[JobRecord]:
-        from . import _lifecycle
-
-        return _lifecycle.enqueue(self, records, unique=unique)
-
-    def fetch_job(self, job_id: str) -> JobRecord | None:
-        from . import _lifecycle
-
-        return _lifecycle.live(self, self.get(job_id))
-
-    def fetch_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        from . import _lifecycle
-
-        return [_lifecycle.live(self, rec) for rec in self.get_many(job_ids)]
-
-    def delete_job(self, job_id: str) -> None:
-        self.remove(job_id)
-
-    def save_meta(self, job_id: str, meta: bytes) -> None:
-        from .exceptions import NoSuchJobError
-
-        if not self.set_meta(job_id, meta):
-            raise NoSuchJobError(f"No such job: {job_id}")
-
-    def cancel_job(self, job_id: str) -> JobRecord:
-        from . import _lifecycle
-
-        return _lifecycle.cancel(self, job_id)
-
-    def requeue_job(self, job_id: str, *, at_front: bool = False) -> JobRecord:
-        from . import _lifecycle
-
-        return _lifecycle.requeue(self, job_id, at_front=at_front)
-
-    def queue_names(self) -> list[str]:
-        return self.queues()
-
-    def job_ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
-        from . import _lifecycle
-
-        _lifecycle.expire(self)
-        return self.ids(queue, status, offset, length)
-
-    def count(self, queue: str, status: JobStatus) -> int:
-        from . import _lifecycle
-
-        _lifecycle.expire(self)
-        return self.count_status(queue, status)
-
-    def empty_queue(self, queue: str) -> int:
-        return self.remove_queued(queue)
-
-    def delete_queue(self, queue: str, *, delete_jobs: bool = True) -> None:
-        if delete_jobs:
-            self.remove_queued(queue)
-            return
-        # Without delete_jobs the jobs survive as records but leave the queue,
-        # as RQ's Queue.delete(delete_jobs=False) drops only the list key.
-        for job_id in self.ids(queue, JobStatus.QUEUED):
-            rec = self.get(job_id)
-            if rec is not None:
-                rec.status = JobStatus.CANCELED
-                self.put(rec, expected={JobStatus.QUEUED})
-
-    def remove_from_registry(
-        self, queue: str, status: JobStatus, job_id: str, *, delete_job: bool = False
-    ) -> None:
-        from . import _lifecycle
-
-        _lifecycle.remove_from_registry(self, queue, status, job_id, delete_job=delete_job)
-
-    def run_worker(
-        self, worker: Worker, *, burst: bool, max_jobs: int | None, with_scheduler: bool
-    ) -> bool:
-        from ._worker_loop import WorkerLoop
-
-        return WorkerLoop(self, worker).run(
-            burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
-        )
-
-    def run_sync(self, record: JobRecord) -> JobRecord:
-        from ._worker_loop import run_sync
-
-        return run_sync(self, record)
-
-    def workers(self) -> list[WorkerRecord]:
-        return self.list_workers()
-
-    def maintenance(self) -> None:
-        from . import _lifecycle
-
-        _lifecycle.maintenance(self)
-
-
-def unsupported(backend: Backend, feature: str) -> Any:
-    """Raise the standard 'not supported' error for ``feature`` on ``backend``."""
-    raise NotSupportedError(
-        f"{feature!r} is not supported by the {backend.scheme} backend ({backend.safe_url()})"
-    )

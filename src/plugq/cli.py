@@ -29,7 +29,6 @@ from rich.live import Live
 from rich.table import Table
 
 from . import __version__, _monitor
-from ._status import JobStatus
 from .backend import Backend
 from .config import Settings, current_settings, mask_url, validate_url
 from .connection import connect
@@ -41,6 +40,7 @@ from .exceptions import (
     PlugqError,
     UnknownBackendError,
 )
+from .storage import JobStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,13 +1,20 @@
-"""``connect()``: from a URL (or a foreign connection) to a backend object."""
+"""``connect()``: from a URL (or a storage, or a foreign connection) to a backend object.
+
+A plugin's factory returns a :class:`~plugq.storage.Storage` (then plugq's
+engine runs over it) or a complete :class:`~plugq.backend.Backend`.
+"""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+from ._engine import engine_for
 from .backend import Backend
 from .config import mask_url, resolve_url
 from .exceptions import UnknownBackendError
+from .plugins import backends, hook
+from .storage import Storage
 
 _lock = threading.RLock()
 _cache: dict[str, Backend] = {}
@@ -31,8 +38,6 @@ def connect(url: str | None = None) -> Backend:
         backend = _cache.get(resolved)
         if backend is not None:
             return backend
-        from .plugins import backends
-
         scheme = resolved.split("://", 1)[0].lower()
         entries = backends()
         entry = entries.get(scheme)
@@ -42,7 +47,8 @@ def connect(url: str | None = None) -> Backend:
                 f"no backend for {mask_url(resolved)!r}: scheme {scheme!r} is not installed; "
                 f"installed schemes: {installed}"
             )
-        backend = entry.factory(resolved)
+        made = entry.factory(resolved)
+        backend = engine_for(made) if isinstance(made, Storage) else made
         _cache[resolved] = backend
         return backend
 
@@ -51,7 +57,7 @@ def resolve_connection(connection: Any = None) -> Backend:
     """Accept what RQ code passes as ``connection=`` and return a backend.
 
     None uses the configured default; a string is a URL; a backend is used as
-    is; anything else (a ``redis.Redis`` client) is offered to the plugins.
+    is; a storage gets its engine; anything else (a ``redis.Redis`` client) is offered to the plugins.
 
     Raises:
         TypeError: no plugin knows the object.
@@ -60,10 +66,10 @@ def resolve_connection(connection: Any = None) -> Backend:
         return connect()
     if isinstance(connection, Backend):
         return connection
+    if isinstance(connection, Storage):
+        return engine_for(connection)
     if isinstance(connection, str):
         return connect(connection)
-    from .plugins import hook
-
     backend = hook().plugq_adapt_connection(connection=connection)
     if backend is None:
         raise TypeError(

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import _events
 from ._clock import to_datetime
-from ._record import JobRecord
-from ._status import JobStatus
 from .exceptions import InvalidTaskError, NoSuchJobError
 from .serializers import get_serializer
+from .storage import JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -410,7 +410,7 @@ class Job:
         self._record = self._backend.requeue_job(self.id, at_front=at_front)
         return self
 
-    def delete(self, remove_from_queue: bool = True, delete_dependents: bool = False) -> None:
+    def delete(self, delete_dependents: bool = False) -> None:
         """Delete the job from the store, its queue and every registry."""
         if delete_dependents:
             for dep_id in self._dependents_ids():
@@ -462,3 +462,6 @@ class Job:
         if r.depends_on:
             d["dependency_ids"] = list(r.depends_on)
         return d
+
+
+_events.register_job_class(Job)

@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from ._record import JobRecord
-from ._status import JobStatus
+from . import _events
+from ._rules import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 from .backend import Backend
 from .job import Job, describe, func_path, new_job_id, validate_job_id
-from .plugins import hook
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -23,10 +22,7 @@ from .registry import (
 from .retry import Retry, dependency_ids
 from .security import seal
 from .serializers import Serializer, get_serializer
-
-DEFAULT_TIMEOUT = 180.0
-DEFAULT_RESULT_TTL = 500
-DEFAULT_FAILURE_TTL = 365 * 24 * 3600
+from .storage import JobRecord, JobStatus
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -340,33 +336,12 @@ class Queue:
         if not self._is_async:
             if len(records) != 1:
                 raise ValueError("is_async=False runs one job at a time; use enqueue()")
-            if unique:
-                self.backend.require("unique")
             stored = [self.backend.run_sync(records[0])]
         else:
             stored = self.backend.enqueue_jobs(records, unique=unique)
         jobs = [Job(self.backend, r) for r in stored]
-        caller = hook()
-        if caller.plugq_job_enqueued.get_hookimpls():
-            for job in jobs:
-                caller.plugq_job_enqueued(job=job)
+        _events.enqueued(jobs)
         return jobs
-
-    def _check_features(self, records: Sequence[JobRecord], unique: bool) -> None:
-        b = self.backend
-        for r in records:
-            if r.retries_left is not None:
-                b.require("retry")
-            if r.depends_on:
-                b.require("dependencies")
-            if r.on_success or r.on_failure:
-                b.require("callbacks")
-            if r.scheduled_for is not None:
-                b.require("schedule")
-            if r.ttl is not None:
-                b.require("ttl")
-        if unique:
-            b.require("unique")
 
     def enqueue(self, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Enqueue ``f(*args, **kwargs)``; RQ's reserved keyword arguments are honoured.
@@ -379,7 +354,6 @@ class Queue:
         """
         data, unique, _ = self._split(f, args, kwargs)
         record = self._record(data)
-        self._check_features([record], unique)
         return self._store([record], unique=unique)[0]
 
     def enqueue_call(
@@ -397,7 +371,6 @@ class Queue:
             timeout = options.pop("job_timeout")
         data = self.prepare_data(func, args, kwargs, timeout=timeout, **options)
         record = self._record(data)
-        self._check_features([record], unique)
         return self._store([record], unique=unique)[0]
 
     def enqueue_many(self, job_datas: Sequence[EnqueueData], pipeline: Any = None) -> list[Job]:
@@ -406,7 +379,6 @@ class Queue:
         ids = [r.id for r in records]
         if len(set(ids)) != len(ids):
             raise ValueError("enqueue_many: two jobs in the batch share a job_id")
-        self._check_features(records, False)
         if not self._is_async:
             return [self._store([r], unique=False)[0] for r in records]
         return self._store(records, unique=False)
@@ -421,7 +393,6 @@ class Queue:
         record = self._record(
             data, status=JobStatus.SCHEDULED, scheduled_for=to_timestamp(datetime_)
         )
-        self._check_features([record], unique)
         if not self._is_async:
             # RQ runs a sync queue's scheduled job at once; so do we, through the
             # worker's path.

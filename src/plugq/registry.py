@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._status import JobStatus
 from .job import Job
+from .storage import JobStatus
 
 if TYPE_CHECKING:
     from .backend import Backend

@@ -20,8 +20,8 @@ import hashlib
 import hmac
 import os
 
-from ._record import JobRecord
 from .exceptions import PlugqError
+from .storage import JobRecord
 
 MAGIC = b"PQS1"
 _MAC_LEN = 32

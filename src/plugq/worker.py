@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._record import WorkerRecord
-from .backend import Backend
+from .backend import Backend, WorkerSpec
 from .queue import Queue
+from .storage import WorkerRecord
 
 
 class Worker:
@@ -58,11 +57,27 @@ class Worker:
         #: rq worker class for the RQ backend: 'fork' (default), 'simple' or 'spawn'.
         self.worker_class = worker_class
         self.options = kwargs
-        self.successful_job_count = 0
-        self.failed_job_count = 0
-        self.total_working_time = 0.0
         self.log = logging.getLogger("plugq.worker")
-        self._stop = threading.Event()
+        # What the backend runs: plain data; the counters live in its stats.
+        self._spec = WorkerSpec(
+            name=self.name, queues=self.queue_names(), worker_class=worker_class,
+            options=kwargs, hook_worker=self,
+        )
+
+    @property
+    def successful_job_count(self) -> int:
+        """Jobs this worker finished."""
+        return self._spec.stats.successful
+
+    @property
+    def failed_job_count(self) -> int:
+        """Failed attempts this worker ran."""
+        return self._spec.stats.failed
+
+    @property
+    def total_working_time(self) -> float:
+        """Seconds this worker spent running jobs."""
+        return self._spec.stats.working_time
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, queues={self.queue_names()!r})"
@@ -88,18 +103,19 @@ class Worker:
         """
         if logging_level is not None:
             logging.getLogger("plugq").setLevel(logging_level)
-        self._stop.clear()
+        self._spec.stop.clear()
         return self.backend.run_worker(
-            self, burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
+            self._spec, burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
         )
 
     def request_stop(self) -> None:
         """Warm shutdown: finish the current job, then return from ``work()``."""
-        self._stop.set()
+        self._spec.stop.set()
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        """True once :meth:`request_stop` was called (until the next ``work()``)."""
+        return self._spec.stop.is_set()
 
     @classmethod
     def all(cls, connection: Any = None, queue: Queue | None = None) -> list[WorkerRecord]:

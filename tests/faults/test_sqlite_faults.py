@@ -17,14 +17,14 @@ import pytest
 from plugq import JobStatus, Queue, Retry
 from plugq.exceptions import BackendUnavailableError
 from plugq.testing import tasks
-from plugq_sqlite import SqliteBackend
+from plugq_sqlite import SqliteStorage
 
 from .conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def counts(backend: SqliteBackend, queue: str) -> dict[str, int]:
+def counts(backend: SqliteStorage, queue: str) -> dict[str, int]:
     return {s.value: backend.count_status(queue, s) for s in JobStatus}
 
 
@@ -33,7 +33,7 @@ def test_sigkilled_workers_lose_no_job(tmp_path, procs):
     url = f"sqlite:///{tmp_path / 'kill.db'}?lease=1"
     out = tmp_path / "out"
     out.mkdir()
-    backend = SqliteBackend(url)
+    backend = SqliteStorage(url)
     q = Queue("default", connection=backend)
     n = 2000
     jobs = q.enqueue_many([
@@ -88,18 +88,19 @@ def test_sigkilled_workers_lose_no_job(tmp_path, procs):
 
 def test_supervisor_replaces_killed_children(tmp_path, procs):
     url = f"sqlite:///{tmp_path / 'sup.db'}?lease=1"
-    backend = SqliteBackend(url)
+    backend = SqliteStorage(url)
     q = Queue("default", connection=backend)
     n = 300
     q.enqueue_many([Queue.prepare_data(tasks.sleep, (0.02,), retry=Retry(max=3)) for _ in range(n)])
     supervisor = procs.worker(url, "--concurrency", "3")
-    first = wait_for(lambda: {w.pid for w in backend.workers()} if len(backend.workers()) == 3 else None,
-                     60, "three worker children")
+    first = wait_for(
+        lambda: {w.pid for w in backend.list_workers()} if len(backend.list_workers()) == 3 else None,
+        60, "three worker children")
     assert supervisor.pid not in first
     for pid in list(first)[:2]:
         os.kill(pid, signal.SIGKILL)
     replaced = wait_for(
-        lambda: (pids := {w.pid for w in backend.workers() if w.pid not in first})
+        lambda: (pids := {w.pid for w in backend.list_workers() if w.pid not in first})
         and len(pids) >= 2 and pids,
         60, "two replacement children",
     )
@@ -126,7 +127,7 @@ PRODUCER = textwrap.dedent("""
 
 def test_producer_killed_mid_enqueue_many_is_all_or_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'batch.db'}"
-    backend = SqliteBackend(url)
+    backend = SqliteStorage(url)
     n = 20000
     rng = random.Random(7)
     for attempt in range(6):
@@ -157,14 +158,14 @@ def test_garbage_file_gives_clear_error_and_stays_untouched(tmp_path):
     path.write_bytes(os.urandom(8192))
     before = _digest(path)
     with pytest.raises(BackendUnavailableError) as err:
-        Queue("x", connection=SqliteBackend(f"sqlite:///{path}")).enqueue(tasks.add, 1, 1)
+        Queue("x", connection=SqliteStorage(f"sqlite:///{path}")).enqueue(tasks.add, 1, 1)
     assert str(path) in str(err.value)
     assert _digest(path) == before
 
 
 def test_disk_full_gives_clear_error_and_keeps_data(tmp_path):
     path = tmp_path / "full.db"
-    backend = SqliteBackend(f"sqlite:///{path}")
+    backend = SqliteStorage(f"sqlite:///{path}")
     q = Queue("full", connection=backend)
     kept = q.enqueue(tasks.add, 1, 2)
     # Cap the file at its current size: the next growth is SQLITE_FULL, which is
@@ -181,12 +182,12 @@ def test_disk_full_gives_clear_error_and_keeps_data(tmp_path):
 
 def test_read_only_file_gives_clear_error_and_keeps_data(tmp_path):
     path = tmp_path / "ro.db"
-    backend = SqliteBackend(f"sqlite:///{path}")
+    backend = SqliteStorage(f"sqlite:///{path}")
     q = Queue("ro", connection=backend)
     kept = q.enqueue(tasks.add, 1, 2)
     backend.close()
     before = _digest(path)
-    ro = SqliteBackend(f"sqlite:///{path}?mode=ro")
+    ro = SqliteStorage(f"sqlite:///{path}?mode=ro")
     q_ro = Queue("ro", connection=ro)
     assert q_ro.get_job_ids() == [kept.id]
     with pytest.raises(BackendUnavailableError, match=r"read-only|readonly"):

@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from plugq._status import JobStatus
 from plugq.exceptions import NoSuchJobError
 from plugq.job import Job, describe, func_path
 from plugq.queue import Queue
+from plugq.storage import JobStatus
 
 from ._drain import plumbing_prefixes
 

@@ -29,11 +29,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from plugq._clock import Clock, ManualClock
-from plugq._status import JobStatus
-from plugq.backend import Backend, StorageBackend
+from plugq.backend import Backend
 from plugq.connection import connect, forget, pop_default, push_default
 from plugq.exceptions import ConfigurationError
+from plugq.storage import Clock, JobStatus, ManualClock, Storage
 
 #: The backend the fixtures use when neither ``--plugq-url`` nor the variable is set.
 DEFAULT_TEST_URL = "memory://"
@@ -156,15 +155,16 @@ def fresh_url(url: str, tmp_dir: Path | None = None) -> tuple[str, bool]:
 def reset_backend(backend: Backend) -> None:
     """Empty a shared backend before a test.
 
-    Uses the backend's ``flush()`` when it has one; for the RQ backend,
-    ``FLUSHDB`` on its Redis client (the whole database of the URL); a
-    :class:`~plugq.backend.StorageBackend` without ``flush`` is emptied
-    through its primitives.
+    Uses the storage's (or backend's) ``flush()`` when it has one; for the RQ
+    backend, ``FLUSHDB`` on its Redis client (the whole database of the URL);
+    a :class:`~plugq.storage.Storage` without ``flush`` is emptied through
+    its primitives.
 
     Raises:
         ConfigurationError: the backend offers no way to empty it.
     """
-    flush = getattr(backend, "flush", None)
+    storage = getattr(backend, "storage", None)  # plugq's engine over a storage
+    flush = getattr(storage if storage is not None else backend, "flush", None)
     if callable(flush):
         flush()
         return
@@ -172,13 +172,13 @@ def reset_backend(backend: Backend) -> None:
     if client is not None and callable(getattr(client, "flushdb", None)):
         client.flushdb()
         return
-    if isinstance(backend, StorageBackend):
-        for queue in backend.queues():
+    if isinstance(storage, Storage):
+        for queue in storage.queues():
             for status in JobStatus:
-                for job_id in backend.ids(queue, status):
-                    backend.remove(job_id)
-        for worker in backend.list_workers():
-            backend.unregister_worker(worker.name)
+                for job_id in storage.ids(queue, status):
+                    storage.remove(job_id)
+        for worker in storage.list_workers():
+            storage.unregister_worker(worker.name)
         return
     raise ConfigurationError(
         f"cannot give each test a fresh {backend.safe_url()}: {type(backend).__name__} has no "

@@ -1,0 +1,120 @@
+"""plugq's engine: the :class:`~plugq.backend.Backend` of every storage.
+
+:class:`Engine` composes a :class:`~plugq.storage.Storage` (primitives) with
+the lifecycle (:mod:`plugq._lifecycle`) and the worker loop
+(:mod:`plugq._worker_loop`). The storage keeps its own vocabulary; the public
+API only ever sees the engine's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from . import _lifecycle
+from ._worker_loop import WorkerLoop, run_sync
+from .backend import Backend, WorkerSpec
+from .exceptions import NoSuchJobError
+from .storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
+
+_lock = threading.Lock()
+
+
+def engine_for(storage: Storage) -> Engine:
+    """The one engine of ``storage`` (made on first use), so every handle on it agrees."""
+    engine = storage.__dict__.get("_plugq_engine")
+    if engine is None:
+        with _lock:
+            engine = storage.__dict__.get("_plugq_engine")
+            if engine is None:
+                engine = storage.__dict__["_plugq_engine"] = Engine(storage)
+    return engine
+
+
+class Engine(Backend):
+    """plugq's lifecycle over ``storage``; get one with :func:`engine_for`."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage.url)
+        #: The primitives this engine composes.
+        self.storage = storage
+        self.scheme = storage.scheme  # type: ignore[misc]
+
+    @property
+    def clock(self) -> Clock:  # type: ignore[override]  # the storage's, never set on the engine
+        """The storage's clock (one clock per store)."""
+        return self.storage.clock
+
+    def safe_url(self) -> str:
+        return self.storage.safe_url()
+
+    def __repr__(self) -> str:
+        return f"<Engine over {self.storage!r}>"
+
+    # -- jobs ---------------------------------------------------------------
+
+    def enqueue_jobs(self, records: Sequence[JobRecord], *, unique: bool = False) -> list[JobRecord]:
+        return _lifecycle.enqueue(self.storage, records, unique=unique)
+
+    def fetch_job(self, job_id: str) -> JobRecord | None:
+        return _lifecycle.visible(self.storage, self.storage.get(job_id))
+
+    def fetch_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        storage = self.storage
+        return [_lifecycle.visible(storage, rec) for rec in storage.get_many(job_ids)]
+
+    def delete_job(self, job_id: str) -> None:
+        self.storage.remove(job_id)
+
+    def save_meta(self, job_id: str, meta: bytes) -> None:
+        if not self.storage.set_meta(job_id, meta):
+            raise NoSuchJobError(f"No such job: {job_id}")
+
+    def cancel_job(self, job_id: str) -> JobRecord:
+        return _lifecycle.cancel(self.storage, job_id)
+
+    def requeue_job(self, job_id: str, *, at_front: bool = False) -> JobRecord:
+        return _lifecycle.requeue(self.storage, job_id, at_front=at_front)
+
+    # -- queues and registries ----------------------------------------------
+
+    def queue_names(self) -> list[str]:
+        return self.storage.queues()
+
+    def job_ids(self, queue: str, status: JobStatus, offset: int = 0, length: int = -1) -> list[str]:
+        return self.storage.ids(queue, status, offset, length, now=self.clock.now())
+
+    def count(self, queue: str, status: JobStatus) -> int:
+        return self.storage.count_status(queue, status, now=self.clock.now())
+
+    def empty_queue(self, queue: str) -> int:
+        return self.storage.remove_queued(queue)
+
+    def delete_queue(self, queue: str, *, delete_jobs: bool = True) -> None:
+        _lifecycle.delete_queue(self.storage, queue, delete_jobs=delete_jobs)
+
+    def remove_from_registry(
+        self, queue: str, status: JobStatus, job_id: str, *, delete_job: bool = False
+    ) -> None:
+        _lifecycle.remove_from_registry(self.storage, queue, status, job_id, delete_job=delete_job)
+
+    # -- workers --------------------------------------------------------------
+
+    def run_worker(
+        self, worker: WorkerSpec, *, burst: bool, max_jobs: int | None, with_scheduler: bool
+    ) -> bool:
+        return WorkerLoop(self, worker).run(
+            burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
+        )
+
+    def run_sync(self, record: JobRecord) -> JobRecord:
+        return run_sync(self, record)
+
+    def workers(self) -> list[WorkerRecord]:
+        return self.storage.list_workers()
+
+    def maintenance(self) -> None:
+        _lifecycle.maintenance(self.storage)
+
+    def close(self) -> None:
+        self.storage.close()
