@@ -45,6 +45,23 @@ class TestPostgresConformance(BackendConformance):
         b.close()
 
 
+try:  # the primitive-level suite arrives with the engine work (plugq.testing.storage)
+    from plugq.testing.storage import StorageConformance
+except ImportError:  # pragma: no cover - not on this branch yet
+    StorageConformance = None
+
+if StorageConformance is not None:
+
+    class TestPostgresStorageConformance(StorageConformance):  # type: ignore[misc,valid-type]
+        """Every primitive of plugq.storage.Storage, on a fresh schema."""
+
+        @pytest.fixture
+        def storage(self, postgres_url):
+            s = PostgresStorage(f"{postgres_url}&lease=2")
+            yield s
+            s.close()
+
+
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
     """Poll an observable condition until it holds, failing the test at the deadline."""
     end = time.monotonic() + timeout
