@@ -110,17 +110,6 @@ def module_allowed(func_name: str, allowed: list[str] | None) -> bool:
     return any(func_name == m or func_name.startswith(m + ".") for m in allowed)
 
 
-def check_allowed(rec: JobRecord) -> None:
-    """Refuse a job whose function or callbacks are outside ``allowed_modules``.
-
-    Raises:
-        UntrustedJobError: naming the function and the allow-list.
-    """
-    from .config import current_settings
-
-    _check_allowed(rec, current_settings().allowed_modules)
-
-
 def _check_allowed(rec: JobRecord, allowed: list[str] | None) -> None:
     if allowed is None:
         return
