@@ -27,6 +27,7 @@ from plugq import (
 from plugq.connection import connect, forget
 from plugq.testing import tasks
 from plugq.testing.conformance import BackendConformance
+from plugq.testing.storage import StorageConformance
 from plugq_postgres import PostgresStorage, schema
 from plugq_postgres._url import parse_url
 
@@ -45,21 +46,14 @@ class TestPostgresConformance(BackendConformance):
         b.close()
 
 
-try:  # the primitive-level suite arrives with the engine work (plugq.testing.storage)
-    from plugq.testing.storage import StorageConformance
-except ImportError:  # pragma: no cover - not on this branch yet
-    StorageConformance = None
+class TestPostgresStorageConformance(StorageConformance):
+    """Every primitive of plugq.storage.Storage, on a fresh schema."""
 
-if StorageConformance is not None:
-
-    class TestPostgresStorageConformance(StorageConformance):  # type: ignore[misc,valid-type]
-        """Every primitive of plugq.storage.Storage, on a fresh schema."""
-
-        @pytest.fixture
-        def storage(self, postgres_url):
-            s = PostgresStorage(f"{postgres_url}&lease=2")
-            yield s
-            s.close()
+    @pytest.fixture
+    def storage(self, postgres_url):
+        s = PostgresStorage(f"{postgres_url}&lease=2")
+        yield s
+        s.close()
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
