@@ -408,6 +408,36 @@ class TestTransactionalEnqueue:
         thread.join(5)
         assert "returned" in result and result["returned"] - committed < 0.5
 
+    @pytest.mark.slow
+    def test_a_worker_process_runs_the_job_once_after_commit_and_never_before(
+        self, storage, postgres_url, app_conn, tmp_path
+    ):
+        out = tmp_path / "ran.txt"
+        q = Queue("txproc", connection=postgres_url)
+        worker = subprocess.Popen([PLUGQ, "worker", "txproc", "--url", postgres_url,
+                                   "--logging-level", "warning"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: storage.list_workers(), 30, "the worker to register")
+            time.sleep(0.3)  # idle: LISTENing
+            with plugq_postgres.transaction(app_conn):
+                job = q.enqueue(tasks.append_line, str(out), "after-commit")
+                time.sleep(1.0)
+                assert not out.exists(), "the worker ran a job that was not committed"
+            committed = time.monotonic()
+            wait_for(out.exists, 10, "the job to run after the commit")
+            assert time.monotonic() - committed < 2
+            wait_for(lambda: storage.get(job.id).status is JobStatus.FINISHED, 10, "finished")
+            with pytest.raises(RuntimeError), plugq_postgres.transaction(app_conn):
+                never = q.enqueue(tasks.append_line, str(out), "rolled-back")
+                raise RuntimeError("abort")
+            time.sleep(1.0)
+            assert storage.get(never.id) is None
+            assert out.read_text().splitlines() == ["after-commit"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0, worker.stderr.read() if worker.stderr else ""
+
     def test_a_refused_unique_job_leaves_the_app_transaction_usable(
         self, storage, postgres_url, app_conn
     ):
