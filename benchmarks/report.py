@@ -45,6 +45,13 @@ TARGETS: list[Target] = [
            peer="rq-simple"),
     Target("plugq-redis-fork", "process_1", ">= 0.9x rq Worker (forking)", ratio=0.9,
            peer="rq-fork"),
+    Target("plugq-postgres", "enqueue_single", ">= 2x procrastinate defer", ratio=2.0,
+           peer="procrastinate"),
+    Target("plugq-postgres", "enqueue_bulk", ">= 50,000 jobs/s", absolute=50_000),
+    Target("plugq-postgres", "process_1", ">= 3x procrastinate", ratio=3.0, peer="procrastinate"),
+    Target("plugq-postgres", "process_1", ">= pgqueuer at the same claim batch size (1)",
+           ratio=1.0, peer="pgqueuer-b1"),
+    Target("plugq-postgres", "latency_median", "<= 5 ms", absolute=5.0, lower_is_better=True),
 ]
 
 
@@ -58,8 +65,8 @@ def enqueue_source(results: dict[str, Any], system: str) -> str:
     return results["systems"].get(system, {}).get("enqueue_from", system)
 
 
-def ratio(results: dict[str, Any], system: str, metric: str) -> float | None:
-    peer = results["systems"].get(system, {}).get("peer")
+def ratio(results: dict[str, Any], system: str, metric: str, peer: str | None = None) -> float | None:
+    peer = peer or results["systems"].get(system, {}).get("peer")
     if peer is None:
         return None
     if metric.startswith("enqueue"):
@@ -84,7 +91,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             status = "PASS" if ok else "MISS"
             by = value / t.absolute
         elif t.ratio is not None:
-            r = ratio(results, t.system, t.metric)
+            r = ratio(results, t.system, t.metric, t.peer)
             if r is not None:
                 measured = r
                 status = "PASS" if r >= t.ratio else "MISS"
@@ -134,7 +141,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"N = {cfg['workers_n']} worker processes, {cfg['latency_samples']} latency samples per run.",
         "",
         "Ratios in parentheses are plugq ÷ its peer (huey-sqlite for sqlite, raw rq with the same "
-        "worker class for redis); for latency and RSS lower is better.",
+        "worker class for redis, procrastinate for postgres); for latency and RSS lower is better.",
         "",
         "| system | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
         "| --- |" + " ---: |" * len(COLUMNS),
