@@ -1,5 +1,5 @@
 # ruff: noqa: UP031  (the examples keep rq's own %-formatting, verbatim)
-"""Every Python example of RQ's documentation, on memory, SQLite and Redis (a real server).
+"""Every Python example of RQ's documentation, on memory, SQLite, Redis (a real server), PostgreSQL.
 
 Source: github.com/rq/rq, ``docs/docs/`` — index.md (getting started),
 jobs.md, results.md, exceptions.md, scheduling.md, job_registries.md,
@@ -93,13 +93,16 @@ EXAMPLES_RUN = 80
 # -- fixtures and helpers ---------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def redis_conn(request, tmp_path) -> Iterator[Any]:
     """What an example passes as ``connection=``; also the default connection meanwhile."""
     if request.param == "memory":
         conn: Any = f"memory://rqdocs-{uuid.uuid4().hex}"
     elif request.param == "sqlite":
         conn = f"sqlite:///{tmp_path / 'rqdocs.db'}"
+    elif request.param == "postgres":
+        conn = request.getfixturevalue("postgres_url")
     else:
         import redis
 
@@ -1109,7 +1112,7 @@ def test_workers_10_spawn_worker(redis_conn, request):
     # A spawned horse imports the task afresh: one importable outside tests/.
     job = queue.enqueue("plugq.testing.tasks.add", 1, 2)
     if "redis" not in request.node.callspec.id:
-        # memory and SQLite run jobs in the worker's process: a spawn worker is
+        # memory, SQLite and PostgreSQL run jobs in the worker's process: a spawn worker is
         # refused, never silently made a simple one.
         with pytest.raises(NotSupportedError, match="spawn"):
             worker.work(burst=True)
