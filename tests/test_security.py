@@ -101,9 +101,11 @@ def test_unsigned_job_refused_when_worker_has_key(backend, monkeypatch, marker):
 
 
 def test_job_signed_with_other_key_refused(backend, monkeypatch, marker):
-    payload = seal("plugq.testing.tasks.append_line", "pickle",
-                   pickle.dumps(((str(marker), "x"), {})), key=b"other-key")
-    job_id = plant(backend, "otherkey", "plugq.testing.tasks.append_line", payload)
+    rec = JobRecord(id=str(uuid.uuid4()), func_name="plugq.testing.tasks.append_line",
+                    origin="otherkey", payload=b"", enqueued_at=1.0)
+    rec.payload = seal(rec, pickle.dumps(((str(marker), "x"), {})), key=b"other-key")
+    backend.insert([rec])
+    job_id = rec.id
     monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
     run(backend, "otherkey")
     rec = backend.get(job_id)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from plugq.config import mask_url
+from plugq.config import mask_exception, mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError
 
 EXTRA_HINT = "pip install 'plugq[redis]'"
@@ -83,17 +83,53 @@ def make_client(url: str) -> Any:
         return fakeredis.FakeRedis(server=server)
     import redis
 
+    check_url(url)
     try:
         return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
     except ValueError as exc:
-        raise ConfigurationError(f"{mask_url(url)!r} is not a valid Redis URL: {exc}") from None
+        raise ConfigurationError(
+            f"{mask_url(url)!r} is not a valid Redis URL: {mask_url(str(exc), url)}"
+        ) from None
+
+
+def check_url(url: str) -> None:
+    """Refuse what redis-py would silently reinterpret or fail on later, with the reason.
+
+    A database path that is not a number (``redis://host/abc``) would select
+    db 0; a port out of range fails only at the first command, as an error
+    that is not a connection error.
+
+    Raises:
+        ConfigurationError: naming the URL (masked) and the part at fault.
+    """
+    parts = urlsplit(url)
+    shown = mask_url(url)
+    if parts.scheme.lower() in ("redis", "rediss"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            raise ConfigurationError(
+                f"{shown!r}: the port must be a number from 1 to 65535 (a password holding "
+                "'/', '#', '?' or '@' must be percent-encoded, e.g. %2F)"
+            )
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ConfigurationError(
+                f"{shown!r}: the path must be a database number, e.g. redis://host:6379/0, "
+                f"not {mask_url(db, url)!r}"
+            )
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "db" and not value.isdigit():
+            raise ConfigurationError(f"{shown!r}: db={mask_url(value, url)!r} must be a number")
 
 
 def unavailable(url: str, exc: BaseException) -> BackendUnavailableError:
     """The one error plugq raises for an unreachable or refusing Redis."""
     import redis
 
-    text = str(exc) or type(exc).__name__
+    text = mask_url(str(exc), url) or type(exc).__name__
     if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
         why = f"authentication failed ({text}); check the user and password in the URL"
     elif "DB index" in text or "invalid DB" in text.lower():
@@ -125,6 +161,8 @@ def translated(url: str) -> Iterator[None]:
     except BackendUnavailableError:
         raise
     except Exception as exc:
+        # The client library's message (and anything chained to it) may quote the URL.
+        mask_exception(exc, url)
         if is_connection_error(exc):
             raise unavailable(url, exc) from exc
         raise

@@ -36,22 +36,25 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import Worker as RQWorker
 
+from plugq._quarantine import quarantined_worker
 from plugq._rules import check_cancel, check_requeue, check_unique, dependencies_met
 from plugq._worker_loop import drive_sync
 from plugq.backend import Backend, WorkerSpec
+from plugq.config import mask_url
 from plugq.exceptions import (
     ConfigurationError,
     InvalidJobOperation,
     NoSuchJobError,
     NotSupportedError,
 )
-from plugq.security import UntrustedJobError, secret_key
+from plugq.security import UntrustedJobError, secret_key, strip_blob
 from plugq.serializers import get_serializer
 from plugq.storage import Clock, JobRecord, JobStatus, ManualClock, WorkerRecord
 
-from ._connection import make_client, split_options, translate_errors, translated
+from ._connection import check_url, make_client, split_options, translate_errors, translated
 from .convert import attempts_of, status_of, stored_record, to_record, to_rq_job
 from .jobs import PlugqJob, death_penalty_class, rq_serializer, schedule
+from .poison import WORKER_FIELDS, describe, field_problems
 from .registries import clean_registries
 from .signing import sniff
 
@@ -109,6 +112,8 @@ class RQBackend(Backend):
     """Real rq on Redis (or fakeredis). See ``docs/redis.md``."""
 
     scheme: ClassVar[str] = "redis"
+    #: rq's SignedSerializer checks meta and results (bound to the job) before plugq sees them.
+    verifies_stored_blobs: ClassVar[bool] = True
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url)
@@ -116,6 +121,10 @@ class RQBackend(Backend):
             # rq, Redis and other processes read the wall clock.
             raise NotSupportedError(f"{self.safe_url()} cannot run on a ManualClock")
         self.clock = clock or Clock()
+        if client is None:
+            # On the URL as given: split_options re-encodes the query, after which
+            # a password holding an unencoded '?' no longer reads as one.
+            check_url(url)
         redis_url, options = split_options(url)
         self.is_fake = url.lower().startswith("fakeredis://")
         #: rq worker class used when ``Worker(worker_class=None)``.
@@ -128,7 +137,12 @@ class RQBackend(Backend):
         try:
             self.scheduler_interval = float(options.get("scheduler_interval", "1"))
         except ValueError:
-            raise ConfigurationError(f"{self.safe_url()}: scheduler_interval must be seconds") from None
+            self.scheduler_interval = float("nan")
+        if not 0 < self.scheduler_interval <= 86400:
+            raise ConfigurationError(
+                f"{self.safe_url()}: scheduler_interval={options['scheduler_interval']!r} must be "
+                "seconds, > 0 and at most 86400"
+            )
         #: ``?lease=SECONDS``: how long a job's heartbeat lives (None: rq's default,
         #: the job monitoring interval + 60 s); see ``worker.PlugqWorkerMixin``.
         self.lease: float | None = None
@@ -142,7 +156,10 @@ class RQBackend(Backend):
                     f"{self.safe_url()}: lease={options['lease']!r}; give whole or fractional "
                     "seconds, at least 1 (rq's heartbeats have one-second resolution)"
                 )
-        self.redis = client if client is not None else make_client(redis_url)
+        try:
+            self.redis = client if client is not None else make_client(redis_url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(mask_url(str(exc), url)) from None
         if self.redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigurationError(
                 "rq needs a Redis client with decode_responses=False (it stores bytes)"
@@ -349,7 +366,7 @@ class RQBackend(Backend):
         if data is None:
             raise NoSuchJobError(f"No such job: {job_id}")
         name, signed = sniff(data)
-        value = get_serializer(name).loads(meta) if meta else {}
+        value = get_serializer(name).loads(strip_blob(meta)) if meta else {}
         self.redis.hset(PlugqJob.key_for(job_id), "meta", rq_serializer(name, signed=signed).dumps(value))
 
     @translate_errors
@@ -525,7 +542,19 @@ class RQBackend(Backend):
     @translate_errors
     def workers(self) -> list[WorkerRecord]:
         found = []
-        for w in RQWorker.all(connection=self.redis):
+        for key in RQWorker.all_keys(connection=self.redis):
+            raw = self.redis.hgetall(key)
+            problems = field_problems(raw, WORKER_FIELDS) if raw else {}
+            if problems:
+                # One corrupt worker hash must not break `plugq info` or a worker's start.
+                found.append(quarantined_worker(
+                    WorkerRecord(name=key[len(RQWorker.redis_worker_namespace_prefix):], queues=[],
+                                 pid=0, hostname="", birth=0.0, last_heartbeat=0.0),
+                    describe(problems)))
+                continue
+            w = RQWorker.find_by_key(key, connection=self.redis)
+            if w is None:
+                continue
             found.append(
                 WorkerRecord(
                     name=w.name,

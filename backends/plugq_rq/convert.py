@@ -17,7 +17,7 @@ from rq.results import Result
 
 from plugq._rules import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
 from plugq.retry import retry_interval
-from plugq.security import unseal
+from plugq.security import strip_blob, unseal
 from plugq.serializers import get_serializer
 from plugq.storage import JobRecord, JobStatus
 
@@ -62,7 +62,7 @@ def to_rq_job(record: JobRecord, connection: Any, *, signed: bool | None = None)
         description=record.description,
         timeout=timeout,
         origin=record.origin,
-        meta=ser.loads(record.meta) if record.meta else None,
+        meta=ser.loads(strip_blob(record.meta)) if record.meta else None,
         serializer=rq_serializer(record.serializer, signed=signed),
         status=RQStatus(record.status.value),
         on_success=Callback(record.on_success) if record.on_success else None,
@@ -87,6 +87,20 @@ def to_rq_job(record: JobRecord, connection: Any, *, signed: bool | None = None)
     return job
 
 
+def latest_result(job: PlugqJob) -> Result | None:
+    """rq's latest Result of ``job`` (one XREVRANGE)."""
+    return Result.fetch_latest(job, serializer=job.serializer)
+
+
+def _arguments(job: PlugqJob) -> tuple[Any, Any]:
+    try:
+        return job.args, job.kwargs
+    except Exception:
+        # Data that does not deserialize (or not to rq's shape) fails the job
+        # when a worker runs it; a listing or a fetch shows it without arguments.
+        return (), {}
+
+
 def to_record(
     job: PlugqJob,
     result: Result | None = None,
@@ -100,7 +114,7 @@ def to_record(
     status = status_of(job)
     refused = job.plugq_refusal is not None
     # A refused job's arguments are never deserialized: it reads as called with none.
-    args, kwargs = ((), {}) if refused else (job.args, job.kwargs)
+    args, kwargs = ((), {}) if refused else _arguments(job)
     payload = ser.dumps((list(args) if name == "json" else tuple(args), dict(kwargs)))
     func_name = (job.plugq_refused_func if refused else job.func_name) or ""
     value: bytes | None = None
@@ -180,4 +194,7 @@ def stored_record(record: JobRecord, job: PlugqJob) -> JobRecord:
 def attempts_of(raw: dict[Any, Any]) -> int:
     """The attempt counter plugq's workers keep in the job hash (0 if absent)."""
     value = raw.get(ATTEMPTS_FIELD.encode(), raw.get(ATTEMPTS_FIELD))
-    return int(value) if value else 0
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0  # a corrupt counter: the job itself is quarantined when restored

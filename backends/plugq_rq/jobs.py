@@ -26,16 +26,21 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from rq.job import UNEVALUATED
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.utils import import_attribute
 
 from plugq._context import _current
+from plugq.config import current_settings
 from plugq.exceptions import SerializationError
-from plugq.security import secret_key
+from plugq.security import UntrustedJobError, resolve_allowed, secret_key
 
+from .poison import describe, job_field_problems
 from .signing import (
+    BOUND_FIELDS,
     CALLBACK_FIELDS,
     SIG_FIELD,
     RefusingSerializer,
@@ -129,23 +134,29 @@ class PlugqJob(RQJob):
         self._id = id
 
     def restore(self, raw_data: Any) -> Any:
-        data = raw_data.get(b"data", raw_data.get("data")) if raw_data else None
         self.plugq_refusal = self.plugq_refused_func = None
-        reason: str | None = None
-        func: str | None = None
-        if data:
-            try:
-                plain = zlib.decompress(data)
-            except zlib.error:
-                plain = data
-            # Every guard runs here, before rq deserializes data, meta or result.
-            reason, func = refusal(str(self._id), raw_data, plain)
-            if reason is not None:
-                self.serializer = RefusingSerializer(reason)
-            else:
-                name, signed = sniff(plain)
-                self.serializer = serializer_for(name, signed=signed)
-        super().restore(raw_data)
+        problems = job_field_problems(raw_data or {})
+        if problems:
+            self._plugq_restore_corrupt(raw_data or {}, problems)
+            return None
+        data = raw_data.get(b"data", raw_data.get("data"))
+        try:
+            plain = zlib.decompress(data)
+        except zlib.error:
+            plain = data
+        # Every guard runs here, before rq deserializes data, meta or result.
+        reason, func = refusal(str(self._id), raw_data, plain)
+        if reason is not None:
+            self.serializer = RefusingSerializer(reason)
+        else:
+            name, signed = sniff(plain)
+            self.serializer = serializer_for(name, signed=signed)
+        try:
+            super().restore(raw_data)
+        except Exception as exc:
+            # A parse the field table does not know of: still one poison job, not a dead worker.
+            self._plugq_restore_corrupt(raw_data, {"?": f"cannot be read ({type(exc).__name__}: {exc})"})
+            return None
         if reason is not None:
             self.plugq_refusal = reason
             self.plugq_refused_func = func or peek_func_name(*_inner_and_name(self.data))
@@ -154,6 +165,23 @@ class PlugqJob(RQJob):
         raw = raw_data.get(RETRY_INTERVALS_FIELD.encode(), raw_data.get(RETRY_INTERVALS_FIELD))
         self.plugq_retry_intervals = json.loads(raw) if raw else None
         return None
+
+    def _plugq_restore_corrupt(self, raw_data: Any, problems: dict[str, str]) -> None:
+        """Restore a hash with unreadable fields as a refused job: failed unrun by the worker."""
+        reason = (f"job {self._id}: the stored record is corrupt ({describe(problems)}); "
+                  "quarantined as failed, nothing of it was run or deserialized")
+        self.serializer = RefusingSerializer(reason)
+        clean = {k: v for k, v in raw_data.items()
+                 if (k.decode("utf-8", "replace") if isinstance(k, bytes) else k) not in problems}
+        clean.setdefault(b"data", b"")
+        try:
+            super().restore(clean)
+        except Exception:
+            log.debug("Job %s: corrupt hash only partly restored", self._id, exc_info=True)
+        self.plugq_refusal = reason
+        self.plugq_refused_func = None
+        self.meta, self._result, self.webhooks = {}, None, []
+        self.plugq_retry_intervals = None
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
         if self.plugq_refusal is not None:
@@ -165,9 +193,46 @@ class PlugqJob(RQJob):
         # An unsigned job needs no key (reading it costs environment lookups).
         key = secret_key() if isinstance(self.serializer, SignedSerializer) else None
         if key and is_signed(self.data):
-            callbacks = tuple(str(obj.get(f) or "") for f in CALLBACK_FIELDS)
-            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks)  # type: ignore[arg-type]
+            callbacks = tuple(_as_text(obj.get(f)) for f in CALLBACK_FIELDS)
+            bound = tuple(_as_text(obj.get(f)) for f in BOUND_FIELDS)
+            obj[SIG_FIELD] = job_mac(key, str(self._id), self.data, callbacks, bound)  # type: ignore[arg-type]
         return obj
+
+    # -- what rq imports and calls: the allow-list by module (plugq.security.resolve_allowed) --
+
+    @property
+    def func(self) -> Any:
+        allowed = current_settings().allowed_modules
+        if allowed is None:
+            return super().func
+        if self.func_name is None:
+            return None
+        if self.instance is not None:
+            raise UntrustedJobError(
+                f"job {self.id}: a method of a stored instance is not run under "
+                f"allowed_modules {allowed!r} (the instance is not a module's function)"
+            )
+        return resolve_allowed(self.func_name, allowed)
+
+    def _plugq_callback(self, attr: str, name: str | None) -> Any:
+        if getattr(self, attr) is UNEVALUATED and name:
+            allowed = current_settings().allowed_modules
+            setattr(self, attr, resolve_allowed(name, allowed) if allowed is not None
+                    else import_attribute(name))
+        value = getattr(self, attr)
+        return None if value is UNEVALUATED else value
+
+    @property
+    def success_callback(self) -> Any:
+        return self._plugq_callback("_success_callback", self._success_callback_name)
+
+    @property
+    def failure_callback(self) -> Any:
+        return self._plugq_callback("_failure_callback", self._failure_callback_name)
+
+    @property
+    def stopped_callback(self) -> Any:
+        return self._plugq_callback("_stopped_callback", self._stopped_callback_name)
 
     @property
     def serializer_name(self) -> str:
@@ -223,6 +288,13 @@ class PlugqJob(RQJob):
             super().execute_failure_callback(_penalty(), *exc_info)
         except Exception:
             log.exception("Job %s: on_failure callback failed", self.id)
+
+
+def _as_text(value: Any) -> str:
+    # As Redis will hold it: redis-py writes str(number), bytes as they are.
+    if value is None:
+        return ""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 def _inner_and_name(data: bytes) -> tuple[bytes, str]:

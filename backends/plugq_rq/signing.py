@@ -40,6 +40,13 @@ _MAC_LEN = 32
 #: Job hash field holding the job-level signature (hex).
 SIG_FIELD = "plugq_sig"
 CALLBACK_FIELDS = ("success_callback_name", "failure_callback_name", "stopped_callback_name")
+#: Other hash fields the worker acts on, covered by ``plugq_sig`` too: the queue
+#: (a job moved to another queue fails), dependencies, retry and repeat
+#: settings, the timeout and rq's webhooks (HTTP requests the worker sends).
+BOUND_FIELDS = (
+    "origin", "dependency_ids", "allow_dependency_failures", "webhooks", "retry_intervals",
+    "plugq_retry_intervals", "timeout", "repeat_intervals",
+)
 
 
 def _blob_mac(key: bytes, inner: bytes) -> bytes:
@@ -151,9 +158,14 @@ def peek_func_name(inner: bytes, serializer: str) -> str | None:
     return None
 
 
-def job_mac(key: bytes, job_id: str, data: bytes, callbacks: tuple[str, str, str]) -> str:
-    """The job-level signature: id, ``data`` (uncompressed) and callback names."""
-    msg = b"\x00".join((b"plugq-rq-job", job_id.encode(), *(c.encode() for c in callbacks), data))
+def job_mac(
+    key: bytes, job_id: str, data: bytes, callbacks: tuple[str, str, str],
+    bound: tuple[str, ...] = (),
+) -> str:
+    """The job-level signature: id, ``data`` (uncompressed), callback names and :data:`BOUND_FIELDS`."""
+    parts = (job_id, *callbacks, *bound)
+    msg = b"\x00".join((b"plugq-rq-job-v2", *(p.encode("utf-8", "surrogateescape") for p in parts),
+                         data))
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
@@ -161,7 +173,7 @@ def _text(raw: dict[Any, Any], field: str) -> str:
     value = raw.get(field.encode(), raw.get(field))
     if value is None:
         return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 def refusal(job_id: str, raw: dict[Any, Any], data: bytes) -> tuple[str | None, str | None]:
@@ -199,7 +211,8 @@ def refusal(job_id: str, raw: dict[Any, Any], data: bytes) -> tuple[str | None, 
         if not is_signed(data) or not sig:
             return f"job {job_id} is not signed and PLUGQ_SECRET_KEY is set: refused unrun", func
         callbacks = tuple(_text(raw, f) for f in CALLBACK_FIELDS)
-        expected = job_mac(key, job_id, data, callbacks)  # type: ignore[arg-type]
+        bound = tuple(_text(raw, f) for f in BOUND_FIELDS)
+        expected = job_mac(key, job_id, data, callbacks, bound)  # type: ignore[arg-type]
         blob_ok = hmac.compare_digest(data[4:4 + _MAC_LEN], _blob_mac(key, inner))
         if not blob_ok or not hmac.compare_digest(sig, expected):
             return (f"job {job_id} has a bad signature (tampered, or signed with another key): "

@@ -50,12 +50,13 @@ from rq.worker_registration import clean_worker_registry
 from plugq import _events
 from plugq.backend import WorkerSpec
 from plugq.exceptions import AbandonedJobError
-from plugq.security import UntrustedJobError
+from plugq.security import UntrustedJobError, secret_key
 
 from ._connection import is_connection_error
 from .convert import to_record
 from .jobs import ATTEMPTS_FIELD, PlugqJob, death_penalty_class
 from .registries import clean_registries, drop_ended_executions
+from .signing import RefusingSerializer, SignedSerializer
 
 if TYPE_CHECKING:
     from .backend import RQBackend
@@ -283,6 +284,15 @@ class PlugqWorkerMixin:
             log.warning("Worker %s: could not register its death, Redis unavailable", self.name)
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        if getattr(job, "plugq_refusal", None) is None and secret_key() is None and isinstance(
+            getattr(job, "serializer", None), SignedSerializer
+        ):
+            # Its producer meant it to be verified; this worker cannot, so nothing of it runs.
+            reason = (f"job {job.id} is signed but this worker has no PLUGQ_SECRET_KEY to verify "
+                      "it: refused unrun")
+            job.serializer = RefusingSerializer(reason)
+            job.plugq_refusal = reason
+            job.meta, job._result, job.webhooks = {}, None, []
         if getattr(job, "plugq_refusal", None) is not None:
             self._plugq_refuse(job, queue, job.plugq_refusal)
             return

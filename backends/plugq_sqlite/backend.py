@@ -23,6 +23,16 @@ from functools import partial
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from plugq._quarantine import (
+    Unparsable,
+    job_problem,
+    quarantine_exc_info,
+    quarantined,
+    quarantined_worker,
+    worker_problem,
+)
+from plugq._validate import is_queue_name
+from plugq.config import mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
 from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
 
@@ -134,25 +144,68 @@ def _params(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def _record(row: tuple[Any, ...]) -> JobRecord:
-    """A row (in :data:`schema.JOB_COLUMNS` order) as a record."""
+def _json_list(text: Any) -> Any:
+    if not text:
+        return []
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:
+        return Unparsable(f"is not valid JSON ({exc})")
+
+
+def _flag(value: Any) -> Any:
+    return bool(value) if value in (0, 1) else Unparsable(f"is {value!r:.40}, not 0 or 1")
+
+
+def _record(row: tuple[Any, ...]) -> tuple[JobRecord, str | None]:
+    """A row (in :data:`schema.JOB_COLUMNS` order) as a record, and its first unusable field.
+
+    Never raises: whoever can write the file can put anything in a column,
+    and one such row must not stop the worker that reads it.
+    """
     rec = JobRecord(*row)
-    rec.status = _STATUS[row[5]]
-    rec.retry_intervals = json.loads(row[20]) if row[20] else []
-    rec.depends_on = json.loads(row[21]) if row[21] else []
-    rec.allow_dependency_failure = bool(row[22])
-    rec.at_front = bool(row[27])
-    return rec
+    status = _STATUS.get(row[5]) if isinstance(row[5], str) else None
+    rec.status = status if status is not None else Unparsable(  # type: ignore[assignment]
+        f"{row[5]!r:.40} is not a job status"
+    )
+    rec.retry_intervals = _json_list(row[20])
+    rec.depends_on = _json_list(row[21])
+    rec.allow_dependency_failure = _flag(row[22])
+    rec.at_front = _flag(row[27])
+    return rec, job_problem(rec)
 
 
 def _fetchall(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
     return conn.execute(sql, params).fetchall()
 
 
+def _lists(depends_on: Any, job_id: str) -> bool:
+    found = _json_list(depends_on)
+    return isinstance(found, Unparsable) or (isinstance(found, list) and job_id in found)
+
+
 def _worker(row: tuple[Any, ...]) -> WorkerRecord:
     w = WorkerRecord(*row)
-    w.queues = json.loads(row[1])
-    return w
+    w.queues = _json_list(row[1])
+    problem = worker_problem(w)
+    return w if problem is None else quarantined_worker(w, problem)
+
+
+def _bindable(value: Any) -> Any:
+    """A value read from the file, in a form the driver can bind again (see _text_factory)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
+def _text_factory(raw: bytes) -> str:
+    # Invalid UTF-8 in a text column would make the driver raise inside the
+    # claim; decoded with surrogateescape it reaches the record checks, which
+    # quarantine the row and name the column.
+    return raw.decode("utf-8", "surrogateescape")
 
 
 class _Positions:
@@ -242,11 +295,12 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             repeated parameter; the message names it and shows the right form.
     """
     parts = urlsplit(url)
+    url = mask_url(url)  # every message below quotes it
     if parts.scheme.lower() != "sqlite":
         raise ConfigurationError(f"{url!r} is not a sqlite URL; expected {_FORM}")
     if parts.netloc:
         raise ConfigurationError(
-            f"{url!r}: a sqlite URL has no host part ({parts.netloc!r}); use three slashes "
+            f"{url!r}: a sqlite URL has no host part ({mask_url(parts.netloc)!r}); use three slashes "
             f"for a relative path and four for an absolute one: {_FORM}"
         )
     path = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
@@ -410,6 +464,7 @@ class SqliteStorage(Storage):
             raise BackendUnavailableError(
                 f"{self.path!r} is not a usable SQLite database ({exc}); plugq will not touch it"
             ) from None
+        conn.text_factory = _text_factory
         conn.pid = pid
         me = threading.current_thread()
         with self._conns_lock:
@@ -565,7 +620,7 @@ class SqliteStorage(Storage):
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._retry(lambda c: c.execute(_GET, (job_id,)).fetchone())
-        return None if row is None else _record(row)
+        return None if row is None else self._decode(row)
 
     def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         found: dict[str, JobRecord] = {}
@@ -578,7 +633,7 @@ class SqliteStorage(Storage):
                 return c.execute(sql, chunk).fetchall()
 
             for row in self._retry(read):
-                found[row[0]] = _record(row)
+                found[row[0]] = self._decode(row)
         return [found.get(job_id) for job_id in ids]
 
     def put(
@@ -632,9 +687,15 @@ class SqliteStorage(Storage):
             params = (now, worker_name, _POSITIONS.next(), name, now)
             # fetchall() runs the statement to completion, which ends its
             # implicit transaction (a half-read RETURNING would keep the lock).
-            rows = self._retry(partial(_fetchall, _CLAIM, params))
-            if rows:
-                return _record(rows[0])
+            while True:
+                rows = self._retry(partial(_fetchall, _CLAIM, params))
+                if not rows:
+                    break
+                rec = self._decode(rows[0])
+                if rec.status is JobStatus.STARTED:
+                    return rec
+                # A poison record was quarantined: take the next job instead.
+                params = (now, worker_name, _POSITIONS.next(), name, now)
         return None
 
     # -- primitives: listings -------------------------------------------------------------
@@ -667,11 +728,16 @@ class SqliteStorage(Storage):
             names: list[str] = []
             last = ""
             while True:
-                row = c.execute("SELECT min(origin) FROM jobs WHERE origin > ?", (last,)).fetchone()
+                row = c.execute("SELECT min(origin) FROM jobs WHERE origin > CAST(? AS TEXT)",
+                                (_bindable(last),)).fetchone()
                 if row[0] is None:
                     return names
                 last = row[0]
-                names.append(last)
+                # A name planted outside the queue-name rule (a blob, invalid
+                # UTF-8) names no queue anyone can use; its jobs are
+                # quarantined when read.
+                if is_queue_name(last):
+                    names.append(last)
 
         return self._retry(scan)
 
@@ -713,7 +779,8 @@ class SqliteStorage(Storage):
             ).fetchall()
         )
         # The row's own list is the truth; the side table only finds candidates.
-        return [row[0] for row in rows if row[1] and job_id in json.loads(row[1])]
+        # A corrupt list is left for get() to quarantine: still a candidate.
+        return [row[0] for row in rows if row[1] and _lists(row[1], job_id)]
 
     def started_by_dead_workers(self, now: float, exclude: str | None = None) -> list[JobRecord]:
         cols = ", ".join(f"j.{c}" for c in schema.JOB_COLUMNS)
@@ -725,7 +792,30 @@ class SqliteStorage(Storage):
                 (exclude, self.lease, now),
             ).fetchall()
         )
-        return [_record(row) for row in rows]
+        return [rec for rec in map(self._decode, rows) if rec.status is JobStatus.STARTED]
+
+    def _decode(self, row: tuple[Any, ...]) -> JobRecord:
+        """``row`` as a record; a corrupt row is failed in the file and returned as failed."""
+        rec, problem = _record(row)
+        if problem is None:
+            return rec
+        return self._quarantine(rec, problem, row[0])
+
+    def _quarantine(self, rec: JobRecord, problem: str, raw_id: Any) -> JobRecord:
+        """Fail a corrupt job row in place, naming the field; every other column stays as found."""
+        now = self.clock.now()
+        failed = quarantined(rec, problem, now)
+        if not self.read_only:
+            params = (quarantine_exc_info(failed.id, problem), now, _POSITIONS.next(),
+                      _bindable(raw_id))
+            self._retry(
+                lambda c: c.execute(
+                    "UPDATE jobs SET status = 'failed', exc_info = ?, ended_at = ?, "
+                    "expires_at = NULL, pos = ? WHERE id = CAST(? AS TEXT) OR id = ?4",
+                    params,
+                )
+            )
+        return failed
 
     # -- primitives: workers ----------------------------------------------------------------
 

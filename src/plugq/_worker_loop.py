@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import _events, _lifecycle, _rules
 from ._context import _current
-from ._execution import call, format_exc_info, install_alarm_handler, resolve
+from ._execution import call, format_exc_info, install_alarm_handler
 from .backend import WorkerSpec
-from .security import UntrustedJobError, verified_payload
+from .config import current_settings
+from .security import UntrustedJobError, resolve_allowed, seal_blob, verified_payload
 from .serializers import get_serializer
 from .storage import Clock, JobRecord, JobStatus, WorkerRecord
 
@@ -36,7 +37,8 @@ IDLE_WAIT = 1.0
 
 def _run_callback(path: str, *args: Any) -> None:
     try:
-        resolve(path)(*args)
+        # The allow-list check of the function applies to callbacks alike.
+        resolve_allowed(path, current_settings().allowed_modules)(*args)
     except Exception:
         # A callback's failure must not change the job's outcome (RQ logs it too).
         log.exception("callback %s failed", path)
@@ -52,10 +54,10 @@ def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRec
     serializer = get_serializer(rec.serializer)
     try:
         data = verified_payload(rec)  # before anything is imported or deserialized
-        func = resolve(rec.func_name)
+        func = resolve_allowed(rec.func_name, current_settings().allowed_modules)
         args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout)
-        result = serializer.dumps(value)
+        result = seal_blob(rec.id, "result", serializer.dumps(value))
     except (Exception, SystemExit) as exc:
         exc_info = format_exc_info(exc)
         _lifecycle.fail(storage, rec, exc_info)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -40,6 +39,7 @@ from .exceptions import (
     PlugqError,
     UnknownBackendError,
 )
+from .security import UntrustedJobError
 from .storage import JobStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,12 +55,14 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 
 log = logging.getLogger("plugq.worker")
 
-_URL_WITH_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@]*:)[^\s@]+@")
-
 
 def _mask(text: str) -> str:
-    """Mask every ``scheme://user:password@`` in ``text`` (errors may quote a URL)."""
-    return _URL_WITH_PASSWORD.sub(r"\1***@", text)
+    """``text`` through :func:`mask_url`, also masking the passwords of the URLs this
+    command was given (a library's message may quote a fragment of one)."""
+    given = [a for a in sys.argv if "://" in a]
+    if os.environ.get("PLUGQ_URL"):
+        given.append(os.environ["PLUGQ_URL"])
+    return mask_url(text, *given)
 
 
 class CliError(click.ClickException):
@@ -212,6 +214,8 @@ def worker(
                logging_level=logging_level.upper())
     except _ColdShutdown:
         return EXIT_OK
+    except ConfigurationError:
+        raise  # exit 2 (an empty PLUGQ_SECRET_KEY, say), not the name clash below
     except ValueError as exc:
         # The one ValueError work() documents: the name is taken by a live worker.
         raise CliError(str(exc)) from None
@@ -348,7 +352,11 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     for job in found:
         outcome: Any = None
         if job.is_finished:
-            outcome = job.return_value(refresh=False)
+            try:
+                outcome = job.return_value(refresh=False)
+            except UntrustedJobError as exc:
+                # Shown, never deserialized: a listing must not run a planted value.
+                outcome = f"<unreadable: {exc}>"
         elif job.exc_info:
             outcome = job.exc_info.strip().splitlines()[-1]
         rows.append({

@@ -8,16 +8,20 @@ directory, then ``sqlite:///plugq.db``.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
+from ._validate import number_error, queue_name_error
 from .exceptions import ConfigurationError
 
 DEFAULT_URL = "sqlite:///plugq.db"
+#: A module path in allowed_modules: dotted identifiers, nothing else.
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 #: Keys accepted in ``[tool.plugq]`` and the type each must have.
 KNOWN_KEYS: dict[str, tuple[type, ...]] = {
@@ -110,17 +114,24 @@ def _apply(settings: Settings, key: str, value: Any, where: str) -> None:
                 f"{where}: serializer = {value!r}; choose one of {', '.join(sorted(SERIALIZERS))}"
             )
     elif key == "job_timeout":
-        if value <= 0 and value != -1:
-            raise ConfigurationError(f"{where}: job_timeout = {value!r} must be > 0, or -1 for none")
+        problem = number_error(value, key, minimum=0, exclusive=True, allow_none_marker=True)
+        if problem is not None:
+            raise ConfigurationError(f"{where}: {problem} (-1 means no timeout)")
         # -1 stays -1 ("no timeout", as Queue(default_timeout=-1)); None means "not set".
         value = float(value)
     elif key == "result_ttl":
-        if value < -1:
-            raise ConfigurationError(f"{where}: result_ttl = {value!r} must be >= -1")
-    elif key in ("queues", "allowed_modules") and (
-        not value or not all(isinstance(v, str) and v for v in value)
-    ):
-        raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
+        problem = number_error(value, key, minimum=-1)
+        if problem is not None:
+            raise ConfigurationError(f"{where}: {problem}")
+    elif key in ("queues", "allowed_modules"):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigurationError(f"{where}: {key} = {value!r} must be a list of names")
+        for name in value:
+            problem = (queue_name_error(name) if key == "queues" else
+                       None if _MODULE_NAME.match(name) else
+                       f"{name!r} is not a dotted module name such as 'myapp.tasks'")
+            if problem is not None:
+                raise ConfigurationError(f"{where}: {key} = {value!r}: {problem}")
     setattr(settings, key, value)
     settings.sources[key] = where
 
@@ -182,17 +193,79 @@ def resolve_url(url: str | None = None) -> str:
     return current_settings().url
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
+#: ``scheme://user:PASSWORD@`` anywhere in a text. The password runs to the
+#: last '@' of the token, so one holding '/', '#', '?' or '@' unencoded (which
+#: URL parsers split elsewhere) is masked whole.
+_USERINFO = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<secret>[^\s'\"<>]*)@"
+    r"(?=[^\s'\"<>@]*(?:[\s'\"<>]|\Z))"
+)
+#: ``?password=…`` / ``&password=…`` (redis-py reads these), and ``password: '…'``
+#: / ``password=…`` in reprs of keyword arguments.
+_SECRET_WORDS = r"(?:password|passwd|pwd|pass|secret|token|ssl_password|sentinel_password|api_key)"
+_QUERY_SECRET = re.compile(rf"(?i)(?P<head>[?&;]{_SECRET_WORDS}=)(?P<secret>[^&;#\s'\"<>]*)")
+_KWARG_SECRET = re.compile(
+    rf"(?i)(?P<head>['\"]?\b{_SECRET_WORDS}['\"]?\s*[:=]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^,\s}})&]+)"
+)
+
+
+def _secrets_of(url: str) -> set[str]:
+    """Every password ``url`` holds, in the forms it could appear in a message."""
+    found: set[str] = set()
+    for pattern in (_USERINFO, _QUERY_SECRET):
+        for m in pattern.finditer(url):
+            secret = m.group("secret")
+            if secret:
+                plain = unquote(secret)
+                # As given, decoded, and re-encoded (a client may rebuild the URL).
+                found.update({secret, plain, quote(plain, safe=""), quote_plus(plain, safe="")})
     try:
-        parts = urlsplit(url)
+        password = urlsplit(url).password
     except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        password = None
+    if password:
+        # What a URL parser makes of it (possibly a fragment of the real one).
+        found.update({password, unquote(password)})
+    # A parser that split the URL at an unencoded '/', '#', '?' or '@' inside
+    # the password quotes only a piece of it ("port 'hunter' is not a number").
+    pieces = {piece for secret in found for piece in re.split(r"[/#?@]", secret)}
+    # Short pieces would mask ordinary words in the message ("ss" in "password").
+    return {s for s in found if len(s) >= 2} | {p for p in pieces if len(p) >= 4}
+
+
+def mask_url(text: str, *urls: str) -> str:
+    """``text`` with every password replaced by ``***``: the one masking function.
+
+    ``text`` may be a URL or any message holding URLs. Masked: the userinfo
+    password of every ``scheme://user:pass@host`` (also when it contains
+    ``/``, ``#``, ``?`` or ``@``, encoded or not), ``password=`` query
+    parameters, ``password: '…'`` in reprs, and every occurrence of a
+    password of ``urls`` (a client library's message may quote a fragment of
+    the URL it failed to parse).
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    for secret in sorted(set().union(*(_secrets_of(u) for u in urls)) if urls else (), key=len,
+                         reverse=True):
+        text = text.replace(secret, "***")
+    # Query first: a password holding '@' must not be read as userinfo instead.
+    text = _QUERY_SECRET.sub(lambda m: m.group("head") + "***", text)
+    text = _USERINFO.sub(lambda m: m.group("head") + "***@", text)
+    return _KWARG_SECRET.sub(lambda m: m.group("head") + "***", text)
+
+
+def mask_exception(exc: BaseException, *urls: str) -> BaseException:
+    """Mask passwords in ``exc`` and every exception chained to it, in place; returns ``exc``.
+
+    Client libraries put URLs (and fragments of them) in their messages; the
+    traceback of a chained error prints them all, so each link is rewritten.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(
+            mask_url(arg, *urls) if isinstance(arg, str) else arg for arg in current.args
+        )
+        current = current.__cause__ or current.__context__
+    return exc

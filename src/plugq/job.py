@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from . import _events
 from ._clock import to_datetime
 from .exceptions import InvalidTaskError, NoSuchJobError
+from .security import load_arguments, load_stored, seal_blob
 from .serializers import get_serializer
 from .storage import JobRecord, JobStatus
 
@@ -189,10 +190,7 @@ class Job:
         return self._record.serializer
 
     def _load_payload(self) -> None:
-        from .security import unseal
-
-        data = unseal(self._record.payload)
-        args, kwargs = get_serializer(self._record.serializer).loads(data)
+        args, kwargs = load_arguments(self._record, verified_by_backend=self._verified_by_backend())
         self._args, self._kwargs = tuple(args), dict(kwargs)
 
     @property
@@ -348,7 +346,8 @@ class Job:
             self._record = record
         if self._record.status is not JobStatus.FINISHED or self._record.result is None:
             return None
-        return get_serializer(self._record.serializer).loads(self._record.result)
+        return load_stored(self._record, "result", self._record.result,
+                           verified_by_backend=self._verified_by_backend())
 
     @property
     def result(self) -> Any:
@@ -369,11 +368,18 @@ class Job:
 
     # -- meta -----------------------------------------------------------------
 
+    def _verified_by_backend(self) -> bool:
+        # A backend that signs in its own format (rq's, on Redis) has checked
+        # meta and results before they reached the record.
+        return bool(getattr(self._backend, "verifies_stored_blobs", False))
+
     @property
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
             raw = self._record.meta
-            self._meta = get_serializer(self._record.serializer).loads(raw) if raw else {}
+            self._meta = load_stored(
+                self._record, "meta", raw, verified_by_backend=self._verified_by_backend()
+            ) if raw else {}
         return self._meta
 
     @meta.setter
@@ -387,7 +393,7 @@ class Job:
 
     def save_meta(self) -> None:
         """Store ``job.meta`` (only meta: a running job's status is not touched)."""
-        data = get_serializer(self._record.serializer).dumps(self.meta)
+        data = seal_blob(self.id, "meta", get_serializer(self._record.serializer).dumps(self.meta))
         self._backend.save_meta(self.id, data)
         self._record.meta = data
 

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from . import _events
 from ._rules import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
+from ._validate import check_queue_name, number_error
 from .backend import Backend
 from .job import Job, describe, func_path, new_job_id, validate_job_id
 from .registry import (
@@ -20,13 +21,12 @@ from .registry import (
     StartedJobRegistry,
 )
 from .retry import Retry, dependency_ids
-from .security import seal
+from .security import seal, seal_blob
 from .serializers import Serializer, get_serializer
 from .storage import JobRecord, JobStatus
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def parse_timeout(value: Any, what: str = "job_timeout") -> float | None:
@@ -42,20 +42,18 @@ def parse_timeout(value: Any, what: str = "job_timeout") -> float | None:
         if not m:
             raise ValueError(f"{what}={value!r} is not a duration; use seconds or '30s', '5m', '1h'")
         value = float(m.group(1)) * _UNITS[m.group(2)]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
-    if value == -1:
-        return -1.0
-    if value <= 0:
-        raise ValueError(f"{what}={value!r} must be > 0 seconds, or -1 for no timeout")
+    problem = number_error(value, what, minimum=0, exclusive=True, allow_none_marker=True)
+    if problem is not None:
+        raise ValueError(f"{problem} (-1 means no timeout)")
     return float(value)
 
 
 def _ttl(value: Any, what: str, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ValueError(f"{what}={value!r} must be a whole number of seconds >= {minimum}")
+    problem = number_error(value, what, minimum=minimum)
+    if problem is not None:
+        raise ValueError(problem)
     return int(value)
 
 
@@ -102,11 +100,7 @@ class Queue:
     ) -> None:
         from .connection import resolve_connection
 
-        if not isinstance(name, str) or not _QUEUE_NAME.match(name):
-            raise ValueError(
-                f"queue name {name!r} must be non-empty and use only letters, digits, '_', '-', '.'"
-            )
-        self.name = name
+        self.name = check_queue_name(name)
         self.backend: Backend = resolve_connection(connection)
         self.connection = self.backend
         self._is_async = is_async
@@ -273,14 +267,11 @@ class Queue:
         on_failure = _callback_path(data.on_failure, "on_failure")
         if job_id in dep_ids:
             raise ValueError(f"job {job_id} cannot depend on itself")
-        return JobRecord(
+        rec = JobRecord(
             id=job_id,
             func_name=name,
             origin=self.name,
-            payload=seal(
-                name, ser.name, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
-                on_success, on_failure,
-            ),
+            payload=b"",
             serializer=ser.name,
             status=status,
             description=data.description or describe(name, args, kwargs),
@@ -291,7 +282,7 @@ class Queue:
                         else DEFAULT_RESULT_TTL),
             failure_ttl=DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl,
             ttl=None if ttl in (None, -1) else ttl,
-            meta=ser.dumps(dict(data.meta)) if data.meta else b"",
+            meta=seal_blob(job_id, "meta", ser.dumps(dict(data.meta))) if data.meta else b"",
             retries_left=retry.max if retry else None,
             retry_intervals=list(retry.intervals) if retry else [],
             depends_on=dep_ids,
@@ -301,6 +292,9 @@ class Queue:
             scheduled_for=scheduled_for,
             at_front=bool(data.at_front or dep_front),
         )
+        # Sealed last: the MAC covers the record's id, queue, callbacks and dependencies.
+        rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)))
+        return rec
 
     @staticmethod
     def _split(

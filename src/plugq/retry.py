@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ._validate import MAX_SECONDS, number_error
+
 
 class Retry:
     """Retry a failed job up to ``max`` times, waiting ``interval`` seconds between tries.
@@ -14,15 +16,16 @@ class Retry:
     """
 
     def __init__(self, max: int, interval: int | float | Sequence[int | float] = 0) -> None:
-        if not isinstance(max, int) or isinstance(max, bool) or max < 1:
-            raise ValueError(f"Retry(max=...) must be a whole number >= 1, got {max!r}")
+        if not isinstance(max, int) or isinstance(max, bool) or not 1 <= max <= 1_000_000:
+            raise ValueError(f"Retry(max=...) must be a whole number from 1 to 1000000, got {max!r}")
         intervals = [interval] if isinstance(interval, (int, float)) else list(interval)
         if not intervals:
             intervals = [0]
         for value in intervals:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if number_error(value, "Retry(interval=...)", minimum=0) is not None:
                 raise ValueError(
-                    f"Retry(interval=...) must be seconds >= 0 or a list of them, got {interval!r}"
+                    f"Retry(interval=...) must be finite seconds >= 0 (at most {MAX_SECONDS}) "
+                    f"or a list of them, got {interval!r}"
                 )
         self.max = max
         self.intervals: list[float] = [float(v) for v in intervals]

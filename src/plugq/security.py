@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
+import json
 import os
+from collections.abc import Callable
+from typing import Any, cast
 
-from .exceptions import PlugqError
+from ._execution import resolve
+from .exceptions import ConfigurationError, PlugqError
 from .storage import JobRecord
 
 MAGIC = b"PQS1"
+#: Prefix of a sealed meta or result blob (bound to its job id and kind).
+BLOB_MAGIC = b"PQB1"
 _MAC_LEN = 32
 
 
@@ -32,29 +39,50 @@ class UntrustedJobError(PlugqError):
 
 
 def secret_key() -> bytes | None:
-    """The signing key from ``PLUGQ_SECRET_KEY`` (None when unset)."""
+    """The signing key from ``PLUGQ_SECRET_KEY`` (None when unset).
+
+    Raises:
+        ConfigurationError: the variable is set but empty. An empty key would
+            silently turn verification off, which is never what setting it meant.
+    """
     key = os.environ.get("PLUGQ_SECRET_KEY")
-    return key.encode() if key else None
+    if key is None:
+        return None
+    if not key.strip():
+        raise ConfigurationError(
+            "environment variable PLUGQ_SECRET_KEY is set but empty; set it to a long random "
+            "secret, or unset it to run without signing"
+        )
+    return key.encode()
 
 
-def _mac(
-    key: bytes, func_name: str, serializer: str, callbacks: tuple[str | None, str | None], data: bytes
-) -> bytes:
-    # Callbacks are covered too: they are imported and called like the function.
-    parts = (func_name, serializer, callbacks[0] or "", callbacks[1] or "")
-    msg = b"\x00".join((*(p.encode() for p in parts), data))
+def _bound_fields(rec: JobRecord) -> tuple[str, ...]:
+    # Everything a worker deserializes or acts on besides the payload: which
+    # code runs (function, callbacks), how the payload is read (serializer),
+    # which job and queue it is (so a copy under another id or in another
+    # queue fails), when it may run (dependencies) and how often (retry intervals).
+    return (
+        "plugq-job-v2", rec.id, rec.origin, rec.func_name, rec.serializer,
+        rec.on_success or "", rec.on_failure or "",
+        json.dumps(list(rec.depends_on)), "1" if rec.allow_dependency_failure else "0",
+        json.dumps([float(v) for v in rec.retry_intervals]),
+    )
+
+
+def _mac(key: bytes, rec: JobRecord, data: bytes) -> bytes:
+    msg = b"\x00".join((*(p.encode("utf-8", "surrogateescape") for p in _bound_fields(rec)), data))
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
-def seal(
-    func_name: str, serializer: str, data: bytes,
-    on_success: str | None = None, on_failure: str | None = None, key: bytes | None = None,
-) -> bytes:
-    """Prefix ``data`` with its MAC when a key is configured; else return it unchanged."""
+def seal(rec: JobRecord, data: bytes, key: bytes | None = None) -> bytes:
+    """``data`` (the serialized arguments of ``rec``) prefixed with its MAC when a key is set.
+
+    The MAC covers the fields listed in :func:`_bound_fields` as ``rec`` holds them now.
+    """
     key = key if key is not None else secret_key()
     if not key:
         return data
-    return MAGIC + _mac(key, func_name, serializer, (on_success, on_failure), data) + data
+    return MAGIC + _mac(key, rec, data) + data
 
 
 def is_sealed(payload: bytes) -> bool:
@@ -64,10 +92,90 @@ def is_sealed(payload: bytes) -> bool:
 def unseal(payload: bytes) -> bytes:
     """The serialized arguments inside ``payload``, without checking the MAC.
 
-    For reading a job's arguments in the producer or a monitor; the worker
-    uses :func:`verified_payload` instead.
+    For handing a payload to a backend that signs in its own format; every
+    read that deserializes goes through :func:`verified_payload` or :func:`load_stored`.
     """
     return payload[4 + _MAC_LEN:] if is_sealed(payload) else payload
+
+
+def _blob_mac(key: bytes, job_id: str, kind: str, blob: bytes) -> bytes:
+    head = f"plugq-blob\x00{kind}\x00{job_id}\x00".encode("utf-8", "surrogateescape")
+    return hmac.new(key, head + blob, hashlib.sha256).digest()
+
+
+def seal_blob(job_id: str, kind: str, blob: bytes, key: bytes | None = None) -> bytes:
+    """A meta or result blob with a MAC bound to its job and kind, when a key is set."""
+    key = key if key is not None else secret_key()
+    if not key or not blob:
+        return blob
+    return BLOB_MAGIC + _blob_mac(key, job_id, kind, blob) + blob
+
+
+def strip_blob(blob: bytes) -> bytes:
+    """The serialized value inside a (possibly) sealed blob, unchecked (for re-signing)."""
+    if blob[:4] == BLOB_MAGIC and len(blob) >= 4 + _MAC_LEN:
+        return blob[4 + _MAC_LEN:]
+    return blob
+
+
+def load_stored(rec: JobRecord, kind: str, blob: bytes, *, verified_by_backend: bool = False) -> Any:
+    """Deserialize a stored meta or result blob of ``rec`` after the checks a reader makes.
+
+    * ``serializer = "json"`` configured: a job of any other serializer is
+      refused unread, whatever the record says.
+    * with a key: the blob must carry a MAC for this job id and ``kind``
+      (unless the backend verified it in its own format, ``verified_by_backend``).
+    * without a key the store is trusted (monitors work without the key).
+
+    Raises:
+        UntrustedJobError: the value cannot be verified; nothing was deserialized.
+    """
+    from .config import current_settings
+    from .serializers import get_serializer
+
+    if current_settings().serializer == "json" and rec.serializer != "json":
+        raise UntrustedJobError(
+            f"job {rec.id}: its {kind} uses the {rec.serializer!r} serializer but serializer = "
+            "'json' is configured; not deserialized"
+        )
+    key = secret_key()
+    if key and not verified_by_backend:
+        sealed = blob[:4] == BLOB_MAGIC and len(blob) >= 4 + _MAC_LEN
+        if not sealed or not hmac.compare_digest(
+            blob[4:4 + _MAC_LEN], _blob_mac(key, rec.id, kind, blob[4 + _MAC_LEN:])
+        ):
+            raise UntrustedJobError(
+                f"job {rec.id}: its stored {kind} is not signed for this job with "
+                "PLUGQ_SECRET_KEY; not deserialized"
+            )
+    return get_serializer(rec.serializer).loads(strip_blob(blob))
+
+
+def load_arguments(rec: JobRecord, *, verified_by_backend: bool = False) -> tuple[Any, Any]:
+    """``(args, kwargs)`` of ``rec`` for a reader (producer, monitor): verified, never run.
+
+    Raises:
+        UntrustedJobError: as :func:`load_stored`; nothing was deserialized.
+    """
+    from .config import current_settings
+    from .serializers import get_serializer
+
+    if current_settings().serializer == "json" and rec.serializer != "json":
+        raise UntrustedJobError(
+            f"job {rec.id}: its arguments use the {rec.serializer!r} serializer but serializer = "
+            "'json' is configured; not deserialized"
+        )
+    key = secret_key()
+    data = rec.payload
+    if key and not verified_by_backend and (not is_sealed(data) or not hmac.compare_digest(
+        data[4:4 + _MAC_LEN], _mac(key, rec, data[4 + _MAC_LEN:])
+    )):
+        raise UntrustedJobError(
+            f"job {rec.id}: its arguments are not signed for this job with PLUGQ_SECRET_KEY; "
+            "not deserialized"
+        )
+    args, kwargs = get_serializer(rec.serializer).loads(unseal(data))
+    return args, kwargs
 
 
 def verified_payload(rec: JobRecord, key: bytes | None = None) -> bytes:
@@ -75,7 +183,8 @@ def verified_payload(rec: JobRecord, key: bytes | None = None) -> bytes:
 
     Raises:
         UntrustedJobError: outside the allow-list, unsigned or tampered while a
-            key is set, or a pickle payload on a json-only worker.
+            key is set, signed while this worker has no key, or a pickle payload
+            on a json-only worker.
     """
     from .config import current_settings
 
@@ -90,24 +199,77 @@ def verified_payload(rec: JobRecord, key: bytes | None = None) -> bytes:
         )
     key = key if key is not None else secret_key()
     if not key:
-        return unseal(rec.payload)
+        if is_sealed(rec.payload):
+            # Its producer meant it to be verified; this worker cannot.
+            raise UntrustedJobError(
+                f"job {rec.id} is signed but this worker has no PLUGQ_SECRET_KEY to verify it: "
+                "refused unrun"
+            )
+        return rec.payload
     if not is_sealed(rec.payload):
         raise UntrustedJobError(
             f"job {rec.id} is not signed and PLUGQ_SECRET_KEY is set: refused unrun"
         )
     mac, data = rec.payload[4:4 + _MAC_LEN], rec.payload[4 + _MAC_LEN:]
-    expected = _mac(key, rec.func_name, rec.serializer, (rec.on_success, rec.on_failure), data)
-    if not hmac.compare_digest(mac, expected):
+    if not hmac.compare_digest(mac, _mac(key, rec, data)):
         raise UntrustedJobError(
-            f"job {rec.id} has a bad signature (tampered, or signed with another key): refused unrun"
+            f"job {rec.id} has a bad signature (tampered, copied, or signed with another key): "
+            "refused unrun"
         )
     return data
 
 
 def module_allowed(func_name: str, allowed: list[str] | None) -> bool:
+    """Whether the module part of ``func_name`` is an allowed module or a submodule of one.
+
+    ``module.attr``: the module part is everything before the last dot, so
+    ``myapp.tasks.os.system`` names module ``myapp.tasks.os``, which is only
+    allowed if it is a real submodule (see :func:`resolve_allowed`).
+    """
     if allowed is None:
         return True
-    return any(func_name == m or func_name.startswith(m + ".") for m in allowed)
+    module, _, attr = func_name.rpartition(".")
+    if not module or not attr:
+        return False
+    return any(module == m or module.startswith(m + ".") for m in allowed)
+
+
+def resolve_allowed(func_name: str, allowed: list[str] | None) -> Callable[..., Any]:
+    """Import the callable ``func_name`` names, refusing anything the allow-list does not cover.
+
+    With an allow-list the path must be ``module.attr`` where ``module`` is an
+    allowed module (or submodule) imported *as a module* — not an attribute
+    chain through one, so ``myapp.tasks.os.system`` does not reach
+    :func:`os.system` — and ``attr`` must be defined in that module (its
+    ``__module__`` is the module), not imported into it.
+
+    Raises:
+        UntrustedJobError: outside the allow-list; nothing outside it was imported.
+        InvalidTaskError: the module or attribute does not exist.
+    """
+    if allowed is None:
+        return resolve(func_name)
+    if not module_allowed(func_name, allowed):
+        raise UntrustedJobError(
+            f"{func_name!r} is outside allowed_modules {allowed!r}; refused without importing it"
+        )
+    module_name, _, attr = func_name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UntrustedJobError(
+            f"{func_name!r}: {module_name!r} is not an importable module ({exc}); only "
+            f"functions defined in allowed_modules {allowed!r} are run"
+        ) from None
+    # The module's own namespace, not getattr: a module-level __getattr__
+    # could hand out anything.
+    obj = vars(module).get(attr)
+    if obj is None or not callable(obj) or getattr(obj, "__module__", None) != module.__name__:
+        raise UntrustedJobError(
+            f"{func_name!r} is not a function defined in module {module_name!r} (an imported "
+            f"name or object is not run); allowed_modules {allowed!r}"
+        )
+    return cast("Callable[..., Any]", obj)
 
 
 def check_allowed(rec: JobRecord) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .backend import Backend, WorkerSpec
 from .queue import Queue
+from .security import secret_key
 from .storage import WorkerRecord
 
 
@@ -100,7 +101,11 @@ class Worker:
 
         Raises:
             ValueError: another live worker already uses this name.
+            ConfigurationError: ``PLUGQ_SECRET_KEY`` is set but empty.
         """
+        # Before any job is taken: an empty key would otherwise show up only as
+        # every signed job failing (or, worse, as verification quietly off).
+        secret_key()
         if logging_level is not None:
             logging.getLogger("plugq").setLevel(logging_level)
         self._spec.stop.clear()

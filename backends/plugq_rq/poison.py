@@ -1,0 +1,188 @@
+"""Poison job and worker hashes on Redis: find the corrupt field before rq trips on it.
+
+rq's ``Job.restore`` and ``Worker.refresh`` parse every field of a hash with
+``int()``, ``json.loads`` and date parsing, so one malformed field written by
+whoever can reach Redis raises inside the worker's dequeue (and in every
+monitor). :func:`job_field_problem` runs the same parses first, one table
+entry per field rq or plugq reads, and names the first field that would
+fail; :class:`~plugq_rq.jobs.PlugqJob` then restores the job without that
+field and refuses it, so the worker fails it unrun and takes the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from rq.job import JobStatus as RQStatus
+from rq.utils import parse_timeout, str_to_date, utcparse
+
+Parse = Callable[[bytes], object]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8")
+
+
+def _name(raw: bytes) -> str:
+    text = raw.decode("utf-8")
+    if not text.isprintable() or " " in text:
+        raise ValueError("holds control characters or spaces")
+    return text
+
+
+def _int(raw: bytes) -> int:
+    return int(raw)
+
+
+def _flag(raw: bytes) -> bool:
+    return bool(int(raw))
+
+
+def _numbers(raw: bytes) -> list[float]:
+    value = json.loads(raw.decode("utf-8"))
+    if not isinstance(value, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in value
+    ):
+        raise ValueError("is not a list of seconds >= 0")
+    return value
+
+
+def _ids(raw: bytes) -> list[str]:
+    value = json.loads(raw.decode("utf-8"))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("is not a list of job ids")
+    return value
+
+
+def _json_list(raw: bytes) -> list[Any]:
+    value = json.loads(raw.decode("utf-8"))
+    if not isinstance(value, list):
+        raise ValueError("is not a JSON list")
+    return value
+
+
+def _timeout(raw: bytes) -> object:
+    value = parse_timeout(raw.decode("utf-8"))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("is not finite")
+    return value
+
+
+def _status(raw: bytes) -> RQStatus:
+    return RQStatus(raw.decode("utf-8"))
+
+
+def _exc_info(raw: bytes) -> str:
+    try:
+        return zlib.decompress(raw).decode("utf-8")
+    except zlib.error:
+        return raw.decode("utf-8")
+
+
+def _ascii(raw: bytes) -> str:
+    return raw.decode("ascii")
+
+
+#: Every job-hash field rq or plugq parses, with the parse rq (or plugq) applies.
+JOB_FIELDS: dict[str, Parse] = {
+    "created_at": lambda raw: str_to_date(raw),
+    "enqueued_at": lambda raw: str_to_date(raw),
+    "started_at": lambda raw: str_to_date(raw),
+    "ended_at": lambda raw: str_to_date(raw),
+    "last_heartbeat": lambda raw: str_to_date(raw),
+    "origin": _text,
+    "worker_name": _text,
+    "description": _text,
+    "group_id": _text,
+    "timeout": _timeout,
+    "result_ttl": _int,
+    "failure_ttl": _int,
+    "ttl": _int,
+    "status": _status,
+    "success_callback_name": _name,
+    "failure_callback_name": _name,
+    "stopped_callback_name": _name,
+    "success_callback_timeout": _int,
+    "failure_callback_timeout": _int,
+    "stopped_callback_timeout": _int,
+    "webhooks": _json_list,
+    "dependency_ids": _ids,
+    "dependency_id": _text,
+    "allow_dependency_failures": _flag,
+    "enqueue_at_front": _flag,
+    "enqueue_at_front_on_retry": _flag,
+    "number_of_retries": _int,
+    "retries_left": _int,
+    "retry_intervals": _numbers,
+    "repeats_left": _int,
+    "repeat_intervals": _numbers,
+    "exc_info": _exc_info,
+    "plugq_retry_intervals": _numbers,
+    "plugq_attempts": _int,
+    "plugq_sig": _ascii,
+}
+
+#: The worker-hash fields rq's ``Worker.refresh`` parses.
+WORKER_FIELDS: dict[str, Parse] = {
+    "pid": _int,
+    "last_heartbeat": lambda raw: utcparse(raw.decode("utf-8")),
+    "birth": lambda raw: utcparse(raw.decode("utf-8")),
+    "failed_job_count": _int,
+    "successful_job_count": _int,
+    "total_working_time": lambda raw: float(raw),
+    "current_job_working_time": lambda raw: float(raw),
+    "hostname": _text,
+    "state": _text,
+    "current_job": _text,
+    "queues": _text,
+    "ip_address": _text,
+    "version": _text,
+    "python_version": _text,
+}
+
+
+def _value(raw: dict[Any, Any], field: str) -> bytes | None:
+    value = raw.get(field.encode(), raw.get(field))
+    if isinstance(value, str):
+        return value.encode()
+    return value
+
+
+def field_problems(raw: dict[Any, Any], table: dict[str, Parse]) -> dict[str, str]:
+    """``{field: why}`` for each field of ``raw`` that its parse in ``table`` refuses."""
+    bad: dict[str, str] = {}
+    for field, parse in table.items():
+        value = _value(raw, field)
+        if not value:
+            continue  # rq treats a missing or empty field as unset
+        try:
+            parse(value)
+        except Exception as exc:
+            bad[field] = f"{value!r:.40} cannot be read ({type(exc).__name__}: {exc})"
+    return bad
+
+
+def job_field_problems(raw: dict[Any, Any]) -> dict[str, str]:
+    """The corrupt fields of a job hash (an empty ``data`` is one: nothing to verify)."""
+    bad = {}
+    data = _value(raw, "data")
+    try:
+        plain = zlib.decompress(data) if data else b""
+    except zlib.error:
+        plain = data or b""
+    if not plain:
+        # rq would skip to its defaults and still deserialize meta and result.
+        bad["data"] = "is empty or missing (nothing to verify or run)"
+    bad.update(field_problems(raw, JOB_FIELDS))
+    return bad
+
+
+def describe(problems: dict[str, str]) -> str:
+    field, why = next(iter(problems.items()))
+    more = f" (and {len(problems) - 1} more field(s))" if len(problems) > 1 else ""
+    return f"field {field!r} {why}{more}"
