@@ -15,11 +15,10 @@ from rq.job import Callback
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
-from plugq._rules import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
 from plugq.retry import retry_interval
 from plugq.security import strip_blob, unseal
 from plugq.serializers import get_serializer
-from plugq.storage import JobRecord, JobStatus
+from plugq.storage import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, JobRecord, JobStatus
 
 from .jobs import ATTEMPTS_FIELD, PlugqJob, rq_serializer
 

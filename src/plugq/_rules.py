@@ -13,11 +13,6 @@ from .exceptions import DuplicateJobError, InvalidJobOperation
 from .retry import retry_interval
 from .storage import JobRecord, JobStatus
 
-#: RQ's defaults: job timeout, result_ttl and failure_ttl, in seconds.
-DEFAULT_TIMEOUT = 180.0
-DEFAULT_RESULT_TTL = 500
-DEFAULT_FAILURE_TTL = 365 * 24 * 3600
-
 #: The statuses that satisfy a dependency, without and with ``allow_failure``.
 ENDED_OK = frozenset({JobStatus.FINISHED})
 ENDED_ANY = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED})

@@ -56,15 +56,10 @@ class SerializationError(PlugqError, ValueError):
     """Arguments, result or meta could not be serialized with the job's serializer."""
 
 
-class DequeueTimeout(PlugqError):
-    """Internal: no job became available within the wait."""
-
-
 __all__ = [
     "AbandonedJobError",
     "BackendUnavailableError",
     "ConfigurationError",
-    "DequeueTimeout",
     "DuplicateJobError",
     "InvalidJobOperation",
     "InvalidTaskError",

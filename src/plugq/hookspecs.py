@@ -15,13 +15,15 @@ import pluggy
 if TYPE_CHECKING:
     from .backend import Backend
     from .job import Job
+    from .storage import Storage
     from .worker import Worker
 
 hookspec = pluggy.HookspecMarker("plugq")
 hookimpl = pluggy.HookimplMarker("plugq")
 
-#: ``register(scheme, factory)``; ``factory(url)`` returns a :class:`~plugq.backend.Backend`.
-RegisterBackend = Callable[[str, Callable[[str], "Backend"]], None]
+#: ``register(scheme, factory)``; ``factory(url)`` returns a :class:`~plugq.storage.Storage`
+#: (plugq's engine runs over it) or a complete :class:`~plugq.backend.Backend`.
+RegisterBackend = Callable[[str, Callable[[str], "Storage | Backend"]], None]
 
 
 @hookspec
@@ -29,8 +31,9 @@ def plugq_register_backends(register: RegisterBackend) -> None:
     """Register URL schemes this plugin serves.
 
     Call ``register(scheme, factory)`` once per scheme (``"sqlite"``,
-    ``"redis"``…); ``factory(url: str)`` builds a backend for that URL. Two
-    plugins registering one scheme is an error naming both.
+    ``"redis"``…); ``factory(url: str)`` builds a storage (or a backend with
+    its own engine) for that URL. Two plugins registering one scheme is an
+    error naming both.
     """
 
 

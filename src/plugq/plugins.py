@@ -21,6 +21,7 @@ from .exceptions import PlugqError
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .storage import Storage
 
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
@@ -61,7 +62,7 @@ class BackendEntry:
     """One registered URL scheme."""
 
     scheme: str
-    factory: Callable[[str], Backend]
+    factory: Callable[[str], Backend | Storage]
     plugin: str
     version: str
 
@@ -91,7 +92,9 @@ def backends() -> dict[str, BackendEntry]:
     for impl in pm.hook.plugq_register_backends.get_hookimpls():
         plugin_name = impl.plugin_name
 
-        def register_one(scheme: str, factory: Callable[[str], Backend], _p: str = plugin_name) -> None:
+        def register_one(
+            scheme: str, factory: Callable[[str], Backend | Storage], _p: str = plugin_name
+        ) -> None:
             scheme = scheme.lower()
             if scheme in found and found[scheme].plugin != _p:
                 raise DuplicateSchemeError(

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from . import _events
-from ._rules import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 from ._validate import check_queue_name, number_error
 from .backend import Backend
 from .job import Job, describe, func_path, new_job_id, validate_job_id
@@ -23,7 +22,7 @@ from .registry import (
 from .retry import Retry, dependency_ids
 from .security import seal, seal_blob
 from .serializers import Serializer, get_serializer
-from .storage import JobRecord, JobStatus
+from .storage import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, JobRecord, JobStatus
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

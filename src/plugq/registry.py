@@ -81,24 +81,36 @@ class _RequeueMixin(BaseRegistry):
 
 
 class StartedJobRegistry(BaseRegistry):
+    """Jobs a worker is running now."""
+
     status = JobStatus.STARTED
 
 
 class FinishedJobRegistry(BaseRegistry):
+    """Jobs that finished, kept for their ``result_ttl``."""
+
     status = JobStatus.FINISHED
 
 
 class FailedJobRegistry(_RequeueMixin):
+    """Jobs that failed for good, kept for their ``failure_ttl``; they can be requeued."""
+
     status = JobStatus.FAILED
 
 
 class DeferredJobRegistry(BaseRegistry):
+    """Jobs waiting for their dependencies."""
+
     status = JobStatus.DEFERRED
 
 
 class ScheduledJobRegistry(BaseRegistry):
+    """Jobs waiting for their time (``enqueue_at``, ``enqueue_in``, retry intervals)."""
+
     status = JobStatus.SCHEDULED
 
 
 class CanceledJobRegistry(_RequeueMixin):
+    """Canceled jobs; they can be requeued."""
+
     status = JobStatus.CANCELED

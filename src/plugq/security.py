@@ -272,17 +272,6 @@ def resolve_allowed(func_name: str, allowed: list[str] | None) -> Callable[..., 
     return cast("Callable[..., Any]", obj)
 
 
-def check_allowed(rec: JobRecord) -> None:
-    """Refuse a job whose function or callbacks are outside ``allowed_modules``.
-
-    Raises:
-        UntrustedJobError: naming the function and the allow-list.
-    """
-    from .config import current_settings
-
-    _check_allowed(rec, current_settings().allowed_modules)
-
-
 def _check_allowed(rec: JobRecord, allowed: list[str] | None) -> None:
     if allowed is None:
         return

@@ -28,7 +28,9 @@ Rules every primitive follows:
   records are deleted only when the engine asks (:meth:`Storage.expired`, then
   :meth:`Storage.remove`).
 
-This module imports nothing of plugq's engine or public API.
+This module imports nothing of plugq's engine or public API; it re-exports
+:class:`~plugq.exceptions.DuplicateJobError`, the one error a primitive raises
+on purpose, so a storage needs no other plugq import.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from .config import mask_url
-from .exceptions import NotSupportedError
+from .exceptions import DuplicateJobError, NotSupportedError
 
 
 class JobStatus(StrEnum):
@@ -57,6 +59,12 @@ class JobStatus(StrEnum):
     SCHEDULED = "scheduled"
     CANCELED = "canceled"
     STOPPED = "stopped"
+
+
+#: RQ's defaults, in seconds: job timeout, how long a result is kept, how long a failure is kept.
+DEFAULT_TIMEOUT = 180.0
+DEFAULT_RESULT_TTL = 500
+DEFAULT_FAILURE_TTL = 365 * 24 * 3600
 
 
 @dataclass
@@ -83,10 +91,10 @@ class JobRecord:
     started_at: float | None = None
     ended_at: float | None = None
     #: seconds; None means no timeout (RQ's -1).
-    timeout: float | None = 180.0
+    timeout: float | None = DEFAULT_TIMEOUT
     #: seconds; -1 keeps the result forever, 0 deletes the job on success.
-    result_ttl: int = 500
-    failure_ttl: int = 365 * 24 * 3600
+    result_ttl: int = DEFAULT_RESULT_TTL
+    failure_ttl: int = DEFAULT_FAILURE_TTL
     ttl: int | None = None
     meta: bytes = b""
     result: bytes | None = None
@@ -431,7 +439,11 @@ class Storage(ABC):
 
 __all__ = [
     "CAPABILITIES",
+    "DEFAULT_FAILURE_TTL",
+    "DEFAULT_RESULT_TTL",
+    "DEFAULT_TIMEOUT",
     "Clock",
+    "DuplicateJobError",
     "JobRecord",
     "JobStatus",
     "ManualClock",
