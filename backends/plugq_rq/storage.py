@@ -1,0 +1,432 @@
+"""``RedisStorage``: the :class:`plugq.storage.Storage` primitives on Redis, in rq's own layout.
+
+Every primitive that writes is one Lua script (:mod:`plugq_rq._lua`), so it
+is atomic and costs one round trip: ``claim`` (pop, mark started, lease in
+rq's started registry), ``put`` (compare-and-set, placement, results stream,
+and the dependents waiting on the job), ``insert`` (any batch, with its
+unique check). Reads are pipelines. plugq's engine runs the lifecycle on top;
+nothing here decides what a job becomes. The records are kept as rq 2.x keeps
+jobs (:mod:`plugq_rq.layout`), so rq's worker, ``rq info``/``rq requeue``/
+``rq empty`` and rq-dashboard work on the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+from plugq._quarantine import quarantined_worker
+from plugq.config import mask_url
+from plugq.exceptions import ConfigurationError, DuplicateJobError
+from plugq.security import secret_key
+from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
+
+from . import _lua
+from ._connection import check_url, make_client, split_options, translated
+from .layout import fmt_time, from_hash, parse_time, result_fields, to_fields
+from .poison import WORKER_FIELDS, describe, field_problems
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WORKERS_KEY = "rq:workers"
+WORKER_PREFIX = "rq:worker:"
+#: Records whose rq ``data`` was made from a payload this process read, kept so
+#: that writing the record back does not serialize the arguments again.
+MADE_CACHE = 4096
+#: How often ``wait`` looks at the queues while idle.
+POLL = 0.05
+
+_REGISTRY_SCORE_NOW = (JobStatus.DEFERRED, JobStatus.CANCELED)
+_REGISTRY_SCORE_EXPIRY = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
+
+
+def _translated(method: F) -> F:
+    """Connection errors raised by a primitive surface as BackendUnavailableError."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisStorage, *args: Any, **kwargs: Any) -> Any:
+        with translated(self.url):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _pairs(flat: Sequence[Any] | dict[Any, Any] | None) -> dict[bytes, bytes]:
+    if not flat:
+        return {}
+    if isinstance(flat, dict):
+        return flat
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+class RedisStorage(Storage):
+    """Jobs and workers in Redis, as rq 2.x keeps them; see the module docstring."""
+
+    scheme: ClassVar[str] = "redis"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
+        super().__init__(url, clock)
+        if client is None:
+            # On the URL as given: split_options re-encodes the query, after which
+            # a password holding an unencoded '?' no longer reads as one.
+            check_url(url)
+        redis_url, options = split_options(url)
+        # One class for every scheme it is registered under (redis, rediss, unix, fakeredis).
+        self.scheme = urlsplit(url).scheme.lower() or "redis"  # type: ignore[misc]
+        self.is_fake = self.scheme == "fakeredis"
+        #: ``?worker_class=``: the class a ``Worker(worker_class=None)`` runs with.
+        self.default_worker_class = options.get("worker_class") or "simple"
+        if self.default_worker_class not in ("fork", "simple", "spawn"):
+            raise ConfigurationError(
+                f"{self.safe_url()}: worker_class={self.default_worker_class!r}; "
+                "choose fork, simple or spawn"
+            )
+        try:
+            self.scheduler_interval = float(options.get("scheduler_interval", "1"))
+        except ValueError:
+            self.scheduler_interval = float("nan")
+        if not 0 < self.scheduler_interval <= 86400:
+            raise ConfigurationError(
+                f"{self.safe_url()}: scheduler_interval={options['scheduler_interval']!r} must be "
+                "seconds, > 0 and at most 86400"
+            )
+        if "lease" in options:
+            try:
+                lease = float(options["lease"])
+            except ValueError:
+                lease = -1.0
+            if not (lease >= 1.0 and lease < float("inf")):
+                raise ConfigurationError(
+                    f"{self.safe_url()}: lease={options['lease']!r}; give whole or fractional "
+                    "seconds, at least 1"
+                )
+            self.lease = lease
+        try:
+            self.redis = client if client is not None else make_client(redis_url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(mask_url(str(exc), url)) from None
+        if self.redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigurationError(
+                "the Redis backend needs a client with decode_responses=False (rq stores bytes)"
+            )
+        with translated(url):
+            self.redis.ping()
+        reg = self.redis.register_script
+        self._insert = reg(_lua.INSERT)
+        self._put = reg(_lua.PUT)
+        self._claim = reg(_lua.CLAIM)
+        self._remove = reg(_lua.REMOVE)
+        self._set_meta = reg(_lua.SET_META)
+        self._remove_queued = reg(_lua.REMOVE_QUEUED)
+        self._listing = reg(_lua.LISTING)
+        self._queues = reg(_lua.QUEUES)
+        self._due = reg(_lua.DUE)
+        self._dependents = reg(_lua.DEPENDENTS)
+        self._heartbeat = reg(_lua.HEARTBEAT)
+        self._unregister = reg(_lua.UNREGISTER)
+        self._started = reg(_lua.STARTED)
+        self._made: dict[str, tuple[bytes, bytes, bool]] = {}
+        #: Dependents a put of an ending record found waiting (handed to the next dependents()).
+        self._waiting: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _remember(self, job_id: str, payload: bytes, made: tuple[bytes, bool] | None) -> None:
+        if made is None:
+            return
+        if len(self._made) >= MADE_CACHE:
+            self._made.clear()
+        self._made[job_id] = (payload, made[0], made[1])
+
+    def _known(self, rec: JobRecord) -> tuple[bytes, bool] | None:
+        got = self._made.pop(rec.id, None)
+        if got is not None and got[0] == rec.payload:
+            return got[1], got[2]
+        return None
+
+    def _score(self, rec: JobRecord, now: float) -> Any:
+        status = rec.status
+        if status is JobStatus.SCHEDULED:
+            return rec.scheduled_for if rec.scheduled_for is not None else now
+        if status in _REGISTRY_SCORE_EXPIRY:
+            return "+inf" if rec.expires_at is None else rec.expires_at
+        if status in _REGISTRY_SCORE_NOW:
+            return now
+        return 0
+
+    def _block(self, rec: JobRecord, key: bytes | None, now: float, *, with_meta: bool) -> list[Any]:
+        fields = to_fields(rec, key, self._known(rec), with_meta=with_meta)
+        kind, rv, exc = result_fields(rec, key)
+        return [
+            rec.id, rec.origin, rec.status.value, "1" if rec.at_front else "0",
+            self._score(rec, now), "" if rec.expires_at is None else repr(rec.expires_at),
+            uuid.uuid4().hex if rec.status is JobStatus.STARTED else "",
+            rec.worker_name or "", kind, rv, exc, len(rec.depends_on), *rec.depends_on,
+            len(fields), *fields,
+        ]
+
+    def _record(self, job_id: str, flat: Any, entry: Any, now: float) -> JobRecord | None:
+        h = _pairs(flat)
+        if not h:
+            return None
+        rec, made, _problem = from_hash(job_id, h, _pairs(entry), secret_key(), now)
+        self._remember(job_id, rec.payload, made)
+        return rec
+
+    # -- jobs ------------------------------------------------------------------
+
+    @_translated
+    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+        key = secret_key()
+        now = self.clock.now()
+        argv: list[Any] = [now, self.lease, len(unique_ids), *unique_ids, len(records)]
+        for rec in records:
+            argv.extend(self._block(rec, key, now, with_meta=True))
+        answer = self._insert(args=argv)
+        if answer and answer[0] == b"dup":
+            raise DuplicateJobError(f"Job {answer[1].decode()} is already {answer[2].decode()}")
+
+    @_translated
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.get_many([job_id])[0]
+
+    @_translated
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        if not job_ids:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(f"rq:job:{job_id}")
+                pipe.xrevrange(f"rq:results:{job_id}", "+", "-", count=1)
+            answers = pipe.execute()
+        now = self.clock.now()
+        out: list[JobRecord | None] = []
+        for i, job_id in enumerate(job_ids):
+            entries = answers[2 * i + 1]
+            out.append(self._record(job_id, answers[2 * i], entries[0][1] if entries else {}, now))
+        return out
+
+    @_translated
+    def put(
+        self, record: JobRecord, *, expected: Collection[JobStatus] | None = None,
+        expected_attempts: int | None = None,
+    ) -> bool:
+        now = self.clock.now()
+        argv: list[Any] = [
+            now, self.lease, "0" if expected is None else "1",
+            ",".join(s.value for s in expected or ()),
+            "" if expected_attempts is None else expected_attempts,
+            *self._block(record, secret_key(), now, with_meta=False),
+        ]
+        answer = self._put(args=argv)
+        if not answer or not int(answer[0]):
+            return False
+        if record.status not in (JobStatus.QUEUED, JobStatus.STARTED):
+            self._waiting[record.id] = [d.decode() for d in answer[1:]]
+        return True
+
+    @_translated
+    def remove(self, job_id: str) -> bool:
+        self._made.pop(job_id, None)
+        return bool(self._remove(args=[job_id]))
+
+    @_translated
+    def set_meta(self, job_id: str, meta: bytes) -> bool:
+        from .layout import blob_to_rq
+
+        blob = blob_to_rq(meta, secret_key()) if meta else b""
+        return bool(self._set_meta(args=[job_id, blob]))
+
+    @_translated
+    def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
+        if not queues:
+            return None
+        args = [now, self.lease, worker_name, uuid.uuid4().hex, fmt_time(now), *queues]
+        while True:
+            answer = self._claim(args=args)
+            if not answer:
+                return None
+            job_id = answer[0].decode()
+            rec, made, problem = from_hash(
+                job_id, _pairs(answer[1]), _pairs(answer[2]), secret_key(), now
+            )
+            if problem is None:
+                self._remember(job_id, rec.payload, made)
+                return rec
+            # A poison hash never reaches the engine: stored failed (naming the
+            # field), and the next job is taken.
+            self.put(rec)
+
+    # -- listings ----------------------------------------------------------------
+
+    def _list(self, queue: str, status: JobStatus, offset: int, length: int, now: float | None,
+              count: bool) -> Any:
+        return self._listing(args=[
+            queue, status.value, "" if now is None else repr(now), offset, length, "1" if count else "0",
+        ])
+
+    @_translated
+    def ids(
+        self, queue: str, status: JobStatus, offset: int = 0, length: int = -1, *,
+        now: float | None = None,
+    ) -> list[str]:
+        return [i.decode() for i in self._list(queue, status, offset, length, now, False)]
+
+    @_translated
+    def count_status(self, queue: str, status: JobStatus, *, now: float | None = None) -> int:
+        return int(self._list(queue, status, 0, -1, now, True))
+
+    @_translated
+    def queues(self) -> list[str]:
+        return sorted(n for n in (q.decode() for q in self._queues()) if n)
+
+    @_translated
+    def due(self, now: float, limit: int = 100) -> list[str]:
+        flat = self._due(args=[repr(now), limit])
+        found = sorted((float(flat[i + 1]), flat[i].decode()) for i in range(0, len(flat), 2))
+        return [job_id for _, job_id in found[:limit]]
+
+    @_translated
+    def expired(self, now: float, limit: int = 100) -> list[str]:
+        return [i.decode() for i in self.redis.zrangebyscore("plugq:expires", "-inf", now, 0, limit)]
+
+    @_translated
+    def dependents(self, job_id: str) -> list[str]:
+        known = self._waiting.pop(job_id, None)
+        if known is not None:
+            return known
+        return [i.decode() for i in self._dependents(args=[job_id])]
+
+    @_translated
+    def started_by_dead_workers(self, now: float, exclude: str | None = None) -> list[JobRecord]:
+        flat = self._started()
+        if not flat:
+            return []
+        beats = {w.name: w.last_heartbeat for w in self.list_workers()}
+        dead = []
+        for i in range(0, len(flat), 2):
+            job_id, worker = flat[i].decode(), flat[i + 1].decode()
+            if worker == exclude and exclude is not None:
+                continue
+            beat = beats.get(worker)
+            if beat is None or beat + self.lease <= now:
+                dead.append(job_id)
+        return [r for r in self.get_many(dead) if r is not None and r.status is JobStatus.STARTED]
+
+    # -- bulk deletes --------------------------------------------------------------
+
+    @_translated
+    def remove_queued(self, queue: str) -> int:
+        return int(self._remove_queued(args=[queue]))
+
+    # -- workers ---------------------------------------------------------------------
+
+    def _worker_ttl(self) -> int:
+        return int(self.lease) + 60
+
+    @_translated
+    def register_worker(self, worker: WorkerRecord) -> None:
+        key = WORKER_PREFIX + worker.name
+        mapping: dict[str, Any] = {
+            "birth": fmt_time(worker.birth), "last_heartbeat": fmt_time(worker.last_heartbeat),
+            "queues": ",".join(worker.queues), "pid": worker.pid, "hostname": worker.hostname,
+            "ip_address": "", "state": worker.state, "version": "plugq",
+            "python_version": sys.version.split()[0],
+            "successful_job_count": worker.successful_jobs, "failed_job_count": worker.failed_jobs,
+            "total_working_time": 0,
+        }
+        if worker.current_job_id:
+            mapping["current_job"] = worker.current_job_id
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            pipe.sadd(WORKERS_KEY, key)
+            for q in worker.queues:
+                pipe.sadd(f"rq:workers:{q}", key)
+            pipe.expire(key, self._worker_ttl())
+            pipe.execute()
+
+    @_translated
+    def heartbeat(
+        self, name: str, now: float, *, state: str, current_job_id: str | None,
+        successful: int = 0, failed: int = 0,
+    ) -> None:
+        self._heartbeat(args=[
+            name, fmt_time(now), state, current_job_id or "", successful, failed, now, self.lease,
+            self._worker_ttl(),
+        ])
+
+    @_translated
+    def unregister_worker(self, name: str) -> None:
+        self._unregister(args=[name])
+
+    @_translated
+    def list_workers(self) -> list[WorkerRecord]:
+        keys = sorted(self.redis.smembers(WORKERS_KEY))
+        if not keys:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            raws = pipe.execute()
+        found = []
+        for key, raw in zip(keys, raws, strict=True):
+            if not raw:
+                continue  # expired: its worker is gone
+            name = key.decode("utf-8", "replace")[len(WORKER_PREFIX):]
+            problems = field_problems(raw, WORKER_FIELDS)
+            if problems:
+                # One corrupt worker hash must not break `plugq info` or a worker's start.
+                found.append(quarantined_worker(
+                    WorkerRecord(name=name, queues=[], pid=0, hostname="", birth=0.0,
+                                 last_heartbeat=0.0), describe(problems)))
+                continue
+            queues = raw.get(b"queues", b"").decode()
+            found.append(WorkerRecord(
+                name=name,
+                queues=[q for q in queues.split(",") if q],
+                pid=int(raw.get(b"pid") or 0),
+                hostname=raw.get(b"hostname", b"").decode(),
+                birth=parse_time(raw.get(b"birth")) or 0.0,
+                last_heartbeat=parse_time(raw.get(b"last_heartbeat")) or 0.0,
+                state=raw.get(b"state", b"idle").decode() or "idle",
+                current_job_id=raw.get(b"current_job", b"").decode() or None,
+                successful_jobs=int(raw.get(b"successful_job_count") or 0),
+                failed_jobs=int(raw.get(b"failed_job_count") or 0),
+            ))
+        return found
+
+    # -- waiting and closing -------------------------------------------------------------
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Poll the queues' lengths until one has a job or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        keys = [f"rq:queue:{q}" for q in queues]
+        while True:
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.llen(k)
+                    if any(pipe.execute()):
+                        return
+            except Exception:
+                return  # the caller's next primitive reports the error
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(POLL, left))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.redis.close()
+
