@@ -135,9 +135,9 @@ end
 local function read_block(i)
   local b = {id = ARGV[i], origin = ARGV[i + 1], status = ARGV[i + 2], front = ARGV[i + 3],
              score = ARGV[i + 4], exp = ARGV[i + 5], exec = ARGV[i + 6], worker = ARGV[i + 7],
-             rtype = ARGV[i + 8], rv = ARGV[i + 9], exc = ARGV[i + 10]}
-  local nd = tonumber(ARGV[i + 11])
-  i = i + 12
+             rtype = ARGV[i + 8], rv = ARGV[i + 9], exc = ARGV[i + 10], keep = ARGV[i + 11]}
+  local nd = tonumber(ARGV[i + 12])
+  i = i + 13
   b.deps = {}
   for k = 1, nd do b.deps[k] = ARGV[i + k - 1] end
   i = i + nd
@@ -146,9 +146,16 @@ local function read_block(i)
   return b, i + 1 + b.nf
 end
 
+-- Rewrites the hash from the block; the fields named in b.keep (comma-separated) keep their values.
 local function write_hash(key, b)
+  local kept = {}
+  for f in string.gmatch(b.keep, '[^,]+') do
+    local v = redis.call('HGET', key, f)
+    if v then kept[#kept + 1] = f; kept[#kept + 1] = v end
+  end
   redis.call('DEL', key)
   if b.nf > 0 then redis.call('HSET', key, unpack(ARGV, b.fields, b.fields + b.nf - 1)) end
+  if #kept > 0 then redis.call('HSET', key, unpack(kept)) end
 end
 """
 
@@ -185,7 +192,7 @@ PUT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local b = read_block(6)
 local key = J .. b.id
-local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts', 'meta')
+local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts')
 if not cur[1] then return {0} end
 local st, origin = norm(cur[1]), cur[2] or ''
 if ARGV[3] == '1' then
@@ -195,7 +202,6 @@ if ARGV[3] == '1' then
 end
 if ARGV[5] ~= '' and tonumber(cur[3] or '0') ~= tonumber(ARGV[5]) then return {0} end
 write_hash(key, b)
-if cur[4] then redis.call('HSET', key, 'meta', cur[4]) end
 if st == b.status and origin == b.origin and (st == 'queued' or st == 'started') then
   -- keeps its place in the queue, or its execution in the started registry
 else

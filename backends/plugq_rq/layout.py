@@ -133,17 +133,24 @@ def to_fields(
 
     ``made`` is :func:`make_plain`'s answer already known for this payload, or None.
     """
-    plain, opaque = made if made is not None else make_plain(rec, key)
+    keep = not unseal(rec.payload)
+    if keep:
+        # A refused or corrupt job's stand-in record has no payload: the stored
+        # data (and its signature) stay as found (see KEEP_WHEN_REFUSED).
+        plain, opaque = b"", False
+    else:
+        plain, opaque = made if made is not None else make_plain(rec, key)
     f: dict[str, Any] = {
         "status": rec.status.value,
         "origin": rec.origin,
-        "data": zlib.compress(plain),
         "created_at": fmt_time(rec.created_at),
         "description": rec.description,
         "timeout": -1 if rec.timeout is None else max(1, math.ceil(rec.timeout)),
         "result_ttl": rec.result_ttl,
         "failure_ttl": rec.failure_ttl,
     }
+    if not keep:
+        f["data"] = zlib.compress(plain)
     if rec.timeout is not None and rec.timeout != math.ceil(rec.timeout):
         f["plugq_timeout"] = _num(rec.timeout)
     if rec.enqueued_at is not None:
@@ -185,7 +192,9 @@ def to_fields(
         f["plugq_expires_at"] = _num(rec.expires_at)
     if rec.scheduled_for is not None:
         f["plugq_scheduled_for"] = _num(rec.scheduled_for)
-    if opaque:
+    if keep:
+        pass
+    elif opaque:
         f["plugq_opaque"] = 1
         f["plugq_func"] = rec.func_name
         f["plugq_serializer"] = rec.serializer
@@ -198,6 +207,26 @@ def to_fields(
         out.append(name)
         out.append(value)
     return out
+
+
+#: Fields a rewrite of a record without a payload keeps as stored.
+KEEP_WHEN_REFUSED = ("data", SIG_FIELD, "plugq_opaque", "plugq_func", "plugq_serializer")
+
+
+def kept_fields(rec: JobRecord, *, with_meta: bool) -> str:
+    """The stored fields a rewrite of ``rec`` keeps (comma-separated, for the scripts)."""
+    names = [] if with_meta else ["meta"]
+    if not unseal(rec.payload):
+        names.extend(KEEP_WHEN_REFUSED)
+    return ",".join(names)
+
+
+def round_times(rec: JobRecord) -> None:
+    """Round the record's dates to the microsecond, as rq's date text keeps them."""
+    for name in ("created_at", "enqueued_at", "started_at", "ended_at"):
+        value = getattr(rec, name)
+        if value:
+            setattr(rec, name, round(value, 6))
 
 
 def _text(value: Any) -> str:

@@ -24,13 +24,21 @@ from urllib.parse import urlsplit
 
 from plugq._quarantine import quarantined_worker
 from plugq.config import mask_url
-from plugq.exceptions import ConfigurationError, DuplicateJobError
+from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
 from plugq.security import secret_key
 from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
 
 from . import _lua
 from ._connection import check_url, make_client, split_options, translated
-from .layout import fmt_time, from_hash, parse_time, result_fields, to_fields
+from .layout import (
+    fmt_time,
+    from_hash,
+    kept_fields,
+    parse_time,
+    result_fields,
+    round_times,
+    to_fields,
+)
 from .poison import WORKER_FIELDS, describe, field_problems
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +91,9 @@ class RedisStorage(Storage):
         # One class for every scheme it is registered under (redis, rediss, unix, fakeredis).
         self.scheme = urlsplit(url).scheme.lower() or "redis"  # type: ignore[misc]
         self.is_fake = self.scheme == "fakeredis"
+        if self.is_fake:
+            # fakeredis keeps its data in this process: no fork or spawn worker.
+            self.capabilities = frozenset({"process_local"})  # type: ignore[misc]
         #: ``?worker_class=``: the class a ``Worker(worker_class=None)`` runs with.
         self.default_worker_class = options.get("worker_class") or "simple"
         if self.default_worker_class not in ("fork", "simple", "spawn"):
@@ -134,10 +145,27 @@ class RedisStorage(Storage):
         self._heartbeat = reg(_lua.HEARTBEAT)
         self._unregister = reg(_lua.UNREGISTER)
         self._started = reg(_lua.STARTED)
+        self._check_scripting(url)
         self._made: dict[str, tuple[bytes, bytes, bool]] = {}
         #: Dependents a put of an ending record found waiting (handed to the next dependents()).
         self._waiting: dict[str, list[str]] = {}
         self._lock = threading.Lock()
+
+    def _check_scripting(self, url: str) -> None:
+        from redis.exceptions import NoPermissionError, ResponseError
+
+        try:
+            with translated(url):
+                self._queues()
+        except (NoPermissionError, ResponseError) as exc:
+            text = str(exc).lower()
+            if "permission" in text or "unknown command" in text or "noperm" in text:
+                raise BackendUnavailableError(
+                    f"Redis at {self.safe_url()} refuses Lua scripting ({exc}); plugq's Redis "
+                    "storage runs each primitive as a script: allow EVAL/EVALSHA/SCRIPT for this "
+                    "user (ACL +@scripting)"
+                ) from None
+            raise
 
     # -- helpers ---------------------------------------------------------------
 
@@ -165,14 +193,16 @@ class RedisStorage(Storage):
         return 0
 
     def _block(self, rec: JobRecord, key: bytes | None, now: float, *, with_meta: bool) -> list[Any]:
+        # rq keeps dates to the microsecond; the caller's record then reads as stored.
+        round_times(rec)
         fields = to_fields(rec, key, self._known(rec), with_meta=with_meta)
         kind, rv, exc = result_fields(rec, key)
         return [
             rec.id, rec.origin, rec.status.value, "1" if rec.at_front else "0",
             self._score(rec, now), "" if rec.expires_at is None else repr(rec.expires_at),
             uuid.uuid4().hex if rec.status is JobStatus.STARTED else "",
-            rec.worker_name or "", kind, rv, exc, len(rec.depends_on), *rec.depends_on,
-            len(fields), *fields,
+            rec.worker_name or "", kind, rv, exc, kept_fields(rec, with_meta=with_meta),
+            len(rec.depends_on), *rec.depends_on, len(fields), *fields,
         ]
 
     def _record(self, job_id: str, flat: Any, entry: Any, now: float) -> JobRecord | None:

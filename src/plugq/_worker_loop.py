@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from . import _events, _lifecycle, _rules
 from ._context import _current
 from ._execution import call, format_exc_info, install_alarm_handler
+from ._process import run_isolated, worker_class
 from .backend import WorkerSpec
 from .config import current_settings
+from .exceptions import BackendUnavailableError
 from .security import UntrustedJobError, resolve_allowed, seal_blob, verified_payload
 from .serializers import get_serializer
 from .storage import Clock, JobRecord, JobStatus, WorkerRecord
@@ -59,15 +61,7 @@ def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRec
         value = call(func, args, kwargs, rec.timeout)
         result = seal_blob(rec.id, "result", serializer.dumps(value))
     except (Exception, SystemExit) as exc:
-        exc_info = format_exc_info(exc)
-        _lifecycle.fail(storage, rec, exc_info)
-        log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
-                  exc_info.strip().splitlines()[-1])
-        if rec.on_failure and not isinstance(exc, UntrustedJobError):
-            _run_callback(rec.on_failure, job, engine, type(exc), exc, exc.__traceback__)
-        _events.failed(job, (type(exc), exc, exc.__traceback__))
-        if worker is not None:
-            worker.stats.failed += 1
+        _failed(engine, rec, job, exc, worker, format_exc_info(exc))
     else:
         if _lifecycle.finish(storage, rec, result):
             log.info("%s: Job OK (%s)", rec.origin, rec.id)
@@ -87,6 +81,27 @@ def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRec
     return rec
 
 
+def _failed(
+    engine: Engine, rec: JobRecord, job: Any, exc: BaseException, worker: WorkerSpec | None,
+    exc_info: str,
+) -> None:
+    _lifecycle.fail(engine.storage, rec, exc_info)
+    log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
+              exc_info.strip().splitlines()[-1])
+    if rec.on_failure and not isinstance(exc, UntrustedJobError):
+        _run_callback(rec.on_failure, job, engine, type(exc), exc, exc.__traceback__)
+    _events.failed(job, (type(exc), exc, exc.__traceback__))
+    if worker is not None:
+        worker.stats.failed += 1
+
+
+def fail_outside(
+    engine: Engine, rec: JobRecord, exc: BaseException, worker: WorkerSpec | None, exc_info: str
+) -> None:
+    """Store a failure of ``rec`` decided outside its run (its process was killed or died)."""
+    _failed(engine, rec, _events.job_for(engine, rec), exc, worker, exc_info)
+
+
 class WorkerLoop:
     """One worker's run on one engine."""
 
@@ -99,6 +114,8 @@ class WorkerLoop:
         self._current: str | None = None
         self._beat_stop = threading.Event()
         self._last_beat = 0.0
+        self._last_maint = 0.0
+        self._inflight: JobRecord | None = None
 
     def _beat(self) -> None:
         self._last_beat = self.storage.clock.now()
@@ -135,8 +152,59 @@ class WorkerLoop:
     def _maintain(self, scheduler: bool) -> None:
         _lifecycle.maintenance(self.storage, scheduler=scheduler, me=self.worker.name)
 
+    def _step(self, kind: str, burst: bool, with_scheduler: bool) -> bool | None:
+        """Claim and run one job. True: one ran; False: none yet; None: burst found no work."""
+        b = self.storage
+        if time.monotonic() - self._last_maint > MAINTENANCE_EVERY:
+            self._maintain(with_scheduler)
+            self._last_maint = time.monotonic()
+        if b.clock.now() - self._last_beat > b.lease / 3.0:
+            self._beat()
+        rec = b.claim(self.queues, self.worker.name, b.clock.now())
+        if rec is None:
+            # Nothing runnable: let the scheduler and the reaper look
+            # before deciding the queues are really empty.
+            self._maintain(with_scheduler)
+            self._last_maint = time.monotonic()
+            rec = b.claim(self.queues, self.worker.name, b.clock.now())
+        if rec is None:
+            if burst:
+                return None
+            self._state = "idle"
+            b.wait(self.queues, IDLE_WAIT)
+            return False
+        self._state, self._current, self._inflight = "busy", rec.id, rec
+        log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
+        started = time.monotonic()
+        if kind == "simple":
+            perform(self.engine, rec, self.worker)
+        else:
+            run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside)
+        self.worker.stats.working_time += time.monotonic() - started
+        self._state, self._current, self._inflight = "idle", None, None
+        return True
+
+    def _recover_after_outage(self) -> None:
+        """After the store came back: register again; fail the job whose outcome was lost."""
+        b = self.storage
+        try:
+            now = b.clock.now()
+            b.register_worker(WorkerRecord(
+                name=self.worker.name, queues=list(self.queues), pid=os.getpid(),
+                hostname=socket.gethostname(), birth=now, last_heartbeat=now))
+            self._last_beat = now
+            rec, self._inflight = self._inflight, None
+            self._state, self._current = "idle", None
+            if rec is not None:
+                # A no-op if its outcome was stored before the outage (compare-and-set).
+                _lifecycle.fail(b, rec, "plugq.exceptions.BackendUnavailableError: the worker "
+                                "lost the store while the job ran; its outcome was not stored\n")
+        except BackendUnavailableError:
+            pass  # still away: the loop waits and tries again
+
     def run(self, *, burst: bool, max_jobs: int | None, with_scheduler: bool) -> bool:
         b = self.storage
+        kind = worker_class(b, self.worker.worker_class)
         self._register()
         beater = threading.Thread(target=self._beat_forever, name="plugq-heartbeat", daemon=True)
         beater.start()
@@ -146,39 +214,34 @@ class WorkerLoop:
         restore_alarm = install_alarm_handler()
         try:
             self._maintain(with_scheduler)
-            last_maint = time.monotonic()
+            self._last_maint = time.monotonic()
+            backoff = 0.5
             while not self.worker.stop.is_set():
-                if time.monotonic() - last_maint > MAINTENANCE_EVERY:
-                    self._maintain(with_scheduler)
-                    last_maint = time.monotonic()
-                if b.clock.now() - self._last_beat > b.lease / 3.0:
-                    self._beat()
-                rec = b.claim(self.queues, self.worker.name, b.clock.now())
-                if rec is None:
-                    # Nothing runnable: let the scheduler and the reaper look
-                    # before deciding the queues are really empty.
-                    self._maintain(with_scheduler)
-                    last_maint = time.monotonic()
-                    rec = b.claim(self.queues, self.worker.name, b.clock.now())
-                if rec is None:
+                try:
+                    done = self._step(kind, burst, with_scheduler)
+                except BackendUnavailableError as exc:
                     if burst:
-                        break
-                    self._state = "idle"
-                    b.wait(self.queues, IDLE_WAIT)
+                        raise
+                    # The store went away: keep the worker alive and look again.
+                    log.warning("%s; retrying in %.1f s", exc, backoff)
+                    self.worker.stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    self._recover_after_outage()
                     continue
-                self._state, self._current = "busy", rec.id
-                log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
-                started = time.monotonic()
-                perform(self.engine, rec, self.worker)
-                self.worker.stats.working_time += time.monotonic() - started
-                self._state, self._current = "idle", None
-                processed += 1
-                if max_jobs is not None and processed >= max_jobs:
+                backoff = 0.5
+                if done is None:
                     break
+                if done:
+                    processed += 1
+                    if max_jobs is not None and processed >= max_jobs:
+                        break
         finally:
             restore_alarm()
             self._beat_stop.set()
-            b.unregister_worker(self.worker.name)
+            try:
+                b.unregister_worker(self.worker.name)
+            except BackendUnavailableError:
+                log.warning("could not unregister worker %s: the store is unavailable", self.worker.name)
             log.info("Worker %s stopped after %d job(s)", self.worker.name, processed)
         return processed > 0
 
