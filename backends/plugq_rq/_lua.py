@@ -220,7 +220,7 @@ return out
 """
 
 #: claim(queues, worker, now): ARGV now, lease, worker, execution id, started_at text, queues…
-#: Returns nil or {hash fields, latest result fields}.
+#: Returns nil or {id, hash fields as they were before the claim, latest result fields}.
 CLAIM = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local worker, exec, started = ARGV[3], ARGV[4], ARGV[5]
@@ -238,16 +238,20 @@ for qi = 6, #ARGV do
         forget(id, q, 'gone')
         redis.call('DEL', key)
       else
+        -- handed back as it was: the caller checks every field before the claim's own writes
+        local before = redis.call('HGETALL', key)
         redis.call('HSET', key, 'status', 'started', 'started_at', started, 'worker_name', worker)
         redis.call('HDEL', key, 'plugq_expires_at')
         redis.call('ZREM', EXP, id)
-        redis.call('HINCRBY', key, 'plugq_attempts', 1)
+        local attempts = tonumber(redis.call('HGET', key, 'plugq_attempts') or '0')
+        -- a corrupt counter is left as found: the record is quarantined when read
+        if attempts then redis.call('HSET', key, 'plugq_attempts', attempts + 1) end
         place(id, q, 'started', '0', 0, now, lease, exec, worker)
         local wkey = 'rq:worker:' .. worker
         if redis.call('EXISTS', wkey) == 1 then
           redis.call('HSET', wkey, 'state', 'busy', 'current_job', id)
         end
-        return {id, redis.call('HGETALL', key), latest_result(id)}
+        return {id, before, latest_result(id)}
       end
     end
   end

@@ -48,6 +48,7 @@ from .signing import (
     CALLBACK_FIELDS,
     SIG_FIELD,
     inner_bytes,
+    is_signed,
     job_mac,
     refusal,
     sign_blob,
@@ -361,11 +362,15 @@ def _build(
     name = "json" if inner[:1] in (b"[", b"{") else "pickle"
     rec.serializer = name
     reason, func = refusal(job_id, h, plain)
+    if reason is None and not key and is_signed(plain):
+        # Signed by a producer with a key this process lacks: never deserialized
+        # here; the engine refuses the (unverifiable) sealed stand-in.
+        reason = "signed, and this process has no key"
     if reason is not None:
         # Refused before anything is deserialized: the engine's own checks
         # refuse the record again (unsigned, or sealed with no valid MAC).
         rec.func_name = func or ""
-        rec.payload = b"" if "not signed" in reason or not key else seal(rec, b"", b"\x00refused")
+        rec.payload = b"" if "not signed" in reason else seal(rec, b"", b"\x00refused")
         return rec, None
     ser = get_serializer(name)
     try:

@@ -39,7 +39,7 @@ from .layout import (
     round_times,
     to_fields,
 )
-from .poison import WORKER_FIELDS, describe, field_problems
+from .poison import WORKER_FIELDS, describe, field_problems, job_field_problems
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -281,15 +281,22 @@ class RedisStorage(Storage):
     def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
         if not queues:
             return None
-        args = [now, self.lease, worker_name, uuid.uuid4().hex, fmt_time(now), *queues]
+        started = fmt_time(now)
+        args = [now, self.lease, worker_name, uuid.uuid4().hex, started, *queues]
         while True:
             answer = self._claim(args=args)
             if not answer:
                 return None
             job_id = answer[0].decode()
-            rec, made, problem = from_hash(
-                job_id, _pairs(answer[1]), _pairs(answer[2]), secret_key(), now
-            )
+            h = _pairs(answer[1])
+            problems = job_field_problems(h)
+            if not problems:
+                # What the script wrote, applied to the hash it read.
+                h[b"status"], h[b"started_at"] = b"started", started.encode()
+                h[b"worker_name"] = worker_name.encode()
+                h[b"plugq_attempts"] = str(int(h.get(b"plugq_attempts") or 0) + 1).encode()
+                h.pop(b"plugq_expires_at", None)
+            rec, made, problem = from_hash(job_id, h, _pairs(answer[2]), secret_key(), now)
             if problem is None:
                 self._remember(job_id, rec.payload, made)
                 return rec
