@@ -115,7 +115,6 @@ class WorkerLoop:
         self._beat_stop = threading.Event()
         self._last_beat = 0.0
         self._last_maint = 0.0
-        self._inflight: JobRecord | None = None
 
     def _beat(self) -> None:
         self._last_beat = self.storage.clock.now()
@@ -173,7 +172,7 @@ class WorkerLoop:
             self._state = "idle"
             b.wait(self.queues, IDLE_WAIT)
             return False
-        self._state, self._current, self._inflight = "busy", rec.id, rec
+        self._state, self._current = "busy", rec.id
         log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
         started = time.monotonic()
         if kind == "simple":
@@ -181,11 +180,11 @@ class WorkerLoop:
         else:
             run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside)
         self.worker.stats.working_time += time.monotonic() - started
-        self._state, self._current, self._inflight = "idle", None, None
+        self._state, self._current = "idle", None
         return True
 
     def _recover_after_outage(self) -> None:
-        """After the store came back: register again; fail the job whose outcome was lost."""
+        """After the store came back: register again; fail the jobs whose outcome was lost."""
         b = self.storage
         try:
             now = b.clock.now()
@@ -193,10 +192,14 @@ class WorkerLoop:
                 name=self.worker.name, queues=list(self.queues), pid=os.getpid(),
                 hostname=socket.gethostname(), birth=now, last_heartbeat=now))
             self._last_beat = now
-            rec, self._inflight = self._inflight, None
             self._state, self._current = "idle", None
-            if rec is not None:
-                # A no-op if its outcome was stored before the outage (compare-and-set).
+            # This worker runs nothing now, so any job still started under its
+            # name lost its outcome, or was claimed by a call whose answer the
+            # outage lost: failed (and so retried if it may be), as an abandoned one.
+            # A no-op for a job whose outcome was stored (compare-and-set).
+            mine = [r for r in b.started_by_dead_workers(float("inf"))
+                    if r.worker_name == self.worker.name]
+            for rec in mine:
                 _lifecycle.fail(b, rec, "plugq.exceptions.BackendUnavailableError: the worker "
                                 "lost the store while the job ran; its outcome was not stored\n")
         except BackendUnavailableError:
