@@ -103,3 +103,42 @@ def test_plugq_rq_touches_no_private_rq_name():
 ])
 def test_the_private_name_check_can_fail(source):
     assert private_rq_uses(source)
+
+
+# -- claim ahead -------------------------------------------------------------------
+
+
+def _fake_url() -> str:
+    return f"fakeredis://ahead-{uuid.uuid4().hex}"
+
+
+def test_a_stopping_worker_hands_its_claimed_ahead_job_back_as_it_was():
+    from plugq import Queue, Worker
+    from plugq.testing import tasks
+
+    q = Queue("ahead", connection=_fake_url())
+    jobs = [q.enqueue(tasks.add, i, i) for i in range(3)]
+    assert Worker([q]).work(burst=True, max_jobs=1)
+    assert jobs[0].get_status() == "finished"
+    assert q.get_job_ids() == [jobs[1].id, jobs[2].id]
+    again = q.fetch_job(jobs[1].id)
+    assert (again.get_status(), again.attempts, again.worker_name, again.started_at) == (
+        "queued", 0, None, None)
+    assert q.started_job_registry.count == 0
+    storage = q.backend.storage
+    assert storage.redis.zcard("rq:wip:ahead") == 0
+    assert Worker([q]).work(burst=True)
+    assert [j.get_status() for j in jobs] == ["finished"] * 3
+
+
+def test_jobs_claimed_ahead_run_once_each_in_queue_order():
+    from plugq import Queue, Worker
+    from plugq.testing import tasks
+
+    q = Queue("order", connection=_fake_url())
+    jobs = [q.enqueue(tasks.add, i, 0) for i in range(20)]
+    assert Worker([q]).work(burst=True)
+    assert [j.result for j in jobs] == list(range(20))
+    assert [j.attempts for j in jobs] == [1] * 20
+    started = [j.started_at for j in jobs]
+    assert started == sorted(started)

@@ -157,6 +157,44 @@ local function write_hash(key, b)
   if b.nf > 0 then redis.call('HSET', key, unpack(ARGV, b.fields, b.fields + b.nf - 1)) end
   if #kept > 0 then redis.call('HSET', key, unpack(kept)) end
 end
+
+-- Take the first runnable job of the queues named in ARGV[first..last] for worker.
+-- Returns {id, hash fields as they were before the claim, latest result} or false.
+local function claim_next(now, lease, worker, exec, started, first, last)
+  for qi = first, last do
+    local q = ARGV[qi]
+    while true do
+      local id = redis.call('LPOP', Q .. q)
+      if not id then break end
+      local key = J .. id
+      local st = norm(redis.call('HGET', key, 'status'))
+      if st == 'queued' then
+        local exp = redis.call('ZSCORE', EXP, id)
+        if exp and tonumber(exp) <= now then
+          -- its ttl ran out while queued: discarded, as Redis would expire rq's key
+          forget(id, q, 'gone')
+          redis.call('DEL', key)
+        else
+          -- handed back as it was: the caller checks every field before the claim's own writes
+          local before = redis.call('HGETALL', key)
+          redis.call('HSET', key, 'status', 'started', 'started_at', started, 'worker_name', worker)
+          redis.call('HDEL', key, 'plugq_expires_at')
+          redis.call('ZREM', EXP, id)
+          local attempts = tonumber(redis.call('HGET', key, 'plugq_attempts') or '0')
+          -- a corrupt counter is left as found: the record is quarantined when read
+          if attempts then redis.call('HSET', key, 'plugq_attempts', attempts + 1) end
+          place(id, q, 'started', '0', 0, now, lease, exec, worker)
+          local wkey = 'rq:worker:' .. worker
+          if redis.call('EXISTS', wkey) == 1 then
+            redis.call('HSET', wkey, 'state', 'busy', 'current_job', id)
+          end
+          return {id, before, latest_result(id)}
+        end
+      end
+    end
+  end
+  return false
+end
 """
 
 #: insert(records, unique_ids): ARGV now, lease, n unique, ids…, n records, blocks…
@@ -186,11 +224,14 @@ return {'ok'}
 """
 
 #: put(record, expected, expected_attempts): ARGV now, lease, check ('1'/'0'),
-#: expected statuses (comma-separated), expected attempts ('' = any), block.
-#: Returns {0} or {1, dependents waiting on the job…}.
+#: expected statuses (comma-separated), expected attempts ('' = any), then the
+#: claim-ahead request (worker, execution id, started text, number of queues,
+#: queues…; worker '' = none), then the block.
+#: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
 PUT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local b = read_block(6)
+local nq = tonumber(ARGV[9])
+local b = read_block(10 + nq)
 local key = J .. b.id
 local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts')
 if not cur[1] then return {0} end
@@ -212,51 +253,17 @@ drop_deps(b.id)
 add_deps(b.id, b.deps)
 set_result(b.id, b.rtype, b.rv, b.exc, b.worker)
 set_expiry(b.id, b.exp)
-local out = {1}
-if b.status ~= 'queued' and b.status ~= 'started' then
-  for _, d in ipairs(dependents_waiting(b.id)) do out[#out + 1] = d end
-end
-return out
+local waiting = {}
+if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
+local ahead = false
+if ARGV[6] ~= '' then ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq) end
+return {1, waiting, ahead}
 """
 
 #: claim(queues, worker, now): ARGV now, lease, worker, execution id, started_at text, queues…
 #: Returns nil or {id, hash fields as they were before the claim, latest result fields}.
 CLAIM = COMMON + r"""
-local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local worker, exec, started = ARGV[3], ARGV[4], ARGV[5]
-for qi = 6, #ARGV do
-  local q = ARGV[qi]
-  while true do
-    local id = redis.call('LPOP', Q .. q)
-    if not id then break end
-    local key = J .. id
-    local st = norm(redis.call('HGET', key, 'status'))
-    if st == 'queued' then
-      local exp = redis.call('ZSCORE', EXP, id)
-      if exp and tonumber(exp) <= now then
-        -- its ttl ran out while queued: discarded, as Redis would expire rq's key
-        forget(id, q, 'gone')
-        redis.call('DEL', key)
-      else
-        -- handed back as it was: the caller checks every field before the claim's own writes
-        local before = redis.call('HGETALL', key)
-        redis.call('HSET', key, 'status', 'started', 'started_at', started, 'worker_name', worker)
-        redis.call('HDEL', key, 'plugq_expires_at')
-        redis.call('ZREM', EXP, id)
-        local attempts = tonumber(redis.call('HGET', key, 'plugq_attempts') or '0')
-        -- a corrupt counter is left as found: the record is quarantined when read
-        if attempts then redis.call('HSET', key, 'plugq_attempts', attempts + 1) end
-        place(id, q, 'started', '0', 0, now, lease, exec, worker)
-        local wkey = 'rq:worker:' .. worker
-        if redis.call('EXISTS', wkey) == 1 then
-          redis.call('HSET', wkey, 'state', 'busy', 'current_job', id)
-        end
-        return {id, before, latest_result(id)}
-      end
-    end
-  end
-end
-return false
+return claim_next(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], 6, #ARGV)
 """
 
 #: remove(id): returns 1 if the job existed.
@@ -386,6 +393,25 @@ else
   end
 end
 redis.call('EXPIRE', wkey, tonumber(ARGV[9]))
+return 1
+"""
+
+#: Put back a job claimed ahead and never run: ARGV id, worker, attempts it was
+#: claimed at, then the fields to restore (name, value or '' to delete; …).
+UNCLAIM = COMMON + r"""
+local id, worker = ARGV[1], ARGV[2]
+local key = J .. id
+local cur = redis.call('HMGET', key, 'status', 'worker_name', 'plugq_attempts', 'origin')
+if cur[1] ~= 'started' or cur[2] ~= worker or cur[3] ~= ARGV[3] then return 0 end
+unplace(id, cur[4] or '', 'started')
+redis.call('HSET', key, 'status', 'queued')
+for i = 4, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', key, ARGV[i])
+  else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+end
+local exp = redis.call('HGET', key, 'plugq_expires_at')
+if exp then redis.call('ZADD', EXP, exp, id) end
+redis.call('LPUSH', Q .. (cur[4] or ''), id)
 return 1
 """
 

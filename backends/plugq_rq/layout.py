@@ -128,11 +128,14 @@ def make_plain(rec: JobRecord, key: bytes | None) -> tuple[bytes, bool]:
 
 
 def to_fields(
-    rec: JobRecord, key: bytes | None, made: tuple[bytes, bool] | None, *, with_meta: bool
+    rec: JobRecord, key: bytes | None, made: tuple[bytes, bool] | None, *, with_meta: bool,
+    data_stored: bool = False,
 ) -> list[Any]:
     """The job hash for ``rec`` as a flat ``[field, value, …]`` list.
 
-    ``made`` is :func:`make_plain`'s answer already known for this payload, or None.
+    ``made`` is :func:`make_plain`'s answer already known for this payload, or
+    None. ``data_stored``: the hash already holds that data (a rewrite keeps
+    it, see :func:`kept_fields`), so it is not sent again.
     """
     keep = not unseal(rec.payload)
     if keep:
@@ -150,7 +153,7 @@ def to_fields(
         "result_ttl": rec.result_ttl,
         "failure_ttl": rec.failure_ttl,
     }
-    if not keep:
+    if not keep and not data_stored:
         f["data"] = zlib.compress(plain)
     if rec.timeout is not None and rec.timeout != math.ceil(rec.timeout):
         f["plugq_timeout"] = _num(rec.timeout)
@@ -193,7 +196,7 @@ def to_fields(
         f["plugq_expires_at"] = _num(rec.expires_at)
     if rec.scheduled_for is not None:
         f["plugq_scheduled_for"] = _num(rec.scheduled_for)
-    if keep:
+    if keep or (opaque and data_stored):
         pass
     elif opaque:
         f["plugq_opaque"] = 1
@@ -214,11 +217,13 @@ def to_fields(
 KEEP_WHEN_REFUSED = ("data", SIG_FIELD, "plugq_opaque", "plugq_func", "plugq_serializer")
 
 
-def kept_fields(rec: JobRecord, *, with_meta: bool) -> str:
+def kept_fields(rec: JobRecord, *, with_meta: bool, data_stored: bool = False) -> str:
     """The stored fields a rewrite of ``rec`` keeps (comma-separated, for the scripts)."""
     names = [] if with_meta else ["meta"]
     if not unseal(rec.payload):
         names.extend(KEEP_WHEN_REFUSED)
+    elif data_stored:
+        names.extend(("data", "plugq_opaque", "plugq_func", "plugq_serializer"))
     return ",".join(names)
 
 
@@ -264,7 +269,8 @@ def _int(h: Hash, name: bytes, default: int | None) -> int | None:
 
 
 def from_hash(
-    job_id: str, h: Hash, entry: Hash, key: bytes | None, now: float
+    job_id: str, h: Hash, entry: Hash, key: bytes | None, now: float,
+    problems: dict[str, str] | None = None,
 ) -> tuple[JobRecord, tuple[bytes, bool] | None, str | None]:
     """The record for a stored job hash and its latest result entry.
 
@@ -273,7 +279,8 @@ def from_hash(
     names the corrupt field(s) of a poison hash, whose record is then the
     quarantined stand-in (failed, unrunnable) of :func:`plugq._quarantine.quarantined`.
     """
-    problems = job_field_problems(h)
+    if problems is None:
+        problems = job_field_problems(h)
     if problems:
         clean = {k: v for k, v in h.items() if k.decode("utf-8", "replace") not in problems}
         clean.pop(b"data", None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import threading
 import time
@@ -144,11 +145,16 @@ class RedisStorage(Storage):
         self._dependents = reg(_lua.DEPENDENTS)
         self._heartbeat = reg(_lua.HEARTBEAT)
         self._unregister = reg(_lua.UNREGISTER)
+        self._unclaim = reg(_lua.UNCLAIM)
         self._started = reg(_lua.STARTED)
         self._check_scripting(url)
         self._made: dict[str, tuple[bytes, bytes, bool]] = {}
         #: Dependents a put of an ending record found waiting (handed to the next dependents()).
         self._waiting: dict[str, list[str]] = {}
+        #: worker name -> (queues, pid, thread) of its last claim here.
+        self._claimers: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        #: worker name -> (job claimed ahead, the hash fields its claim changed, as they were).
+        self._ahead: dict[str, tuple[JobRecord, list[Any]]] = {}
         self._lock = threading.Lock()
 
     def _check_scripting(self, url: str) -> None:
@@ -195,13 +201,17 @@ class RedisStorage(Storage):
     def _block(self, rec: JobRecord, key: bytes | None, now: float, *, with_meta: bool) -> list[Any]:
         # rq keeps dates to the microsecond; the caller's record then reads as stored.
         round_times(rec)
-        fields = to_fields(rec, key, self._known(rec), with_meta=with_meta)
+        made = self._known(rec)
+        # A rewrite (put) of a payload read here keeps the stored data as it is.
+        stored = made is not None and not with_meta
+        fields = to_fields(rec, key, made, with_meta=with_meta, data_stored=stored)
         kind, rv, exc = result_fields(rec, key)
         return [
             rec.id, rec.origin, rec.status.value, "1" if rec.at_front else "0",
             self._score(rec, now), "" if rec.expires_at is None else repr(rec.expires_at),
             uuid.uuid4().hex if rec.status is JobStatus.STARTED else "",
-            rec.worker_name or "", kind, rv, exc, kept_fields(rec, with_meta=with_meta),
+            rec.worker_name or "", kind, rv, exc,
+            kept_fields(rec, with_meta=with_meta, data_stored=stored),
             len(rec.depends_on), *rec.depends_on, len(fields), *fields,
         ]
 
@@ -252,18 +262,71 @@ class RedisStorage(Storage):
         expected_attempts: int | None = None,
     ) -> bool:
         now = self.clock.now()
+        ahead = self._ahead_request(record, expected, expected_attempts)
         argv: list[Any] = [
             now, self.lease, "0" if expected is None else "1",
             ",".join(s.value for s in expected or ()),
             "" if expected_attempts is None else expected_attempts,
-            *self._block(record, secret_key(), now, with_meta=False),
+            *ahead, *self._block(record, secret_key(), now, with_meta=False),
         ]
         answer = self._put(args=argv)
         if not answer or not int(answer[0]):
             return False
         if record.status not in (JobStatus.QUEUED, JobStatus.STARTED):
-            self._waiting[record.id] = [d.decode() for d in answer[1:]]
+            self._waiting[record.id] = [d.decode() for d in answer[1]]
+        if ahead[0] and len(answer) > 2 and answer[2]:
+            taken = self._taken(answer[2], ahead[0], ahead[2], now)
+            if taken is not None:
+                self._ahead[ahead[0]] = taken
         return True
+
+    def _ahead_request(
+        self, record: JobRecord, expected: Collection[JobStatus] | None, attempts: int | None
+    ) -> list[Any]:
+        """Claim-ahead arguments for a put that ends the job a worker claimed here.
+
+        The worker's next job is claimed in the same round trip as the outcome
+        of its last one (stored started, as any claim; at-least-once holds: a
+        worker that dies holding it leaves it to abandoned-job recovery, and
+        one that stops hands it back, see :meth:`unregister_worker`). Only for
+        the thread that made the worker's last claim, in this process.
+        """
+        name = record.worker_name
+        if (name is None or expected is None or attempts is None or record.status is JobStatus.STARTED
+                or JobStatus.STARTED not in expected or name in self._ahead):
+            return ["", "", "", 0]
+        known = self._claimers.get(name)
+        if known is None or known[1] != os.getpid() or known[2] != threading.get_ident():
+            return ["", "", "", 0]
+        now = self.clock.now()
+        return [name, uuid.uuid4().hex, fmt_time(now), len(known[0]), *known[0]]
+
+    def _taken(
+        self, answer: Any, worker_name: str, started: str, now: float
+    ) -> tuple[JobRecord, list[Any]] | None:
+        """The record a claim took (and what the claim changed), or None for a poison hash.
+
+        A poison hash never reaches the engine: it is stored failed (naming the
+        field) here.
+        """
+        job_id = answer[0].decode()
+        h = _pairs(answer[1])
+        problems = job_field_problems(h)
+        before: list[Any] = []
+        if not problems:
+            for name in (b"started_at", b"worker_name", b"plugq_attempts", b"plugq_expires_at"):
+                before.extend((name, h.get(name, b"")))
+            # What the script wrote, applied to the hash it read.
+            h[b"status"], h[b"started_at"] = b"started", started.encode()
+            h[b"worker_name"] = worker_name.encode()
+            h[b"plugq_attempts"] = str(int(h.get(b"plugq_attempts") or 0) + 1).encode()
+            h.pop(b"plugq_expires_at", None)
+        rec, made, problem = from_hash(job_id, h, _pairs(answer[2]), secret_key(), now, problems)
+        if problem is not None:
+            self.put(rec)
+            return None
+        self._remember(job_id, rec.payload, made)
+        return rec, before
 
     @_translated
     def remove(self, job_id: str) -> bool:
@@ -281,28 +344,19 @@ class RedisStorage(Storage):
     def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
         if not queues:
             return None
+        self._claimers[worker_name] = (tuple(queues), os.getpid(), threading.get_ident())
+        ahead = self._ahead.pop(worker_name, None)
+        if ahead is not None:
+            return ahead[0]
         started = fmt_time(now)
         args = [now, self.lease, worker_name, uuid.uuid4().hex, started, *queues]
         while True:
             answer = self._claim(args=args)
             if not answer:
                 return None
-            job_id = answer[0].decode()
-            h = _pairs(answer[1])
-            problems = job_field_problems(h)
-            if not problems:
-                # What the script wrote, applied to the hash it read.
-                h[b"status"], h[b"started_at"] = b"started", started.encode()
-                h[b"worker_name"] = worker_name.encode()
-                h[b"plugq_attempts"] = str(int(h.get(b"plugq_attempts") or 0) + 1).encode()
-                h.pop(b"plugq_expires_at", None)
-            rec, made, problem = from_hash(job_id, h, _pairs(answer[2]), secret_key(), now)
-            if problem is None:
-                self._remember(job_id, rec.payload, made)
-                return rec
-            # A poison hash never reaches the engine: stored failed (naming the
-            # field), and the next job is taken.
-            self.put(rec)
+            taken = self._taken(answer, worker_name, started, now)
+            if taken is not None:
+                return taken[0]
 
     # -- listings ----------------------------------------------------------------
 
@@ -405,6 +459,12 @@ class RedisStorage(Storage):
 
     @_translated
     def unregister_worker(self, name: str) -> None:
+        self._claimers.pop(name, None)
+        ahead = self._ahead.pop(name, None)
+        if ahead is not None:
+            # Claimed ahead and never run: back to the front of its queue, as it was.
+            rec, before = ahead
+            self._unclaim(args=[rec.id, name, rec.attempts, *before])
         self._unregister(args=[name])
 
     @_translated
