@@ -234,3 +234,22 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
 def test_plugq_storage_imports_nothing_of_the_engine_or_the_api():
     graph = _module_graph([ROOT / "src"])
     assert graph["plugq.storage"] <= {"plugq.config", "plugq.exceptions"}
+
+
+# -- reads never write ----------------------------------------------------------------------
+
+
+def test_reading_an_expired_job_leaves_it_to_maintenance():
+    from plugq import Job, NoSuchJobError, Queue
+    from plugq.testing import tasks
+
+    storage = MemoryStorage(f"memory://reads-{uuid.uuid4().hex}", clock=ManualClock())
+    q = Queue("r", connection=storage)
+    job = q.enqueue(tasks.add, 1, 2, ttl=5)
+    storage.clock.advance(6)
+    assert len(q) == 0 and q.get_job_ids() == [] and q.fetch_job(job.id) is None
+    with pytest.raises(NoSuchJobError):
+        Job.fetch(job.id, connection=storage)
+    assert storage.get(job.id) is not None, "a read deleted the record"
+    q.backend.maintenance()
+    assert storage.get(job.id) is None

@@ -217,3 +217,6 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. The default does nothing."""
+
+
+__all__ = ["Backend", "WorkerSpec", "WorkerStats"]
