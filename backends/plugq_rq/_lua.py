@@ -59,6 +59,8 @@ local function place(id, origin, status, front, score, now, lease, exec, worker)
   if status == 'queued' then
     if front == '1' then redis.call('LPUSH', Q .. origin, id)
     else redis.call('RPUSH', Q .. origin, id) end
+    -- wakes idle plugq workers of the queue (see RedisStorage.wait)
+    redis.call('PUBLISH', 'plugq:wake:' .. origin, '1')
   elseif status == 'started' then
     local member = id .. ':' .. exec
     redis.call('ZADD', 'rq:wip:' .. origin, now + lease, member)

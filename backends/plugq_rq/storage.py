@@ -49,8 +49,8 @@ WORKER_PREFIX = "rq:worker:"
 #: Records whose rq ``data`` was made from a payload this process read, kept so
 #: that writing the record back does not serialize the arguments again.
 MADE_CACHE = 4096
-#: How often ``wait`` looks at the queues while idle.
-POLL = 0.05
+#: How often an idle ``wait`` looks at the queues' lengths (jobs queued by rq publish nothing).
+POLL_IDLE = 0.25
 
 _REGISTRY_SCORE_NOW = (JobStatus.DEFERRED, JobStatus.CANCELED)
 _REGISTRY_SCORE_EXPIRY = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
@@ -156,6 +156,8 @@ class RedisStorage(Storage):
         #: worker name -> (job claimed ahead, the hash fields its claim changed, as they were).
         self._ahead: dict[str, tuple[JobRecord, list[Any]]] = {}
         self._lock = threading.Lock()
+        #: Per thread: the pub/sub connection ``wait`` listens on.
+        self._local = threading.local()
 
     def _check_scripting(self, url: str) -> None:
         from redis.exceptions import NoPermissionError, ResponseError
@@ -506,22 +508,43 @@ class RedisStorage(Storage):
     # -- waiting and closing -------------------------------------------------------------
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
-        """Poll the queues' lengths until one has a job or ``timeout`` passes."""
+        """Block until a job is queued on one of ``queues`` (a publish on
+        ``plugq:wake:<queue>``, sent by the scripts that queue a job), or ``timeout``.
+
+        Queue lengths are looked at first and every ``POLL_IDLE`` seconds, so
+        jobs queued by rq itself (which publishes nothing) are noticed too.
+        """
         end = time.monotonic() + timeout
         keys = [f"rq:queue:{q}" for q in queues]
-        while True:
-            try:
+        try:
+            pubsub = self._pubsub(queues)
+            while True:
                 with self.redis.pipeline(transaction=False) as pipe:
                     for k in keys:
                         pipe.llen(k)
                     if any(pipe.execute()):
                         return
-            except Exception:
-                return  # the caller's next primitive reports the error
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(POLL, left))
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                if pubsub.get_message(timeout=min(POLL_IDLE, left)) is not None:
+                    return
+        except Exception:
+            self._local.__dict__.pop("pubsub", None)
+            return  # the caller's next primitive reports the error
+
+    def _pubsub(self, queues: Sequence[str]) -> Any:
+        local = self._local
+        wanted = tuple(queues)
+        pubsub = local.__dict__.get("pubsub")
+        if pubsub is None or local.queues != wanted or local.pid != os.getpid():
+            if pubsub is not None and local.pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(*[f"plugq:wake:{q}" for q in queues])
+            local.pubsub, local.queues, local.pid = pubsub, wanted, os.getpid()
+        return pubsub
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

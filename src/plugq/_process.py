@@ -21,6 +21,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import time
 from collections.abc import Callable
@@ -109,6 +110,23 @@ def run_isolated(
 
 def _wait_pid(pid: int, deadline: float | None) -> tuple[bool, int]:
     """Wait for ``pid``; kill it at ``deadline``. Returns ``(killed, exit status)``."""
+    if deadline is None:
+        return False, _exit_code(os.waitpid(pid, 0)[1])
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                # Readable when the child ends: no polling between its end and our notice.
+                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            finally:
+                os.close(fd)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                return True, _exit_code(os.waitpid(pid, 0)[1])
+            return False, _exit_code(os.waitpid(pid, 0)[1])
     pause = 0.0005
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
