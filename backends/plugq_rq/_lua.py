@@ -89,10 +89,10 @@ local function add_deps(id, deps)
 end
 
 -- The results stream: a new entry when the outcome changed, none kept when there is none.
-local function set_result(id, rtype, rv, exc, worker)
+local function set_result(id, rtype, rv, exc, worker, fresh)
   local rkey = 'rq:results:' .. id
   if rv == '' and exc == '' then
-    redis.call('DEL', rkey)
+    if not fresh then redis.call('DEL', rkey) end
     return
   end
   local last = redis.call('XREVRANGE', rkey, '+', '-', 'COUNT', 1)[1]
@@ -107,8 +107,8 @@ local function set_result(id, rtype, rv, exc, worker)
   redis.call(unpack(args))
 end
 
-local function set_expiry(id, exp)
-  if exp ~= '' then redis.call('ZADD', EXP, exp, id) else redis.call('ZREM', EXP, id) end
+local function set_expiry(id, exp, fresh)
+  if exp ~= '' then redis.call('ZADD', EXP, exp, id) elseif not fresh then redis.call('ZREM', EXP, id) end
 end
 
 -- Everything of a job but its hash: list or registry, results, dependency sets, expiry.
@@ -133,18 +133,32 @@ local function latest_result(id)
   return {}
 end
 
--- Reads one record block from ARGV at i; returns the block's values and the next index.
-local function read_block(i)
-  local b = {id = ARGV[i], origin = ARGV[i + 1], status = ARGV[i + 2], front = ARGV[i + 3],
-             score = ARGV[i + 4], exp = ARGV[i + 5], exec = ARGV[i + 6], worker = ARGV[i + 7],
-             rtype = ARGV[i + 8], rv = ARGV[i + 9], exc = ARGV[i + 10], keep = ARGV[i + 11]}
-  local nd = tonumber(ARGV[i + 12])
+-- The values packed into one argument: "<length>:<bytes>" each (see storage.pack).
+local function unpack_values(s)
+  local out, pos, n = {}, 1, #s
+  while pos <= n do
+    local colon = string.find(s, ':', pos, true)
+    local len = tonumber(string.sub(s, pos, colon - 1))
+    out[#out + 1] = string.sub(s, colon + 1, colon + len)
+    pos = colon + len + 1
+  end
+  return out
+end
+
+-- Reads one record block from the value list A at i; returns the block and the next index.
+local function read_block(A, i)
+  local b = {id = A[i], origin = A[i + 1], status = A[i + 2], front = A[i + 3],
+             score = A[i + 4], exp = A[i + 5], exec = A[i + 6], worker = A[i + 7],
+             rtype = A[i + 8], rv = A[i + 9], exc = A[i + 10], keep = A[i + 11]}
+  local nd = tonumber(A[i + 12])
   i = i + 13
   b.deps = {}
-  for k = 1, nd do b.deps[k] = ARGV[i + k - 1] end
+  for k = 1, nd do b.deps[k] = A[i + k - 1] end
   i = i + nd
-  b.nf = tonumber(ARGV[i])
+  b.nf = tonumber(A[i])
   b.fields = i + 1
+  b.A = A
+  b.fresh = false
   return b, i + 1 + b.nf
 end
 
@@ -155,8 +169,8 @@ local function write_hash(key, b)
     local v = redis.call('HGET', key, f)
     if v then kept[#kept + 1] = f; kept[#kept + 1] = v end
   end
-  redis.call('DEL', key)
-  if b.nf > 0 then redis.call('HSET', key, unpack(ARGV, b.fields, b.fields + b.nf - 1)) end
+  if not b.fresh then redis.call('DEL', key) end
+  if b.nf > 0 then redis.call('HSET', key, unpack(b.A, b.fields, b.fields + b.nf - 1)) end
   if #kept > 0 then redis.call('HSET', key, unpack(kept)) end
 end
 
@@ -199,28 +213,30 @@ local function claim_next(now, lease, worker, exec, started, first, last)
 end
 """
 
-#: insert(records, unique_ids): ARGV now, lease, n unique, ids…, n records, blocks…
+#: insert(records, unique_ids): ARGV now, lease, then one packed argument:
+#: n unique, ids…, n records, blocks…
 INSERT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local i = 3
-local nu = tonumber(ARGV[i]); i = i + 1
+local A = unpack_values(ARGV[3])
+local i = 1
+local nu = tonumber(A[i]); i = i + 1
 for k = i, i + nu - 1 do
-  local st = norm(redis.call('HGET', J .. ARGV[k], 'status'))
-  if st == 'queued' or st == 'started' then return {'dup', ARGV[k], st} end
+  local st = norm(redis.call('HGET', J .. A[k], 'status'))
+  if st == 'queued' or st == 'started' then return {'dup', A[k], st} end
 end
 i = i + nu
-local nr = tonumber(ARGV[i]); i = i + 1
+local nr = tonumber(A[i]); i = i + 1
 for _ = 1, nr do
   local b
-  b, i = read_block(i)
+  b, i = read_block(A, i)
   local key = J .. b.id
   local old = redis.call('HMGET', key, 'origin', 'status')
-  if old[2] then forget(b.id, old[1], old[2]) end
+  if old[2] then forget(b.id, old[1], old[2]) else b.fresh = true end
   write_hash(key, b)
   place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
-  set_result(b.id, b.rtype, b.rv, b.exc, b.worker)
+  set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
   add_deps(b.id, b.deps)
-  set_expiry(b.id, b.exp)
+  set_expiry(b.id, b.exp, b.fresh)
 end
 return {'ok'}
 """
@@ -228,12 +244,12 @@ return {'ok'}
 #: put(record, expected, expected_attempts): ARGV now, lease, check ('1'/'0'),
 #: expected statuses (comma-separated), expected attempts ('' = any), then the
 #: claim-ahead request (worker, execution id, started text, number of queues,
-#: queues…; worker '' = none), then the block.
+#: queues…; worker '' = none), then the block packed into one argument.
 #: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
 PUT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
-local b = read_block(10 + nq)
+local b = read_block(unpack_values(ARGV[10 + nq]), 1)
 local key = J .. b.id
 local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts')
 if not cur[1] then return {0} end
@@ -253,8 +269,8 @@ else
 end
 drop_deps(b.id)
 add_deps(b.id, b.deps)
-set_result(b.id, b.rtype, b.rv, b.exc, b.worker)
-set_expiry(b.id, b.exp)
+set_result(b.id, b.rtype, b.rv, b.exc, b.worker, false)
+set_expiry(b.id, b.exp, false)
 local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
 local ahead = false
