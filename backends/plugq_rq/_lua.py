@@ -145,6 +145,16 @@ local function unpack_values(s)
   return out
 end
 
+-- A list of strings packed into one, "<length>:<bytes>" each (read by storage.unpack).
+local function packed(list)
+  local parts = {}
+  for i = 1, #list do
+    local v = list[i]
+    parts[#parts + 1] = #v .. ':' .. v
+  end
+  return table.concat(parts)
+end
+
 -- Reads one record block from the value list A at i; returns the block and the next index.
 local function read_block(A, i)
   local b = {id = A[i], origin = A[i + 1], status = A[i + 2], front = A[i + 3],
@@ -162,16 +172,20 @@ local function read_block(A, i)
   return b, i + 1 + b.nf
 end
 
--- Rewrites the hash from the block; the fields named in b.keep (comma-separated) keep their values.
+-- Rewrites the hash from the block: its fields set, every other field deleted
+-- except those named in b.keep (comma-separated), which keep their stored values.
 local function write_hash(key, b)
-  local kept = {}
-  for f in string.gmatch(b.keep, '[^,]+') do
-    local v = redis.call('HGET', key, f)
-    if v then kept[#kept + 1] = f; kept[#kept + 1] = v end
+  if not b.fresh then
+    local wanted = {}
+    for f in string.gmatch(b.keep, '[^,]+') do wanted[f] = true end
+    for k = b.fields, b.fields + b.nf - 1, 2 do wanted[b.A[k]] = true end
+    local gone = {}
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if not wanted[f] then gone[#gone + 1] = f end
+    end
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
   end
-  if not b.fresh then redis.call('DEL', key) end
   if b.nf > 0 then redis.call('HSET', key, unpack(b.A, b.fields, b.fields + b.nf - 1)) end
-  if #kept > 0 then redis.call('HSET', key, unpack(kept)) end
 end
 
 -- Take the first runnable job of the queues named in ARGV[first..last] for worker.
@@ -196,15 +210,14 @@ local function claim_next(now, lease, worker, exec, started, first, last)
           redis.call('HSET', key, 'status', 'started', 'started_at', started, 'worker_name', worker)
           redis.call('HDEL', key, 'plugq_expires_at')
           redis.call('ZREM', EXP, id)
-          local attempts = tonumber(redis.call('HGET', key, 'plugq_attempts') or '0')
-          -- a corrupt counter is left as found: the record is quarantined when read
-          if attempts then redis.call('HSET', key, 'plugq_attempts', attempts + 1) end
+          -- a corrupt counter is left as found (pcall): the record is quarantined when read
+          redis.pcall('HINCRBY', key, 'plugq_attempts', 1)
           place(id, q, 'started', '0', 0, now, lease, exec, worker)
           local wkey = 'rq:worker:' .. worker
           if redis.call('EXISTS', wkey) == 1 then
             redis.call('HSET', wkey, 'state', 'busy', 'current_job', id)
           end
-          return {id, before, latest_result(id)}
+          return {id, packed(before), packed(latest_result(id))}
         end
       end
     end

@@ -88,6 +88,20 @@ def pack(values: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+def unpack(blob: bytes) -> list[bytes]:
+    """The values of a script's ``packed`` answer."""
+    out: list[bytes] = []
+    pos, end = 0, len(blob)
+    find = blob.index
+    while pos < end:
+        colon = find(b":", pos)
+        start = colon + 1
+        stop = start + int(blob[pos:colon])
+        out.append(blob[start:stop])
+        pos = stop
+    return out
+
+
 def _pairs(flat: Sequence[Any] | dict[Any, Any] | None) -> dict[bytes, bytes]:
     if not flat:
         return {}
@@ -333,7 +347,7 @@ class RedisStorage(Storage):
         field) here.
         """
         job_id = answer[0].decode()
-        h = _pairs(answer[1])
+        h = _pairs(unpack(answer[1]))
         problems = job_field_problems(h)
         before: list[Any] = []
         if not problems:
@@ -344,7 +358,9 @@ class RedisStorage(Storage):
             h[b"worker_name"] = worker_name.encode()
             h[b"plugq_attempts"] = str(int(h.get(b"plugq_attempts") or 0) + 1).encode()
             h.pop(b"plugq_expires_at", None)
-        rec, made, problem = from_hash(job_id, h, _pairs(answer[2]), secret_key(), now, problems)
+        rec, made, problem = from_hash(
+            job_id, h, _pairs(unpack(answer[2])), secret_key(), now, problems
+        )
         if problem is not None:
             self.put(rec)
             return None
