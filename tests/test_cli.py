@@ -113,7 +113,8 @@ def test_enqueue_then_burst_worker_in_another_process_then_info(shared_url: str)
 
 def test_enqueue_parses_arguments_as_json_else_strings(sqlite_url: str) -> None:
     q = unique_queue()
-    r = plugq("enqueue", "-q", q, "--url", sqlite_url, "plugq.testing.tasks.echo",
+    # "-5" starts with a dash: after "--", where options end.
+    r = plugq("enqueue", "-q", q, "--url", sqlite_url, "plugq.testing.tasks.echo", "--",
               "1", '"1"', "[1, 2]", '{"a": 1}', "hello world", "true", "null", "-5", "2.5")
     assert r.returncode == 0, r.stderr
     assert plugq("worker", q, "--burst", "--url", sqlite_url).returncode == 0
@@ -172,7 +173,7 @@ def test_concurrency_burst_runs_n_processes_and_exits_when_done(sqlite_url: str)
 
 def test_concurrency_on_memory_is_refused() -> None:
     r = plugq("worker", "--concurrency", "2", "--url", "memory://")
-    assert_one_line_error(r, 1, "memory://", "--concurrency")
+    assert_one_line_error(r, 2, "memory://", "--concurrency")
 
 
 def _worker_records(url: str, q: str) -> list[dict]:

@@ -68,9 +68,14 @@ def test_flag_beats_environment_and_pyproject(tmp_path: Path) -> None:
 def test_the_resolved_url_is_the_one_commands_use(tmp_path: Path) -> None:
     db = tmp_path / "configured.db"
     write_config(tmp_path, f'url = "sqlite:///{db}"')
+    # info only reads: it refuses a file that does not exist rather than create it.
+    assert plugq("info", cwd=tmp_path, env=clean_env()).returncode == 2
+    assert not db.exists()
+    assert plugq("enqueue", "plugq.testing.tasks.add", "1", "2", cwd=tmp_path,
+                 env=clean_env()).returncode == 0
     snap = plugq_json("info", cwd=tmp_path, env=clean_env())
     assert snap["url"] == f"sqlite:///{db}"
-    assert db.exists()
+    assert snap["queues"]["default"]["queued"] == 1
     # And the flag wins over the file for the same command.
     snap = plugq_json("info", "--url", "memory://", cwd=tmp_path, env=clean_env())
     assert snap["url"] == "memory://"

@@ -267,3 +267,22 @@ def test_redis_each_corrupt_field_is_quarantined(redis_server, tmp_path):
                             env=env), f"jobs {status}")
     _assert_clean(plugq("info", "--url", url, env=env), "info after")
     conn.close()
+
+
+@pytest.mark.redis
+def test_redis_corrupt_dependent_does_not_fail_its_parent(redis_server):
+    import redis
+
+    redis_server.flushall()
+    url = redis_server.url + "/0"
+    q = Queue("dep", connection=url)
+    parent = q.enqueue(tasks.add, 1, 2)
+    child = q.enqueue(tasks.add, 3, 4, depends_on=parent)
+    sibling = q.enqueue(tasks.add, 5, 6, depends_on=parent)
+    conn = redis.Redis.from_url(url)
+    conn.hset(f"rq:job:{child.id}", "timeout", "forever")
+    conn.close()
+    _assert_clean(plugq("worker", "dep", "--burst", "--url", url, env=clean_env()), "worker")
+    assert parent.get_status() == FINISHED and parent.result == 3
+    assert sibling.get_status() == FINISHED and sibling.result == 11
+    assert child.get_status() == FAILED and "field 'timeout'" in (child.exc_info or "")

@@ -253,3 +253,25 @@ def test_reading_an_expired_job_leaves_it_to_maintenance():
     assert storage.get(job.id) is not None, "a read deleted the record"
     q.backend.maintenance()
     assert storage.get(job.id) is None
+
+
+def test_sqlite_reading_a_corrupt_row_does_not_write(tmp_path):
+    import sqlite3
+
+    from plugq.storage import JobStatus
+
+    storage = SqliteStorage(f"sqlite:///{tmp_path / 'poison.db'}", clock=ManualClock())
+    storage.insert([JobRecord(id="bad", func_name="tasks.f", origin="q", payload=b"p")])
+    raw = sqlite3.connect(tmp_path / "poison.db", isolation_level=None)
+    raw.execute("UPDATE jobs SET timeout = 'forever' WHERE id = 'bad'")
+
+    def stored_status() -> str:
+        return raw.execute("SELECT status FROM jobs WHERE id = 'bad'").fetchone()[0]
+
+    seen = storage.get("bad")
+    assert seen is not None and seen.status is JobStatus.FAILED and "timeout" in (seen.exc_info or "")
+    assert stored_status() == "queued", "a read wrote"
+    assert storage.claim(["q"], "w", storage.clock.now()) is None  # the claim fails it in the file
+    assert stored_status() == "failed"
+    raw.close()
+    storage.close()

@@ -28,6 +28,13 @@ from plugq.storage import Clock, JobRecord, JobStatus, ManualClock, Storage, Wor
 __version__ = "0.1.0"
 
 
+#: The query parameters a ``memory://`` URL takes, and what each means.
+_PARAMS = {
+    "clock": "manual: a ManualClock that tests move forward",
+    "lease": "seconds a worker's registration lives without a heartbeat, e.g. ?lease=30",
+}
+
+
 class MemoryStorage(Storage):
     """All state in dicts under one lock; see :class:`plugq.storage.Storage`."""
 
@@ -36,7 +43,13 @@ class MemoryStorage(Storage):
 
     def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        for key in query:
+            if key not in _PARAMS:
+                raise ConfigurationError(
+                    f"{url}: unknown parameter {key!r}; the memory backend accepts "
+                    + "; ".join(f"{k} ({v})" for k, v in _PARAMS.items())
+                )
         if clock is None and query.get("clock", [""])[0] == "manual":
             clock = ManualClock()
         super().__init__(url, clock)

@@ -58,6 +58,49 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
+#: Query parameters redis-py takes from a URL besides its typed ones
+#: (``URL_QUERY_ARGUMENT_PARSERS``): strings handed to the connection as they are.
+_REDIS_STRING_PARAMS = ("client_name", "username", "password")
+
+
+def accepted_params(url: str) -> list[str]:
+    """The query parameters a ``redis://``, ``rediss://``, ``unix://`` or ``fakeredis://`` URL takes."""
+    scheme = urlsplit(url).scheme.lower()
+    accepted = set(PLUGQ_PARAMS)
+    if scheme == "fakeredis":
+        return sorted(accepted)
+    try:
+        from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+    except ImportError:
+        # Without redis-py the backend fails anyway, naming the extra to install.
+        return sorted(accepted)
+    accepted.update(URL_QUERY_ARGUMENT_PARSERS)
+    accepted.update(_REDIS_STRING_PARAMS)
+    if scheme != "rediss":
+        accepted = {k for k in accepted if not k.startswith("ssl_")}
+    else:
+        accepted.update(("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                         "ssl_ca_path", "ssl_ciphers"))
+    return sorted(accepted)
+
+
+def refuse_unknown_params(url: str) -> None:
+    """Refuse a query parameter nothing reads (a typo such as ``?leese=3``).
+
+    redis-py passes an unknown one on to the connection class, which fails
+    with a TypeError at the first command: a traceback for a user's typo.
+
+    Raises:
+        ConfigurationError: names the parameter and lists the accepted ones.
+    """
+    accepted = accepted_params(url)
+    for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key not in accepted:
+            raise ConfigurationError(
+                f"{mask_url(url)}: unknown parameter {key!r}; accepted: {', '.join(accepted)}"
+            )
+
+
 def make_client(url: str) -> Any:
     """A redis-py client (bytes responses, as rq needs) for ``url``.
 

@@ -276,6 +276,7 @@ def from_hash(
 
     Returns ``(record, made, problem)``: ``made`` is ``(rq's uncompressed
     data, opaque?)`` the payload was made from (None when none was); ``problem``
+    (comma-separated names of the corrupt fields)
     names the corrupt field(s) of a poison hash, whose record is then the
     quarantined stand-in (failed, unrunnable) of :func:`plugq._quarantine.quarantined`.
     """
@@ -289,7 +290,10 @@ def from_hash(
         except Exception:
             rec = JobRecord(id=job_id, func_name="", origin="", payload=b"")
         problem = describe(problems)
-        return quarantined(rec, problem, now), None, problem
+        # status and origin are written as the stand-in has them (where it is
+        # listed); every other corrupt field is kept as found by a rewrite.
+        kept = ",".join(f for f in problems if f not in ("status", "origin"))
+        return quarantined(rec, problem, now), None, kept
     rec, plain = _build(job_id, h, entry, key, data_ok=True)
     return rec, plain, None
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from rq.serializers import DefaultSerializer, JSONSerializer
 
+from plugq.config import current_settings
 from plugq.security import UntrustedJobError, module_allowed, secret_key
 
 #: Prefix of a signed blob: MAGIC + 32-byte HMAC-SHA256 + the inner serializer's bytes.
@@ -196,8 +197,6 @@ def refusal(job_id: str, raw: dict[Any, Any], data: bytes) -> tuple[str | None, 
     ``(reason, func_name)``: the messages are ``plugq.security``'s, so a refused
     job reads the same on every backend.
     """
-    from plugq.config import current_settings
-
     settings = current_settings()
     inner = inner_bytes(data)
     name = "json" if inner[:1] in (b"[", b"{") else "pickle"

@@ -30,7 +30,7 @@ from plugq.security import secret_key
 from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
 
 from . import _lua
-from ._connection import check_url, make_client, split_options, translated
+from ._connection import check_url, make_client, refuse_unknown_params, split_options, translated
 from .layout import (
     fmt_time,
     from_hash,
@@ -119,6 +119,7 @@ class RedisStorage(Storage):
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url, clock)
+        refuse_unknown_params(url)
         if client is None:
             # On the URL as given: split_options re-encodes the query, after which
             # a password holding an unencoded '?' no longer reads as one.
@@ -190,6 +191,9 @@ class RedisStorage(Storage):
         self._claimers: dict[str, tuple[tuple[str, ...], int, int]] = {}
         #: worker name -> (job claimed ahead, the hash fields its claim changed, as they were).
         self._ahead: dict[str, tuple[JobRecord, list[Any]]] = {}
+        #: job id -> the corrupt fields of its hash as last read here: a rewrite
+        #: of its stand-in record keeps them, so the job stays refused (requeued too).
+        self._corrupt: dict[str, str] = {}
         self._lock = threading.Lock()
         #: Per thread: the pub/sub connection ``wait`` listens on.
         self._local = threading.local()
@@ -248,7 +252,8 @@ class RedisStorage(Storage):
             self._score(rec, now), "" if rec.expires_at is None else repr(rec.expires_at),
             uuid.uuid4().hex if rec.status is JobStatus.STARTED else "",
             rec.worker_name or "", kind, rv, exc,
-            kept_fields(rec, with_meta=with_meta, data_stored=stored),
+            ",".join(filter(None, (kept_fields(rec, with_meta=with_meta, data_stored=stored),
+                                   self._corrupt.pop(rec.id, "")))),
             len(rec.depends_on), *rec.depends_on, len(fields), *fields,
         ]
 
@@ -256,7 +261,9 @@ class RedisStorage(Storage):
         h = _pairs(flat)
         if not h:
             return None
-        rec, made, _problem = from_hash(job_id, h, _pairs(entry), secret_key(), now)
+        rec, made, problem = from_hash(job_id, h, _pairs(entry), secret_key(), now)
+        if problem is not None:
+            self._corrupt[job_id] = problem
         self._remember(job_id, rec.payload, made)
         return rec
 
@@ -362,6 +369,7 @@ class RedisStorage(Storage):
             job_id, h, _pairs(unpack(answer[2])), secret_key(), now, problems
         )
         if problem is not None:
+            self._corrupt[job_id] = problem
             self.put(rec)
             return None
         self._remember(job_id, rec.payload, made)

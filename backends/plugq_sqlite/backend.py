@@ -397,6 +397,15 @@ class SqliteStorage(Storage):
         self._open()
         _STORAGES.add(self)
 
+    def safe_url(self) -> str:
+        """The URL with the file's absolute path, for logs, ``plugq info`` and errors.
+
+        A relative ``sqlite:///plugq.db`` names a different file in every
+        working directory; the start line of a worker must say which one.
+        """
+        query = urlsplit(self.url).query
+        return f"sqlite:///{quote(self.path)}" + (f"?{query}" if query else "")
+
     # -- opening -------------------------------------------------------------------
 
     def _open(self) -> None:
@@ -691,7 +700,7 @@ class SqliteStorage(Storage):
                 rows = self._retry(partial(_fetchall, _CLAIM, params))
                 if not rows:
                     break
-                rec = self._decode(rows[0])
+                rec = self._decode(rows[0], store=True)
                 if rec.status is JobStatus.STARTED:
                     return rec
                 # A poison record was quarantined: take the next job instead.
@@ -792,13 +801,23 @@ class SqliteStorage(Storage):
                 (exclude, self.lease, now),
             ).fetchall()
         )
-        return [rec for rec in map(self._decode, rows) if rec.status is JobStatus.STARTED]
+        # Called by maintenance, which writes what it finds: a corrupt started
+        # row is failed in the file here rather than listed.
+        found = (self._decode(row, store=True) for row in rows)
+        return [rec for rec in found if rec.status is JobStatus.STARTED]
 
-    def _decode(self, row: tuple[Any, ...]) -> JobRecord:
-        """``row`` as a record; a corrupt row is failed in the file and returned as failed."""
+    def _decode(self, row: tuple[Any, ...], *, store: bool = False) -> JobRecord:
+        """``row`` as a record; a corrupt row reads as failed, naming the field.
+
+        Reads never write: only the primitives that write anyway (``claim``,
+        and the recovery listing the engine's maintenance acts on) pass
+        ``store`` and fail the row in the file.
+        """
         rec, problem = _record(row)
         if problem is None:
             return rec
+        if not store:
+            return quarantined(rec, problem, self.clock.now())
         return self._quarantine(rec, problem, row[0])
 
     def _quarantine(self, rec: JobRecord, problem: str, raw_id: Any) -> JobRecord:

@@ -103,6 +103,8 @@ class Engine(Backend):
     def run_worker(
         self, worker: WorkerSpec, *, burst: bool, max_jobs: int | None, with_scheduler: bool
     ) -> bool:
+        # The worker class (simple, fork, spawn) is checked and run by the loop
+        # (plugq._process): fork and spawn are refused on a process_local storage.
         return WorkerLoop(self, worker).run(
             burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
         )

@@ -13,6 +13,7 @@ import contextvars
 import ctypes
 import importlib
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -61,7 +62,13 @@ def resolve(func_name: str) -> Callable[..., Any]:
                 ) from None
         break
     else:
-        raise InvalidTaskError(f"task {func_name!r}: module {parts[0]!r} cannot be imported")
+        # The usual cause: the worker runs in another folder than the one
+        # holding the module (the worker's working directory is on sys.path).
+        raise InvalidTaskError(
+            f"task {func_name!r}: module {parts[0]!r} cannot be imported from the worker's "
+            f"working directory ({os.getcwd()}) or its sys.path; start the worker in the "
+            "folder that holds it, or add that folder with plugq worker --path DIR"
+        )
     if not callable(obj):
         raise InvalidTaskError(f"task {func_name!r} is not callable")
     return obj

@@ -175,9 +175,61 @@ WORKER_CHECKS: dict[str, Check] = {
 }
 
 
+_INF = float("inf")
+_KNOWN = KNOWN_SERIALIZERS
+_OPT_TEXT = (type(None), str)
+
+
+def _plainly_sound(d: dict[str, Any]) -> bool:
+    """True for a record of the usual shape; False means "ask the table".
+
+    Checking the table costs ~8 us a record, run on every claim and read; this
+    one expression (ASCII text, exact types, finite numbers via chained
+    comparisons, which NaN fails) accepts the common record in ~2 us and never
+    accepts one the table would refuse.
+    """
+    enq, sta, end, sch, exp = (d["enqueued_at"], d["started_at"], d["ended_at"],
+                               d["scheduled_for"], d["expires_at"])
+    timeout, ttl, retries = d["timeout"], d["ttl"], d["retries_left"]
+    i, f, o = d["id"], d["func_name"], d["origin"]
+    return (
+        type(i) is str and i.isascii() and i.isprintable() and i != ""
+        and type(f) is str and f.isascii() and f.isprintable() and f != ""
+        and type(o) is str and o.isascii()
+        and type(d["payload"]) is bytes and type(d["meta"]) is bytes
+        and d["serializer"] in _KNOWN and type(d["status"]) is JobStatus
+        and type(d["description"]) is str and d["description"].isascii()
+        and type(d["created_at"]) in (float, int) and -_INF < d["created_at"] < _INF
+        and (enq is None or (type(enq) in (float, int) and -_INF < enq < _INF))
+        and (sta is None or (type(sta) in (float, int) and -_INF < sta < _INF))
+        and (end is None or (type(end) in (float, int) and -_INF < end < _INF))
+        and (sch is None or (type(sch) in (float, int) and -_INF < sch < _INF))
+        and (exp is None or (type(exp) in (float, int) and -_INF < exp < _INF))
+        and (timeout is None or (type(timeout) in (float, int) and 0 < timeout < _INF))
+        and type(d["result_ttl"]) is int and d["result_ttl"] >= -1
+        and type(d["failure_ttl"]) is int and d["failure_ttl"] >= -1
+        and (ttl is None or (type(ttl) is int and ttl >= -1))
+        and d["result"].__class__ in (type(None), bytes)
+        and (d["exc_info"] is None or (type(d["exc_info"]) is str and d["exc_info"].isascii()))
+        and (d["worker_name"] is None or (type(d["worker_name"]) is str
+                                          and d["worker_name"].isascii()))
+        and (retries is None or (type(retries) is int and retries >= 0))
+        and d["retry_intervals"].__class__ is list and not d["retry_intervals"]
+        and d["depends_on"].__class__ is list and not d["depends_on"]
+        and type(d["allow_dependency_failure"]) is bool and type(d["at_front"]) is bool
+        and d["on_success"] is None and d["on_failure"] is None
+        and type(d["attempts"]) is int and d["attempts"] >= 0
+    )
+
+
 def job_problem(rec: JobRecord) -> str | None:
     """``"field 'X' …"`` for the first unusable field of ``rec``, or None."""
     values = rec.__dict__
+    try:
+        if _plainly_sound(values):
+            return None
+    except Exception:  # a missing or exotic attribute: the table says which
+        pass
     for name, check in JOB_CHECKS.items():
         value = values.get(name)
         problem = value.why if isinstance(value, Unparsable) else check(value)

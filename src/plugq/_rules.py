@@ -118,16 +118,26 @@ def mark_requeued(rec: JobRecord, now: float, *, at_front: bool) -> None:
     rec.ended_at = None
     rec.started_at = None
     rec.worker_name = None
+    # The old error belongs to the run that ended; shown on the rerun it
+    # reads as the rerun's failure.
+    rec.exc_info = None
     mark_queued(rec, now)
 
 
 def abandoned_exc_info(rec: JobRecord, last_seen: float | None, lease: float) -> str:
     """The traceback text stored on a job whose worker stopped heartbeating."""
     when = to_datetime(last_seen)
-    seen = when.isoformat() if when is not None else "never"
+    started = to_datetime(rec.started_at)
+    since = f"started at {started.isoformat()}" if started is not None else "started"
+    if when is not None:
+        what = f"stopped heartbeating (last seen {when.isoformat()}, lease {lease:g} s)"
+    else:
+        # Its registration is gone (the worker unregistered on its way out, or
+        # the record expired): there is no "last seen" to report, only the start.
+        what = f"is no longer registered (the job {since}; lease {lease:g} s)"
     return (
         "Traceback (most recent call last):\n"
-        "plugq.exceptions.AbandonedJobError: job abandoned: worker "
-        f"{rec.worker_name!r} stopped heartbeating (last seen {seen}, lease {lease:g} s) "
-        "while running it; the worker probably died (killed, out of memory, machine restart)\n"
+        f"plugq.exceptions.AbandonedJobError: job abandoned: worker {rec.worker_name!r} {what} "
+        "while running it; the worker probably died or was stopped at once (killed, out of "
+        "memory, machine restart, a second Ctrl-C)\n"
     )

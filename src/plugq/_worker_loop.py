@@ -35,6 +35,8 @@ log = logging.getLogger("plugq.worker")
 MAINTENANCE_EVERY = 1.0
 #: Longest idle wait before the loop looks again (schedules, stop requests).
 IDLE_WAIT = 1.0
+#: Shortest gap between two writes of a worker's state (job start/end) to the backend.
+STATE_WRITE_GAP = 0.1
 
 
 def _run_callback(path: str, *args: Any) -> None:
@@ -55,8 +57,9 @@ def perform(engine: Engine, rec: JobRecord, worker: WorkerSpec | None) -> JobRec
     token = _current.set(job)
     serializer = get_serializer(rec.serializer)
     try:
-        data = verified_payload(rec)  # before anything is imported or deserialized
-        func = resolve_allowed(rec.func_name, current_settings().allowed_modules)
+        settings = current_settings()
+        data = verified_payload(rec, settings=settings)  # before anything is imported or read
+        func = resolve_allowed(rec.func_name, settings.allowed_modules)
         args, kwargs = serializer.loads(data)
         value = call(func, args, kwargs, rec.timeout)
         result = seal_blob(rec.id, "result", serializer.dumps(value))
@@ -86,8 +89,10 @@ def _failed(
     exc_info: str,
 ) -> None:
     _lifecycle.fail(engine.storage, rec, exc_info)
-    log.error("%s: %s failed (%s): %s", rec.origin, rec.id, rec.status.value,
-              exc_info.strip().splitlines()[-1])
+    # The whole traceback: the log is where a user looks first
+    # (--logging-level CRITICAL hides it).
+    log.error("%s: %s failed (%s): %s\n%s", rec.origin, rec.id, rec.status.value,
+              exc_info.strip().splitlines()[-1], exc_info.rstrip())
     if rec.on_failure and not isinstance(exc, UntrustedJobError):
         _run_callback(rec.on_failure, job, engine, type(exc), exc, exc.__traceback__)
     _events.failed(job, (type(exc), exc, exc.__traceback__))
@@ -113,24 +118,51 @@ class WorkerLoop:
         self._state = "idle"
         self._current: str | None = None
         self._beat_stop = threading.Event()
+        # Set when a job starts or ends: the heartbeat thread then writes the
+        # state, current job and counters at once, so `plugq info` is live.
+        self._changed = threading.Event()
+        # True from a change until the heartbeat thread takes it: the job path
+        # sets the Event (a lock and a notify) once per write, not once per job.
+        self._dirty = False
+        # One write at a time, each of the state as it is when written: the
+        # loop's own beat and the heartbeat thread's must not cross.
+        self._beat_lock = threading.Lock()
         self._last_beat = 0.0
         self._last_maint = 0.0
 
     def _beat(self) -> None:
-        self._last_beat = self.storage.clock.now()
-        self.storage.heartbeat(
-            self.worker.name, self._last_beat, state=self._state,
-            current_job_id=self._current, successful=self.worker.stats.successful,
-            failed=self.worker.stats.failed,
-        )
+        with self._beat_lock:
+            self._last_beat = self.storage.clock.now()
+            self.storage.heartbeat(
+                self.worker.name, self._last_beat, state=self._state,
+                current_job_id=self._current, successful=self.worker.stats.successful,
+                failed=self.worker.stats.failed,
+            )
+
+    def _state_changed(self, state: str, current: str | None) -> None:
+        self._state, self._current = state, current
+        if not self._dirty:
+            self._dirty = True
+            self._changed.set()
 
     def _beat_forever(self) -> None:
         interval = max(0.05, min(self.storage.lease / 3.0, 5.0))
-        while not self._beat_stop.wait(interval):
+        while not self._beat_stop.is_set():
+            self._changed.wait(interval)
+            if self._beat_stop.is_set():
+                break
+            # Clear, then reset the flag: a change in between is not lost (its
+            # values are read by the write below).
+            self._changed.clear()
+            self._dirty = False
             try:
                 self._beat()
             except Exception:
                 log.exception("heartbeat failed; will retry")
+            # The write happens off the job path, in this thread, and a run of
+            # short jobs is coalesced into at most one write per STATE_WRITE_GAP:
+            # a worker doing thousands of jobs a second pays for ~10 writes.
+            self._beat_stop.wait(STATE_WRITE_GAP)
 
     def _register(self) -> None:
         b = self.storage
@@ -169,10 +201,9 @@ class WorkerLoop:
         if rec is None:
             if burst:
                 return None
-            self._state = "idle"
             b.wait(self.queues, IDLE_WAIT)
             return False
-        self._state, self._current = "busy", rec.id
+        self._state_changed("busy", rec.id)
         log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
         started = time.monotonic()
         if kind == "simple":
@@ -180,7 +211,7 @@ class WorkerLoop:
         else:
             run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside)
         self.worker.stats.working_time += time.monotonic() - started
-        self._state, self._current = "idle", None
+        self._state_changed("idle", None)
         return True
 
     def _recover_after_outage(self) -> None:
@@ -241,6 +272,7 @@ class WorkerLoop:
         finally:
             restore_alarm()
             self._beat_stop.set()
+            self._changed.set()
             try:
                 b.unregister_worker(self.worker.name)
             except BackendUnavailableError:

@@ -18,24 +18,28 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, _monitor
 from .backend import Backend
-from .config import Settings, current_settings, mask_url, validate_url
+from .config import Settings, current_settings, mask_url, resolve_url, validate_url
 from .connection import connect
 from .exceptions import (
     BackendUnavailableError,
     ConfigurationError,
     InvalidJobOperation,
     NoSuchJobError,
+    NotSupportedError,
     PlugqError,
     UnknownBackendError,
 )
@@ -98,11 +102,36 @@ def _settings() -> Settings:
     return current_settings()
 
 
-def _backend(url: str | None) -> Backend:
+def _backend(url: str | None, *, read_only: bool = False) -> Backend:
+    """The backend of ``--url`` or the configuration.
+
+    ``read_only``: the command only looks, so it must not create a SQLite
+    file; a missing one (a typo, or a relative path run from another folder)
+    would otherwise read as an empty backend, "no queues yet".
+    """
     _settings()
     if url:
         validate_url(url, where="--url")
+    if read_only:
+        _refuse_missing_sqlite_file(resolve_url(url or None))
     return connect(url or None)
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite" or parts.netloc or not parts.path.startswith("/"):
+        return  # not a plain file URL: the backend reports what is wrong with it
+    path = unquote(parts.path[1:])
+    if not path or path.endswith("/") or path == ":memory:":
+        return
+    full = os.path.abspath(path)
+    if not os.path.exists(full):
+        raise CliError(
+            f"{full} does not exist ({mask_url(url)}, working directory {os.getcwd()}); this "
+            "command only reads and never creates a database: check the file name, or run it "
+            "from the folder a relative path is meant for",
+            EXIT_CONFIG,
+        )
 
 
 def _console() -> Console:
@@ -208,6 +237,8 @@ def worker(
     from .worker import Worker
 
     backend = _backend(url)
+    _refuse_memory(backend, "plugq worker",
+                   "no other process can enqueue to this worker and it would wait forever")
     w = Worker(names, connection=backend, name=name, worker_class=worker_class)
     shutdown = _Shutdown(w.request_stop)
     shutdown.install()
@@ -219,10 +250,23 @@ def worker(
         return EXIT_OK
     except ConfigurationError:
         raise  # exit 2 (an empty PLUGQ_SECRET_KEY, say), not the name clash below
+    except NotSupportedError as exc:
+        # A worker class the backend cannot run: the configuration's mistake.
+        raise CliError(str(exc), EXIT_CONFIG) from None
     except ValueError as exc:
         # The one ValueError work() documents: the name is taken by a live worker.
         raise CliError(str(exc)) from None
     return EXIT_OK
+
+
+def _refuse_memory(backend: Backend, what: str, why: str) -> None:
+    """A command-line process on memory:// sees a store no other process shares: refuse it."""
+    if backend.scheme == "memory":
+        raise CliError(
+            f"{backend.safe_url()} lives in one process; {what}: {why}; use a backend shared "
+            "between processes (sqlite:///PATH, redis://…)",
+            EXIT_CONFIG,
+        )
 
 
 def _supervise(
@@ -233,11 +277,7 @@ def _supervise(
     from ._supervisor import Supervisor
 
     backend = _backend(url)
-    if backend.scheme == "memory":
-        raise CliError(
-            "memory:// lives in one process; --concurrency needs a backend shared between "
-            "processes (sqlite:///…, redis://…)"
-        )
+    _refuse_memory(backend, "--concurrency", "each worker process would see a store of its own")
     env = dict(os.environ)
     # Children get the URL resolved here, through the environment so that a
     # password does not show in `ps`.
@@ -277,7 +317,7 @@ def _supervise(
 @url_option
 def info(queues: tuple[str, ...], interval: float | None, as_json: bool, url: str | None) -> int:
     """Queues with their job counts per status, and workers with their state."""
-    backend = _backend(url)
+    backend = _backend(url, read_only=True)
     if interval is None:
         snap = _monitor.snapshot(backend, queues)
         if as_json:
@@ -313,7 +353,24 @@ def _parse_arg(text: str) -> Any:
         return text
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+class _EnqueueCommand(click.Command):
+    """Options are options wherever they stand; an unknown one says how to pass a dash argument.
+
+    A mistyped option after FUNC used to become a task argument, silently
+    (``--quue high`` enqueued ``f(1, '--quue', 'high')``).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            raise click.UsageError(
+                f"{exc.format_message()} Task arguments that start with '-' go after '--', "
+                "e.g. plugq enqueue tasks.add -- -1 2", ctx=ctx,
+            ) from None
+
+
+@cli.command(cls=_EnqueueCommand)
 @click.option("--queue", "-q", default="default", show_default=True)
 @click.argument("func")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -322,12 +379,19 @@ def enqueue(queue: str, func: str, args: tuple[str, ...], url: str | None) -> in
     """Enqueue FUNC (a dotted path, e.g. tasks.add) with ARGS; prints the job id.
 
     Each ARG is parsed as JSON where it parses (1, 2.5, true, null, [1,2],
-    {"a": 1}, "\\"quoted\\""), else passed as a string.
+    {"a": 1}, "\\"quoted\\""), else passed as a string. Options may stand
+    anywhere; ARGS that start with '-' go after '--':
+    plugq enqueue tasks.add --queue high -- -1 2
     """
+    from .job import func_path
     from .queue import Queue
 
     backend = _backend(url)
-    job = Queue(queue, connection=backend).enqueue(func, *(_parse_arg(a) for a in args))
+    q = Queue(queue, connection=backend)
+    func_path(func)  # a mistake in the command itself is reported before the backend's
+    _refuse_memory(backend, "plugq enqueue",
+                   "the job would be lost when this command exits")
+    job = q.enqueue(func, *(_parse_arg(a) for a in args))
     click.echo(job.id)
     return EXIT_OK
 
@@ -348,7 +412,7 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     """List QUEUE's jobs in one status (queued: in the order workers take them)."""
     from .job import Job
 
-    backend = _backend(url)
+    backend = _backend(url, read_only=True)
     ids = backend.job_ids(queue, JobStatus(status), 0, limit)
     found = [Job(backend, r) for r in backend.fetch_jobs(ids) if r is not None]
     rows = []
@@ -365,21 +429,104 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
         rows.append({
             "id": job.id, "status": job.get_status(refresh=False).value,
             "description": job.description, "enqueued_at": job.enqueued_at,
-            "ended_at": job.ended_at, "result": outcome,
+            "scheduled_for": job.scheduled_for, "ended_at": job.ended_at, "result": outcome,
         })
     if as_json:
         _echo_json(rows)
         return EXIT_OK
+    # One line per job whatever the terminal's width: the id whole (it is what
+    # `plugq job ID` takes), the rest cut with "…" rather than folded into a
+    # column of fragments; `plugq job ID` shows a job in full.
     table = Table(title=f"{queue}: {status} ({len(rows)} shown, limit {limit})",
-                  title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("id", no_wrap=True)
-    for column in ("description", "enqueued", "result / error"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        when = row["enqueued_at"].strftime("%H:%M:%S") if row["enqueued_at"] else "-"
-        table.add_row(row["id"], row["description"], when,
-                      "" if row["result"] is None else _short(row["result"]))
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+                  expand=True)
+    table.add_column("id", no_wrap=True, min_width=36)
+    scheduled = status == JobStatus.SCHEDULED.value
+    whens = [_when(row["scheduled_for"] if scheduled else row["enqueued_at"]) for row in rows]
+    table.add_column("due" if scheduled else "enqueued", no_wrap=True,
+                     min_width=max((len(w) for w in whens), default=8))
+    table.add_column("description", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
+    # Queued, scheduled, deferred jobs have no outcome: the width goes to the description.
+    outcomes = any(row["result"] is not None for row in rows)
+    if outcomes:
+        table.add_column("result / error", no_wrap=True, overflow="ellipsis", ratio=1,
+                         min_width=8)
+    for row, when in zip(rows, whens, strict=True):
+        cells = [row["id"], when, row["description"]]
+        if outcomes:
+            cells.append("" if row["result"] is None else _short(row["result"]))
+        table.add_row(*cells)
     _console().print(table)
+    return EXIT_OK
+
+
+def _when(moment: datetime | None) -> str:
+    """A time of day, with the date when it is not today (a job due tomorrow)."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- job ----------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if JSON can hold it, else its repr (a result of any type must print)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+@cli.command("job")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@url_option
+def job_command(job_id: str, as_json: bool, url: str | None) -> int:
+    """One job whole: status, times, worker, attempts, arguments, result or full traceback."""
+    from .job import Job
+
+    backend = _backend(url, read_only=True)
+    job = Job.fetch(job_id, connection=backend)
+    status = job.get_status(refresh=False)
+    try:
+        args: Any = [_plain(a) for a in job.args]
+        kwargs: Any = {k: _plain(v) for k, v in job.kwargs.items()}
+    except Exception as exc:
+        # Arguments a reader cannot load (an unimportable class, a refused
+        # payload) must not hide the rest of the job.
+        args = kwargs = f"<cannot be shown: {exc}>"
+    data: dict[str, Any] = {
+        "id": job.id, "status": status.value, "queue": job.origin,
+        "func_name": job.func_name, "description": job.description,
+        "args": args, "kwargs": kwargs,
+        "created_at": job.created_at, "enqueued_at": job.enqueued_at,
+        "scheduled_for": job.scheduled_for, "started_at": job.started_at,
+        "ended_at": job.ended_at, "worker_name": job.worker_name,
+        "attempts": job.attempts, "retries_left": job.retries_left,
+        "timeout": job.timeout, "result_ttl": job.result_ttl,
+        "depends_on": job.dependency_ids,
+        "result": _plain(job.return_value(refresh=False)) if job.is_finished else None,
+        "exc_info": job.exc_info,
+    }
+    if as_json:
+        _echo_json(data)
+        return EXIT_OK
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if key in ("result", "exc_info") or value is None or value == []:
+            continue
+        shown = value.isoformat(sep=" ") if isinstance(value, datetime) else value
+        click.echo(f"{key:<{width}}  {shown}")
+    if job.is_finished:
+        click.echo(f"{'result':<{width}}  {data['result']!r}")
+    if data["exc_info"]:
+        click.echo("")
+        click.echo(data["exc_info"].rstrip())
     return EXIT_OK
 
 
@@ -404,7 +551,7 @@ def empty(queues: tuple[str, ...], url: str | None) -> int:
 def requeue(job_ids: tuple[str, ...], queue: str, all_failed: bool, url: str | None) -> int:
     """Put failed (or canceled, stopped) jobs back on their queue: --all, or JOB_ID…"""
     if all_failed == bool(job_ids):
-        raise click.UsageError("give either --all or one or more JOB_IDs")
+        raise CliError("plugq requeue: give either --all or one or more JOB_IDs")
     backend = _backend(url)
     ids = list(job_ids) or backend.job_ids(queue, JobStatus.FAILED)
     done, errors = 0, 0
@@ -447,12 +594,17 @@ def backends(as_json: bool) -> int:
 @url_option
 def config(as_json: bool, url: str | None) -> int:
     """The resolved settings and where each one came from (does not connect)."""
+    from .queue import DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
+
     settings = _settings()
+    # Not configured means RQ's defaults apply: show the value a job gets, not null.
+    timeout = settings.job_timeout if settings.job_timeout is not None else DEFAULT_TIMEOUT
     values: dict[str, Any] = {
         "url": mask_url(url) if url else mask_url(settings.url),
         "serializer": settings.serializer,
-        "job_timeout": settings.job_timeout,
-        "result_ttl": settings.result_ttl,
+        "job_timeout": int(timeout) if float(timeout).is_integer() else timeout,
+        "result_ttl": settings.result_ttl if settings.result_ttl is not None
+        else DEFAULT_RESULT_TTL,
         "queues": settings.queues,
         "allowed_modules": settings.allowed_modules,
     }
@@ -468,7 +620,8 @@ def config(as_json: bool, url: str | None) -> int:
     for column in ("key", "value", "from"):
         table.add_column(column)
     for key, value in values.items():
-        table.add_row(key, json.dumps(value), sources[key])
+        # Text, not markup: "[tool.plugq] in …" would be taken for a style tag.
+        table.add_row(Text(key), Text(json.dumps(value)), Text(sources[key]))
     _console().print(table)
     return EXIT_OK
 
@@ -505,6 +658,13 @@ def demo(n_jobs: int, workers: int, url: str | None) -> int:
         console.print(f"[red]First failure:[/] {result.first_error}")
     all_ok = result.failed == 0 and all(ok for _, _, ok in result.samples)
     return EXIT_OK if all_ok else EXIT_ERROR
+
+
+# -- dashboard: the command lives in plugq.dashboard._cli ---------------------
+
+from .dashboard._cli import register as _register_dashboard  # noqa: E402
+
+_register_dashboard(cli)
 
 
 # -- entry point ------------------------------------------------------------

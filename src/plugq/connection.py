@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ._context import _current
 from ._engine import engine_for
 from .backend import Backend
 from .config import mask_url, resolve_url
@@ -24,15 +25,23 @@ _default: list[Backend] = []
 def connect(url: str | None = None) -> Backend:
     """The backend for ``url`` (resolved by the configuration order when None).
 
-    The same URL in one process returns the same backend object.
+    The same URL in one process returns the same backend object. Without a
+    URL, inside a running job (any worker class, any backend, sync mode) it
+    is the backend running that job: a task's bare ``Queue()`` must put its
+    children where its own worker looks, not wherever the configuration of
+    the worker's working directory points.
 
     Raises:
         UnknownBackendError: no installed plugin serves the URL's scheme (the
             message lists the installed ones).
         ConfigurationError: the URL is malformed.
     """
-    if url is None and _default:
-        return _default[-1]
+    if url is None:
+        job = _current.get()
+        if job is not None:
+            return job.connection
+        if _default:
+            return _default[-1]
     resolved = resolve_url(url)
     with _lock:
         backend = _cache.get(resolved)

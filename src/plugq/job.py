@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _events
 from ._clock import to_datetime
-from .exceptions import InvalidTaskError, NoSuchJobError
+from .exceptions import InvalidTaskError, NoSuchJobError, NotSupportedError
 from .security import load_arguments, load_stored, seal_blob
 from .serializers import get_serializer
 from .storage import JobRecord, JobStatus
@@ -272,6 +272,23 @@ class Job:
     @property
     def dependency_ids(self) -> list[str]:
         return list(self._record.depends_on)
+
+    def fetch_dependencies(self, watch: bool = False, pipeline: Any = None) -> list[Job]:
+        """The jobs this one depends on that still exist, in ``depends_on`` order (RQ's).
+
+        Raises:
+            NotSupportedError: ``watch`` or ``pipeline`` given; they are RQ's
+                Redis-transaction arguments, which no plugq backend honours.
+        """
+        if watch or pipeline is not None:
+            raise NotSupportedError(
+                "fetch_dependencies(watch=…, pipeline=…) takes part in a Redis transaction "
+                "in RQ; plugq fetches the dependencies without one"
+            )
+        ids = self.dependency_ids
+        if not ids:
+            return []
+        return [Job(self._backend, r) for r in self._backend.fetch_jobs(ids) if r is not None]
 
     @property
     def attempts(self) -> int:

@@ -25,7 +25,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ._execution import resolve
+from .config import Settings, current_settings
 from .exceptions import ConfigurationError, PlugqError
+from .serializers import get_serializer
 from .storage import JobRecord
 
 MAGIC = b"PQS1"
@@ -130,9 +132,6 @@ def load_stored(rec: JobRecord, kind: str, blob: bytes, *, verified_by_backend: 
     Raises:
         UntrustedJobError: the value cannot be verified; nothing was deserialized.
     """
-    from .config import current_settings
-    from .serializers import get_serializer
-
     if current_settings().serializer == "json" and rec.serializer != "json":
         raise UntrustedJobError(
             f"job {rec.id}: its {kind} uses the {rec.serializer!r} serializer but serializer = "
@@ -157,9 +156,6 @@ def load_arguments(rec: JobRecord, *, verified_by_backend: bool = False) -> tupl
     Raises:
         UntrustedJobError: as :func:`load_stored`; nothing was deserialized.
     """
-    from .config import current_settings
-    from .serializers import get_serializer
-
     if current_settings().serializer == "json" and rec.serializer != "json":
         raise UntrustedJobError(
             f"job {rec.id}: its arguments use the {rec.serializer!r} serializer but serializer = "
@@ -178,7 +174,9 @@ def load_arguments(rec: JobRecord, *, verified_by_backend: bool = False) -> tupl
     return args, kwargs
 
 
-def verified_payload(rec: JobRecord, key: bytes | None = None) -> bytes:
+def verified_payload(
+    rec: JobRecord, key: bytes | None = None, settings: Settings | None = None
+) -> bytes:
     """The arguments of ``rec`` after every check a worker makes before running it.
 
     Raises:
@@ -186,11 +184,9 @@ def verified_payload(rec: JobRecord, key: bytes | None = None) -> bytes:
             key is set, signed while this worker has no key, or a pickle payload
             on a json-only worker.
     """
-    from .config import current_settings
-
-    # Read once per job: current_settings() costs a getcwd() and environment
-    # lookups to find its cache entry, and this runs before every job.
-    settings = current_settings()
+    # Read once per job (the caller may pass what it read): current_settings()
+    # costs a getcwd() and environment lookups, and this runs before every job.
+    settings = settings if settings is not None else current_settings()
     _check_allowed(rec, settings.allowed_modules)
     if settings.serializer == "json" and rec.serializer != "json":
         raise UntrustedJobError(
@@ -270,6 +266,15 @@ def resolve_allowed(func_name: str, allowed: list[str] | None) -> Callable[..., 
             f"name or object is not run); allowed_modules {allowed!r}"
         )
     return cast("Callable[..., Any]", obj)
+
+
+def check_allowed(rec: JobRecord) -> None:
+    """Refuse a job whose function or callbacks are outside ``allowed_modules``.
+
+    Raises:
+        UntrustedJobError: naming the function and the allow-list.
+    """
+    _check_allowed(rec, current_settings().allowed_modules)
 
 
 def _check_allowed(rec: JobRecord, allowed: list[str] | None) -> None:

@@ -164,3 +164,14 @@ def sync_job_then_sleep(url: str, seconds: float) -> float:
     assert inner.result == 2
     time.sleep(seconds)
     return seconds
+
+
+def enqueue_child(func_name: str, *args: Any) -> dict[str, str]:
+    """Enqueue ``func_name(*args)`` through a bare ``Queue()``, as a task author writes it.
+
+    Returns the child's id and the URL ``connect()`` gives inside the job, so
+    a test sees which backend a job without a connection argument lands on.
+    """
+    from plugq import Queue, connect
+
+    return {"child": Queue().enqueue(func_name, *args).id, "url": connect().url}
