@@ -73,19 +73,11 @@ def pack(values: Sequence[Any]) -> bytes:
     One argument instead of one per value: redis-py encodes each argument of
     a command separately, which cost more than the whole script's work.
     """
-    parts: list[bytes] = []
-    for v in values:
-        if isinstance(v, bytes):
-            b = v
-        elif isinstance(v, str):
-            b = v.encode()
-        elif isinstance(v, float):
-            b = repr(v).encode()
-        else:
-            b = str(v).encode()
-        parts.append(b"%d:" % len(b))
-        parts.append(b)
-    return b"".join(parts)
+    encoded = [
+        v if type(v) is bytes else (v if type(v) is str else repr(v) if type(v) is float else str(v)).encode()
+        for v in values
+    ]
+    return b"".join([b"%d:%b" % (len(b), b) for b in encoded])
 
 
 def unpack(blob: bytes) -> list[bytes]:
