@@ -61,3 +61,51 @@ def test_simple_is_the_default_and_memory_refuses_fork():
     with pytest.raises(NotSupportedError, match="simple"):
         Worker([q], worker_class="fork").work(burst=True)
     assert Worker([q]).work(burst=True) and job.result == 2
+
+
+def _forked_children() -> list[int]:
+    """Children of this process running this same program (a fork worker's job processes)."""
+    import os
+    from pathlib import Path
+
+    me = os.getpid()
+    cmdline = Path(f"/proc/{me}/cmdline").read_bytes()
+    found = []
+    for task in Path(f"/proc/{me}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                    found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_sigkilled_fork_child_fails_its_job_which_is_retried_and_the_worker_goes_on(url, tmp_path):
+    import os
+    import signal
+    import threading
+
+    from plugq import Retry
+
+    q = Queue(f"kill-{uuid.uuid4().hex[:6]}", connection=url)
+    started, release = tmp_path / "started", tmp_path / "release"
+    victim = q.enqueue(tasks.touch_then_wait, str(started), str(release), retry=Retry(max=1))
+    after = q.enqueue(tasks.add, 1, 1)
+    w = Worker([q], worker_class="fork")
+    t = threading.Thread(target=lambda: w.work(burst=True), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    children = _forked_children()
+    assert len(children) == 1, children
+    killed_at = time.monotonic()
+    os.kill(children[0], signal.SIGKILL)
+    release.touch()  # the retry runs through
+    t.join(60)
+    assert not t.is_alive()
+    assert time.monotonic() - killed_at < 30
+    assert victim.get_status() == "finished" and victim.attempts == 2
+    assert after.get_status() == "finished" and after.result == 2
