@@ -3,7 +3,8 @@
 Every primitive that writes is one Lua script (:mod:`plugq_rq._lua`), so it
 is atomic and costs one round trip: ``claim`` (pop, mark started, lease in
 rq's started registry), ``put`` (compare-and-set, placement, results stream,
-and the dependents waiting on the job), ``insert`` (any batch, with its
+the dependents waiting on the job, and for the end of a worker's job the
+claim of its next one: *claim ahead*), ``insert`` (any batch, with its
 unique check). Reads are pipelines. plugq's engine runs the lifecycle on top;
 nothing here decides what a job becomes. The records are kept as rq 2.x keeps
 jobs (:mod:`plugq_rq.layout`), so rq's worker, ``rq info``/``rq requeue``/
@@ -186,7 +187,6 @@ class RedisStorage(Storage):
         #: job id -> the corrupt fields of its hash as last read here: a rewrite
         #: of its stand-in record keeps them, so the job stays refused (requeued too).
         self._corrupt: dict[str, str] = {}
-        self._lock = threading.Lock()
         #: Per thread: the pub/sub connection ``wait`` listens on.
         self._local = threading.local()
 
@@ -308,7 +308,11 @@ class RedisStorage(Storage):
         answer = self._put(args=argv)
         if not answer or not int(answer[0]):
             return False
-        if record.status not in (JobStatus.QUEUED, JobStatus.STARTED):
+        if (expected is not None and JobStatus.STARTED in expected
+                and record.status not in (JobStatus.QUEUED, JobStatus.STARTED)):
+            # The end of a run: the engine asks for the job's dependents next.
+            if len(self._waiting) >= MADE_CACHE:
+                self._waiting.clear()
             self._waiting[record.id] = [d.decode() for d in answer[1]]
         if ahead[0] and len(answer) > 2 and answer[2]:
             taken = self._taken(answer[2], ahead[0], ahead[2], now)

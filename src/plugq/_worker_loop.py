@@ -273,6 +273,10 @@ class WorkerLoop:
             restore_alarm()
             self._beat_stop.set()
             self._changed.set()
+            # Not a write left running after the worker returned: its caller may
+            # close the store next (a SQLite connection closed under a running
+            # statement crashes the process).
+            beater.join(10)
             try:
                 b.unregister_worker(self.worker.name)
             except BackendUnavailableError:
