@@ -112,11 +112,11 @@ class RedisStorage(Storage):
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url, clock)
-        refuse_unknown_params(url)
         if client is None:
             # On the URL as given: split_options re-encodes the query, after which
             # a password holding an unencoded '?' no longer reads as one.
             check_url(url)
+        refuse_unknown_params(url)
         redis_url, options = split_options(url)
         # One class for every scheme it is registered under (redis, rediss, unix, fakeredis).
         self.scheme = urlsplit(url).scheme.lower() or "redis"  # type: ignore[misc]
