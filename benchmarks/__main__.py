@@ -28,6 +28,7 @@ from benchmarks.common import (
     percentile,
 )
 from benchmarks.peers import Huey, PersistQueue, RawRq
+from benchmarks.pg_systems import PgQueuer, PlugqPostgres, Procrastinate
 from benchmarks.plugq_systems import PlugqMemory, PlugqRedis, PlugqSqlite
 from benchmarks.report import evaluate_targets, markdown
 
@@ -41,7 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=None,
                    help="runs per figure, median taken (default 3; quick 1)")
     p.add_argument("--only", default="", help="comma-separated system names or aliases "
-                   "(memory, sqlite, redis, rq, huey, huey-sqlite, persist-queue, …)")
+                   "(memory, sqlite, redis, rq, huey, huey-sqlite, persist-queue, postgres, "
+                   "procrastinate, pgqueuer, …)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results.md/json go")
     p.add_argument("--workers", type=int, default=2, help="N for the N-worker-process runs (default 2)")
     return p.parse_args(argv)
@@ -93,6 +95,10 @@ def build_systems(workdir: Path, redis_port: int | None) -> list[System]:
         PlugqRedis(workdir, url, "fork"),
         RawRq(workdir, url, "fork"),
         Huey(workdir, "redis", redis_port),
+        PlugqPostgres(workdir),
+        Procrastinate(workdir),
+        PgQueuer(workdir, 1),
+        PgQueuer(workdir, 10),
     ]
 
 
@@ -236,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for system in systems:
                 entry: dict[str, Any] = {"peer": system.peer}
                 if not system.measures_enqueue:
-                    entry["enqueue_from"] = system.name.replace("-fork", "-simple")
+                    entry["enqueue_from"] = (getattr(system, "enqueue_from", None)
+                                           or system.name.replace("-fork", "-simple"))
                 results["systems"][system.name] = entry
                 reason = system.unavailable()
                 if reason:

@@ -132,6 +132,54 @@ def run_persistqueue(spec: dict[str, Any]) -> None:
     _report(end=time.time())
 
 
+def run_procrastinate(spec: dict[str, Any]) -> None:
+    from benchmarks.procrastinate_app import make_app
+
+    app = make_app(spec["url"])
+    _ready()
+    if spec["mode"] == "burst":
+        _wait_line()
+        # What `procrastinate worker --wait=False` runs: stop when the queue is empty.
+        app.run_worker(queues=["bench"], wait=False, concurrency=1,
+                       install_signal_handlers=False)
+        _report(end=time.time())
+    else:
+        app.run_worker(queues=["bench"], concurrency=1)
+
+
+def run_pgqueuer(spec: dict[str, Any]) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.models import Job
+    from pgqueuer.qm import QueueManager
+    from pgqueuer.queries import Queries
+    from pgqueuer.types import QueueExecutionMode
+
+    from benchmarks.tasks import digit_sum
+
+    async def main() -> None:
+        conn = await asyncpg.connect(spec["url"])
+        qm = QueueManager(Queries(AsyncpgDriver(conn)))
+
+        @qm.entrypoint("digit_sum")
+        async def digit_sum_job(job: Job) -> None:
+            digit_sum(job.payload.decode() if job.payload else "")
+
+        _ready()
+        if spec["mode"] == "burst":
+            await asyncio.get_running_loop().run_in_executor(None, _wait_line)
+            await qm.run(batch_size=spec["batch_size"], mode=QueueExecutionMode.drain,
+                         dequeue_timeout=timedelta(seconds=1))
+            _report(end=time.time())
+        else:
+            await qm.run(batch_size=spec["batch_size"])
+
+    asyncio.run(main())
+
+
 def run_memory(spec: dict[str, Any]) -> None:
     """memory:// lives in one process: fill, drain and verify here."""
     import random
@@ -164,6 +212,8 @@ RUNNERS = {
     "huey": run_huey,
     "persistqueue": run_persistqueue,
     "memory": run_memory,
+    "procrastinate": run_procrastinate,
+    "pgqueuer": run_pgqueuer,
 }
 
 

@@ -52,6 +52,13 @@ TARGETS: list[Target] = [
            peer="rq-simple", lower_is_better=True),
     Target("plugq-redis-fork", "process_1", ">= 0.9x rq Worker (forking)", ratio=0.9,
            peer="rq-fork"),
+    Target("plugq-postgres", "enqueue_single", ">= 2x procrastinate defer", ratio=2.0,
+           peer="procrastinate"),
+    Target("plugq-postgres", "enqueue_bulk", ">= 50,000 jobs/s", absolute=50_000),
+    Target("plugq-postgres", "process_1", ">= 3x procrastinate", ratio=3.0, peer="procrastinate"),
+    Target("plugq-postgres", "process_1", ">= pgqueuer at the same claim batch size (1)",
+           ratio=1.0, peer="pgqueuer-b1"),
+    Target("plugq-postgres", "latency_median", "<= 5 ms", absolute=5.0, lower_is_better=True),
 ]
 
 
@@ -143,7 +150,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"N = {cfg['workers_n']} worker processes, {cfg['latency_samples']} latency samples per run.",
         "",
         "Ratios in parentheses are plugq ÷ its peer (huey-sqlite for sqlite, raw rq with the same "
-        "worker class for redis); for latency and RSS lower is better.",
+        "worker class for redis, procrastinate for postgres); for latency and RSS lower is better.",
         "",
         "| system | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
         "| --- |" + " ---: |" * len(COLUMNS),

@@ -9,6 +9,7 @@ import pytest
 # Other helpers append their fixture registrations below this line, one import each.
 pytest_plugins: list[str] = []
 pytest_plugins.append("plugq.testing.redis_server")
+pytest_plugins.append("plugq.testing.postgres_server")
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -19,7 +20,8 @@ def tmp_db(tmp_path):
     return f"sqlite:///{tmp_path / 'plugq.db'}"
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "fakeredis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "fakeredis",
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def walkthrough_url(request, tmp_path):
     """A URL per backend in the repo, fresh for each test."""
     import uuid
@@ -28,6 +30,8 @@ def walkthrough_url(request, tmp_path):
         return f"memory://walkthrough-{uuid.uuid4().hex}"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'walkthrough.db'}"
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
     if request.param == "fakeredis":
         return f"fakeredis://walkthrough-{uuid.uuid4().hex}"
     server = request.getfixturevalue("redis_server")

@@ -23,9 +23,16 @@ from plugq.testing import tasks
 from plugq_memory import MemoryStorage
 
 
-@pytest.fixture
-def q():
-    return Queue("bad", connection=MemoryStorage(f"memory://bad-{uuid.uuid4().hex}"))
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def q(request):
+    if request.param == "postgres":
+        from plugq_postgres import PostgresStorage
+
+        storage = PostgresStorage(request.getfixturevalue("postgres_url"))
+        yield Queue("bad", connection=storage)
+        storage.close()
+        return
+    yield Queue("bad", connection=MemoryStorage(f"memory://bad-{uuid.uuid4().hex}"))
 
 
 def test_main_module_function_refused(tmp_path):
@@ -95,7 +102,7 @@ def test_bad_queue_name():
 
 def test_unknown_scheme_lists_installed_ones():
     with pytest.raises(UnknownBackendError, match=r"installed schemes: .*memory://"):
-        connect("postgres://db/jobs")
+        connect("mongodb://db/jobs")
 
 
 @pytest.mark.parametrize("url", ["localhost:6379", "jobs.db", "://nothing"])
@@ -132,3 +139,39 @@ def test_undeserializable_payload_fails_job_and_worker_carries_on(q):
     assert rec.status is JobStatus.FAILED
     assert "UnpicklingError" in rec.exc_info or "pickle" in rec.exc_info.lower()
     assert ok.get_status() == "finished"
+
+
+# -- PostgreSQL URLs: refused before any connection is tried --------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("leese=5", ["unknown parameter 'leese'", "lease", "schema", "pool_size", "sslmode"]),
+        ("lease=soon", ["lease", "'soon'", "seconds"]),
+        ("lease=0", ["lease", "'0'"]),
+        ("schema=Jobs;drop", ["schema", "'Jobs;drop'", "identifier"]),
+        ("schema=", ["schema", "''"]),
+        ("pool_size=0", ["pool_size", "'0'", "integer"]),
+        ("reconnect_timeout=-1", ["reconnect_timeout", "'-1'"]),
+        ("lease=1&lease=2", ["lease", "more than once"]),
+    ],
+)
+def test_bad_postgres_url_parameter_is_one_clear_line(query, words):
+    with pytest.raises(ConfigurationError) as err:
+        connect(f"postgresql://app:hunter2@127.0.0.1:1/jobs?{query}")
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+    assert "hunter2" not in message and "app:***@127.0.0.1:1" in message
+
+
+def test_unreachable_postgres_names_the_server_without_the_password():
+    from plugq import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError) as err:
+        connect("postgres://app:hunter2@127.0.0.1:1/jobs?connect_timeout=2")
+    message = str(err.value)
+    assert "hunter2" not in message and "app:***@127.0.0.1:1" in message
+    assert "cannot connect" in message and "\n" not in message

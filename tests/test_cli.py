@@ -34,13 +34,16 @@ from _cli_helpers import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A backend URL several processes share: a fresh SQLite file, or the test Redis."""
+    """A backend URL several processes share: a fresh SQLite file, the test Redis, or PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'cli.db'}"
         require_backend(url)
         return url
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
     return redis_url_or_skip(request)
 
 
@@ -290,7 +293,7 @@ def test_second_signal_is_a_cold_shutdown_and_the_job_is_not_lost(
 def test_backends_lists_every_installed_scheme_with_plugin_and_version() -> None:
     found = {b["scheme"]: b for b in plugq_json("backends")}
     for scheme, plugin in [("memory", "memory"), ("sqlite", "sqlite"), ("redis", "rq"),
-                           ("fakeredis", "rq")]:
+                           ("fakeredis", "rq"), ("postgresql", "postgres"), ("postgres", "postgres")]:
         assert found[scheme]["plugin"] == plugin
         assert found[scheme]["version"]
     table = plugq("backends")
@@ -421,6 +424,40 @@ def test_unreachable_redis_is_a_connection_error_with_the_password_masked(
     r = plugq("info", "--url", "redis://:hunter2@127.0.0.1:1/0", timeout=60)
     assert_one_line_error(r, 2)
     assert "hunter2" not in r.stderr + r.stdout
+
+
+@pytest.mark.postgres
+def test_unreachable_postgres_is_a_connection_error_with_the_password_masked() -> None:
+    # Port 1 on localhost: nothing listens there.
+    r = plugq("info", "--url", "postgresql://app:hunter2@127.0.0.1:1/jobs", timeout=60)
+    line = assert_one_line_error(r, 2, "app:***@127.0.0.1:1")
+    assert "hunter2" not in r.stderr + r.stdout
+    assert "cannot connect" in line
+
+
+@pytest.mark.postgres
+def test_unknown_postgres_parameter_is_one_line_listing_the_accepted_ones() -> None:
+    r = plugq("info", "--url", "postgresql://app:hunter2@127.0.0.1:1/jobs?leese=5", timeout=60)
+    line = assert_one_line_error(r, 2, "unknown parameter 'leese'", "lease", "schema", "sslmode")
+    assert "hunter2" not in line
+
+
+@pytest.mark.postgres
+def test_worker_on_postgres_wakes_on_enqueue_from_another_process(postgres_url: str) -> None:
+    q = unique_queue()
+    w = subprocess.Popen([PLUGQ, "worker", q, "--url", postgres_url], env=clean_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: plugq_json("info", q, "--url", postgres_url)["workers"],
+                   what="the worker to register")
+        r = plugq("enqueue", "-q", q, "--url", postgres_url, "plugq.testing.tasks.add", "20", "22")
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: counts(postgres_url, q)["finished"] == 1, what="the job to finish")
+        [job] = plugq_json("jobs", q, "--status", "finished", "--url", postgres_url)
+        assert job["result"] == 42
+    finally:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0
 
 
 def test_unopenable_sqlite_file_is_a_configuration_error(tmp_path: Path) -> None:

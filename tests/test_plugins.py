@@ -144,7 +144,7 @@ def test_disable_plugins_env_blocks_entry_point():
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env={**__import__('os').environ, "PLUGQ_DISABLE_PLUGINS": "rq,sqlite"},
+        env={**__import__('os').environ, "PLUGQ_DISABLE_PLUGINS": "rq,sqlite,postgres"},
     ).stdout
     assert out.strip() == "['memory']"
 

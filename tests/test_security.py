@@ -40,13 +40,21 @@ def clean_settings(monkeypatch):
     clear_settings_cache()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request, tmp_path):
     if request.param == "memory":
-        return MemoryStorage(f"memory://security-{uuid.uuid4().hex}")
+        yield MemoryStorage(f"memory://security-{uuid.uuid4().hex}")
+        return
+    if request.param == "postgres":
+        from plugq_postgres import PostgresStorage
+
+        storage = PostgresStorage(request.getfixturevalue("postgres_url"))
+        yield storage
+        storage.close()
+        return
     from plugq_sqlite import SqliteStorage
 
-    return SqliteStorage(f"sqlite:///{tmp_path / 'security.db'}")
+    yield SqliteStorage(f"sqlite:///{tmp_path / 'security.db'}")
 
 
 @pytest.fixture
