@@ -39,10 +39,17 @@ TARGETS: list[Target] = [
     Target("plugq-sqlite", "process_1", ">= 2x huey-sqlite", ratio=2.0, peer="huey-sqlite"),
     Target("plugq-sqlite", "enqueue_bulk", ">= 50,000 jobs/s", absolute=50_000),
     Target("plugq-sqlite", "latency_median", "<= 10 ms", absolute=10.0, lower_is_better=True),
-    Target("plugq-redis-simple", "enqueue_single", ">= 0.9x rq", ratio=0.9, peer="rq-simple"),
-    Target("plugq-redis-simple", "enqueue_bulk", ">= 0.9x rq", ratio=0.9, peer="rq-simple"),
-    Target("plugq-redis-simple", "process_1", ">= 0.9x rq SimpleWorker", ratio=0.9,
+    Target("plugq-redis-simple", "enqueue_single", ">= 2x rq", ratio=2.0, peer="rq-simple"),
+    Target("plugq-redis-simple", "enqueue_bulk", ">= 3x rq's enqueue_many", ratio=3.0,
            peer="rq-simple"),
+    Target("plugq-redis-simple", "process_1", ">= 6x rq SimpleWorker", ratio=6.0,
+           peer="rq-simple"),
+    Target("plugq-redis-simple", "process_1", ">= 1.0x huey-redis (one thread)", ratio=1.0,
+           peer="huey-redis"),
+    Target("plugq-redis-simple", "process_n", ">= 1.0x huey-redis, N processes each", ratio=1.0,
+           peer="huey-redis"),
+    Target("plugq-redis-simple", "worker_rss", "<= rq SimpleWorker's", ratio=1.0,
+           peer="rq-simple", lower_is_better=True),
     Target("plugq-redis-fork", "process_1", ">= 0.9x rq Worker (forking)", ratio=0.9,
            peer="rq-fork"),
     Target("plugq-postgres", "enqueue_single", ">= 2x procrastinate defer", ratio=2.0,
@@ -66,6 +73,7 @@ def enqueue_source(results: dict[str, Any], system: str) -> str:
 
 
 def ratio(results: dict[str, Any], system: str, metric: str, peer: str | None = None) -> float | None:
+    """``system``'s figure over ``peer``'s (the system's own peer when None)."""
     peer = peer or results["systems"].get(system, {}).get("peer")
     if peer is None:
         return None
@@ -94,7 +102,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             r = ratio(results, t.system, t.metric, t.peer)
             if r is not None:
                 measured = r
-                status = "PASS" if r >= t.ratio else "MISS"
+                ok = r <= t.ratio if t.lower_is_better else r >= t.ratio
+                status = "PASS" if ok else "MISS"
                 by = r / t.ratio
         out.append({"system": t.system, "metric": t.metric, "target": t.text, "status": status,
                     "measured": measured, "kind": "ratio" if t.ratio is not None else "absolute",

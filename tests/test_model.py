@@ -178,9 +178,9 @@ TestSqliteModel.settings = settings(max_examples=25, stateful_step_count=25, dea
 def _run_redis_model(url: str, examples: int) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
-    from plugq_rq.backend import RQBackend
+    from plugq_rq.storage import RedisStorage
 
-    machine = make_machine(lambda: RQBackend(url), manual_time=False)
+    machine = make_machine(lambda: RedisStorage(url), manual_time=False)
     run_state_machine_as_test(
         machine, settings=settings(max_examples=examples, stateful_step_count=20, deadline=None)
     )

@@ -15,27 +15,15 @@ pytestmark = pytest.mark.redis
 
 
 class TestRedisConformance(BackendConformance):
-    """Every conformance test on a real redis-server, rq's forking worker (the default)."""
+    """Every conformance test on a real redis-server (plugq's engine over RedisStorage)."""
 
     @pytest.fixture
     def backend(self, redis_server):
-        from plugq_rq.backend import RQBackend
+        from plugq._engine import engine_for
+        from plugq_rq.storage import RedisStorage
 
         redis_server.flushall()
-        b = RQBackend(redis_server.url)
-        yield b
-        b.close()
-
-
-class TestRedisSimpleWorkerConformance(BackendConformance):
-    """Every conformance test on a real redis-server with rq's SimpleWorker."""
-
-    @pytest.fixture
-    def backend(self, redis_server):
-        from plugq_rq.backend import RQBackend
-
-        redis_server.flushall()
-        b = RQBackend(redis_server.url + "/0?worker_class=simple")
+        b = engine_for(RedisStorage(redis_server.url))
         yield b
         b.close()
 
@@ -45,9 +33,10 @@ class TestFakeRedisConformance(BackendConformance):
 
     @pytest.fixture
     def backend(self):
-        from plugq_rq.backend import RQBackend
+        from plugq._engine import engine_for
+        from plugq_rq.storage import RedisStorage
 
-        b = RQBackend(f"fakeredis://conformance-{uuid.uuid4().hex}")
+        b = engine_for(RedisStorage(f"fakeredis://conformance-{uuid.uuid4().hex}"))
         yield b
         b.close()
 
@@ -108,12 +97,13 @@ def test_wrong_db_is_a_clear_error(redis_server):
 def test_redis_client_selects_the_rq_backend_and_sees_the_same_jobs(redis_server):
     from redis import Redis
 
-    from plugq_rq.backend import RQBackend
+    from plugq._engine import Engine
+    from plugq_rq.storage import RedisStorage
 
     redis_server.flushall()
     client = Redis(host="127.0.0.1", port=redis_server.port)
     q = Queue("client-q", connection=client)
-    assert isinstance(q.backend, RQBackend)
+    assert isinstance(q.backend, Engine) and isinstance(q.backend.storage, RedisStorage)
     assert Queue("client-q", connection=client).backend is q.backend
     job = q.enqueue(tasks.add, 1, 2)
     assert client.exists(f"rq:job:{job.id}") and client.lrange("rq:queue:client-q", 0, -1) == [
@@ -204,7 +194,7 @@ def test_worker_survives_redis_restart_and_loses_no_job(redis_server, tmp_path):
 
 def _enqueue_ok(q) -> bool:
     try:
-        q.backend.redis.ping()
+        q.backend.storage.redis.ping()
         return True
     except Exception:
         return False

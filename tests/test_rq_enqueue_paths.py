@@ -1,11 +1,9 @@
-"""The Redis backend's enqueue paths and the worker's canceled-while-running check.
+"""The Redis storage's enqueue paths and the worker's canceled-while-running check.
 
-A single enqueue (and a batch of up to ``GUARDED_MAX_JOBS``) is one Lua script
-that writes only if no job key exists; larger batches read one EXISTS, then
-one MULTI/EXEC. A re-enqueued id must replace its old job on every path, and a
-server refusing scripts must still enqueue. The worker reads a job's status
-in the same round trip as its end-of-run heartbeat (no callbacks) or after
-the callback: a job canceled while it runs stays canceled either way.
+Every enqueue, single or batch, is one Lua script (``INSERT``) that replaces a
+job with the same id; a server refusing scripts is refused at connect with a
+clear error (the primitives are Lua). A job canceled while it runs stays
+canceled, with or without callbacks, on every worker class.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ def queue(request):
     else:
         server = request.getfixturevalue("redis_server")
         server.flushall()
-        url = server.db_url(0) + "?worker_class=simple"
+        url = server.db_url(0)
     return Queue(f"paths-{uuid.uuid4().hex[:8]}", connection=url)
 
 
@@ -65,9 +63,11 @@ def test_returned_job_reads_as_fetched(queue):
     assert job._record == fetched._record
 
 
-def test_enqueue_without_scripting(redis_server):
-    """An ACL without EVALSHA: the pipeline path is used, replacing still works."""
+def test_a_server_refusing_scripts_is_a_clear_error(redis_server):
+    """An ACL without EVALSHA/EVAL: refused at connect, naming what is missing."""
     import redis
+
+    from plugq import BackendUnavailableError
 
     redis_server.flushall()
     admin = redis.Redis.from_url(redis_server.url)
@@ -76,11 +76,8 @@ def test_enqueue_without_scripting(redis_server):
                       commands=["+@all", "-@scripting"])
     try:
         host_port = redis_server.url.split("://", 1)[1]
-        q = Queue("noscript", connection=f"redis://{user}:pw@{host_port}/0?worker_class=simple")
-        first = q.enqueue(tasks.add, 1, 1)
-        q.enqueue(tasks.add, 2, 2, job_id=first.id)
-        assert q.backend._guarded is None
-        assert len(q) == 1 and q.fetch_job(first.id).args == (2, 2)
+        with pytest.raises(BackendUnavailableError, match="scripting"):
+            Queue("noscript", connection=f"redis://{user}:pw@{host_port}/0")
     finally:
         admin.acl_deluser(user)
 

@@ -68,12 +68,14 @@ def test_rq_info_shows_plugq_queues_counts_and_workers(url):
     assert not t.is_alive()
 
 
-def test_rq_worker_burst_runs_plugq_jobs_and_plugq_reads_outcomes(url, tmp_path):
+@pytest.mark.parametrize("rq_class", ["rq.worker.Worker", "rq.worker.SimpleWorker"],
+                         ids=["rq-forking-worker", "rq-simple-worker"])
+def test_rq_worker_burst_runs_plugq_jobs_and_plugq_reads_outcomes(url, tmp_path, rq_class):
     q = Queue("interop-a", connection=url)
     ok = q.enqueue(tasks.sum_numbers_from_string, "a1b2c3")
     kw = q.enqueue(tasks.echo, 1, "two", key=[3])
     bad = q.enqueue(tasks.fail, "told to")
-    out = rq_cli("worker", "--burst", "--url", url, "interop-a")
+    out = rq_cli("worker", "--burst", "--url", url, "--worker-class", rq_class, "interop-a")
     assert out.returncode == 0, out.stderr
     assert ok.get_status() == "finished" and ok.result == 6
     assert kw.result == {"args": [1, "two"], "kwargs": {"key": [3]}}
@@ -105,7 +107,7 @@ def test_plain_rq_jobs_run_on_plugq_worker_and_show_in_plugq(url):
     q = Queue("interop-b", connection=url)
     assert sorted(q.get_job_ids()) == sorted([rq_ok.id, rq_bad.id])
     assert Job.fetch(rq_ok.id, connection=url).get_status() == "queued"
-    assert Worker([q]).work(burst=True)  # rq's forking worker, via plugq
+    assert Worker([q]).work(burst=True)  # plugq's worker
     assert Job.fetch(rq_ok.id, connection=url).result == 5
     failed = Job.fetch(rq_bad.id, connection=url)
     assert failed.get_status() == "failed" and failed.retries_left == 0
@@ -138,3 +140,54 @@ def test_rq_getting_started_with_only_the_import_changed(redis_server, url):
     assert out.returncode == 0, out.stderr
     assert job.result == 2 + 0 + 2 + 4
     assert job.get_status() == "finished"
+
+
+def test_rq_dependencies_schedules_and_result_ttl_run_on_plugq_worker(url):
+    from datetime import timedelta
+
+    from redis import Redis
+    from rq import Queue as RQQueue
+    from rq.job import Job as RQJob
+
+    conn = Redis.from_url(url)
+    rq_queue = RQQueue("interop-c", connection=conn)
+    parent = rq_queue.enqueue(tasks.add, 1, 1, result_ttl=600)
+    child = rq_queue.enqueue(tasks.add, 2, 2, depends_on=parent)
+    later = rq_queue.enqueue_in(timedelta(seconds=1), tasks.add, 3, 3)
+    gone = rq_queue.enqueue(tasks.add, 4, 4, result_ttl=0)
+    assert child.get_status() == "deferred" and later.get_status() == "scheduled"
+    q = Queue("interop-c", connection=url)
+    assert q.deferred_job_registry.get_job_ids() == [child.id]
+    assert q.scheduled_job_registry.get_job_ids() == [later.id]
+    assert Worker([q]).work(burst=True)
+    wait_until(lambda: Job.fetch(later.id, connection=url).get_status() == "scheduled", 1)
+    time.sleep(1.1)
+    assert Worker([q]).work(burst=True)
+    for job, value in ((parent, 2), (child, 4), (later, 6)):
+        job.refresh()  # rq's own view
+        assert job.get_status() == "finished" and job.return_value() == value, job.id
+    assert not RQJob.exists(gone.id, connection=conn)  # result_ttl=0: deleted at once
+    out = rq_cli("info", "--url", url, "interop-c")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^interop-c\s*\|\S* 0, 0 executing, 3 finished, 0 failed", out.stdout, re.M), (
+        out.stdout)
+
+
+def test_rq_requeue_and_rq_empty_act_on_plugq_jobs(url):
+    q = Queue("interop-d", connection=url)
+    bad = q.enqueue(tasks.fail, "first run")
+    assert Worker([q]).work(burst=True)
+    assert bad.get_status() == "failed"
+    out = rq_cli("requeue", "--url", url, "--queue", "interop-d", "--all")
+    assert out.returncode == 0, out.stderr
+    assert bad.get_status() == "queued" and q.get_job_ids() == [bad.id]
+    assert q.failed_job_registry.count == 0
+    waiting = [q.enqueue(tasks.add, i, i) for i in range(3)]
+    out = rq_cli("empty", "--url", url, "interop-d")
+    assert out.returncode == 0, out.stderr
+    assert len(q) == 0 and q.get_job_ids() == []
+    from plugq import NoSuchJobError
+
+    for j in [bad, *waiting]:
+        with pytest.raises(NoSuchJobError):
+            Job.fetch(j.id, connection=url)

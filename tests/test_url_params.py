@@ -52,5 +52,5 @@ def test_redis_password_in_a_refused_url_is_masked(tmp_path):
 
 def test_known_redis_parameters_are_still_accepted(redis_server):
     q = Queue("params", connection=f"{redis_server.url}?socket_timeout=5&lease=30&client_name=x")
-    assert q.backend.lease == 30
+    assert q.backend.storage.lease == 30
     assert q.count == 0

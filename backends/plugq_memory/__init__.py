@@ -39,7 +39,7 @@ class MemoryStorage(Storage):
     """All state in dicts under one lock; see :class:`plugq.storage.Storage`."""
 
     scheme = "memory"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"manual_clock"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"manual_clock", "process_local"})
 
     def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
         parts = urlsplit(url)

@@ -1,4 +1,8 @@
-"""``redis://``, ``rediss://``, ``unix://`` and ``fakeredis://``: real RQ on Redis.
+"""``redis://``, ``rediss://``, ``unix://`` and ``fakeredis://``: Redis in rq's own layout.
+
+:class:`~plugq_rq.storage.RedisStorage` is a :class:`plugq.storage.Storage`
+whose primitives are Lua scripts over rq 2.x's keys; plugq's engine runs the
+lifecycle on it, and rq's worker, CLI and dashboard work on the same data.
 
 This module stays importable without rq and redis-py installed: the hook
 implementations below import them only when a URL or client is used, so a
@@ -16,18 +20,18 @@ from plugq import hookimpl
 if TYPE_CHECKING:
     from plugq.hookspecs import RegisterBackend
 
-    from .backend import RQBackend
+    from .storage import RedisStorage
 
 __version__ = "0.1.0"
 
 SCHEMES = ("redis", "rediss", "unix", "fakeredis")
 
-_adapted: dict[int, tuple[Any, RQBackend]] = {}
+_adapted: dict[int, tuple[Any, RedisStorage]] = {}
 _adapted_lock = threading.Lock()
 
 
-def make_backend(url: str) -> RQBackend:
-    """Build the backend for ``url``.
+def make_backend(url: str) -> RedisStorage:
+    """Build the storage for ``url`` (plugq's engine runs on it).
 
     Raises:
         BackendUnavailableError: rq/redis-py missing (naming the extra), or the
@@ -36,9 +40,9 @@ def make_backend(url: str) -> RQBackend:
     from ._connection import require_redis
 
     require_redis()
-    from .backend import RQBackend
+    from .storage import RedisStorage
 
-    return RQBackend(url)
+    return RedisStorage(url)
 
 
 def url_for_client(client: Any) -> str:
@@ -63,20 +67,20 @@ def plugq_register_backends(register: RegisterBackend) -> None:
 
 
 @hookimpl
-def plugq_adapt_connection(connection: Any) -> RQBackend | None:
-    """``Queue(connection=redis.Redis(...))``: wrap the client, one backend per client."""
+def plugq_adapt_connection(connection: Any) -> RedisStorage | None:
+    """``Queue(connection=redis.Redis(...))``: wrap the client, one storage per client."""
     try:
         import redis
     except ImportError:
         return None
     if not isinstance(connection, redis.Redis):
         return None
-    from .backend import RQBackend
+    from .storage import RedisStorage
 
     with _adapted_lock:
         known = _adapted.get(id(connection))
         if known is not None and known[0] is connection:
             return known[1]
-        backend = RQBackend(url_for_client(connection), client=connection)
-        _adapted[id(connection)] = (connection, backend)
-        return backend
+        storage = RedisStorage(url_for_client(connection), client=connection)
+        _adapted[id(connection)] = (connection, storage)
+        return storage

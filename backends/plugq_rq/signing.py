@@ -54,6 +54,19 @@ def _blob_mac(key: bytes, inner: bytes) -> bytes:
     return hmac.new(key, b"plugq-rq-blob\x00" + inner, hashlib.sha256).digest()
 
 
+def sign_blob(key: bytes, inner: bytes) -> bytes:
+    """``inner`` (a serializer's bytes) signed as :class:`SignedSerializer` writes it."""
+    return MAGIC + _blob_mac(key, inner) + inner
+
+
+def verified_inner(key: bytes, blob: bytes) -> bytes | None:
+    """The inner bytes of a signed blob whose MAC matches ``key``; None otherwise."""
+    if not is_signed(blob):
+        return None
+    inner = blob[4 + _MAC_LEN:]
+    return inner if hmac.compare_digest(blob[4:4 + _MAC_LEN], _blob_mac(key, inner)) else None
+
+
 def is_signed(blob: bytes) -> bool:
     return blob[:4] == MAGIC and len(blob) >= 4 + _MAC_LEN
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from . import _lifecycle
 from ._worker_loop import WorkerLoop, run_sync
 from .backend import Backend, WorkerSpec
-from .exceptions import NoSuchJobError, NotSupportedError
+from .exceptions import NoSuchJobError
 from .storage import HIDDEN_PREFIX, Clock, JobRecord, JobStatus, ResultRecord, Storage, WorkerRecord
 
 _lock = threading.Lock()
@@ -138,14 +138,8 @@ class Engine(Backend):
     def run_worker(
         self, worker: WorkerSpec, *, burst: bool, max_jobs: int | None, with_scheduler: bool
     ) -> bool:
-        if worker.worker_class not in (None, "simple"):
-            # Jobs run in the worker's process here; a fork or spawn worker
-            # asked for must not silently become a simple one.
-            raise NotSupportedError(
-                f"worker_class={worker.worker_class!r} is not supported by the {self.scheme} "
-                f"backend ({self.safe_url()}): it runs jobs in the worker's process "
-                "(worker_class='simple'); fork and spawn workers need redis://"
-            )
+        # The worker class (simple, fork, spawn) is checked and run by the loop
+        # (plugq._process): fork and spawn are refused on a process_local storage.
         return WorkerLoop(self, worker).run(
             burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
         )

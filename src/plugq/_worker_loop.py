@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from . import _events, _extras, _lifecycle, _rules, _webhooks
 from ._context import _current
 from ._execution import Running, call, format_exc_info, install_alarm_handler
+from ._process import run_isolated, worker_class
 from .backend import WorkerSpec
 from .config import current_settings
-from .exceptions import JobStoppedException, WorkHorseKilledException
+from .exceptions import BackendUnavailableError, JobStoppedException, WorkHorseKilledException
 from .retry import Retry
 from .security import (
     UntrustedJobError,
@@ -110,35 +111,7 @@ def perform(
         if worker is not None:
             worker.stats.failed += 1
     except (Exception, SystemExit) as exc:
-        exc_info = format_exc_info(exc)
-        default = worker is None or not worker.options.get("disable_default_exception_handler")
-        if not default:
-            # rq's disable_default_exception_handler: the job fails without
-            # entering the failed registry (registries are views by status
-            # here, so it leaves its queue's registries).
-            rec.origin = "" if rec.retries_left in (None, 0) else rec.origin
-        _lifecycle.fail(storage, rec, exc_info)
-        # The whole traceback, as rq's worker logs it on the Redis backend:
-        # the log is where a user looks first (--logging-level CRITICAL hides it).
-        log.error("%s: %s failed (%s): %s\n%s", rec.origin, rec.id, rec.status.value,
-                  exc_info.strip().splitlines()[-1], exc_info.rstrip())
-        if rec.on_failure and not isinstance(exc, UntrustedJobError):
-            _run_callback(rec.on_failure, cb_timeouts.get("failure"), job, engine, type(exc), exc,
-                          exc.__traceback__)
-        if worker is not None:
-            if isinstance(exc, WorkHorseKilledException):
-                handler = worker.options.get("work_horse_killed_handler")
-                if handler is not None:
-                    try:
-                        handler(job, os.getpid(), -1, None)
-                    except Exception:
-                        log.exception("work_horse_killed_handler failed")
-            else:
-                _handle_exception(worker, job, exc)
-        _events.failed(job, (type(exc), exc, exc.__traceback__))
-        _webhooks.fire(rec, extras)
-        if worker is not None:
-            worker.stats.failed += 1
+        _failed(engine, rec, job, exc, worker, format_exc_info(exc), extras)
     else:
         if _lifecycle.finish(storage, rec, result):
             log.info("%s: Job OK (%s)", rec.origin, rec.id)
@@ -157,6 +130,49 @@ def perform(
     finally:
         _current.reset(token)
     return rec
+
+
+def _failed(
+    engine: Engine, rec: JobRecord, job: Any, exc: BaseException, worker: WorkerSpec | None,
+    exc_info: str, extras: dict[str, Any],
+) -> None:
+    storage = engine.storage
+    cb_timeouts = extras.get("callback_timeouts") or {}
+    default = worker is None or not worker.options.get("disable_default_exception_handler")
+    if not default:
+        # rq's disable_default_exception_handler: the job fails without
+        # entering the failed registry (registries are views by status
+        # here, so it leaves its queue's registries).
+        rec.origin = "" if rec.retries_left in (None, 0) else rec.origin
+    _lifecycle.fail(storage, rec, exc_info)
+    # The whole traceback: the log is where a user looks first
+    # (--logging-level CRITICAL hides it).
+    log.error("%s: %s failed (%s): %s\n%s", rec.origin, rec.id, rec.status.value,
+              exc_info.strip().splitlines()[-1], exc_info.rstrip())
+    if rec.on_failure and not isinstance(exc, UntrustedJobError):
+        _run_callback(rec.on_failure, cb_timeouts.get("failure"), job, engine, type(exc), exc,
+                      exc.__traceback__)
+    if worker is not None:
+        if isinstance(exc, WorkHorseKilledException):
+            handler = worker.options.get("work_horse_killed_handler")
+            if handler is not None:
+                try:
+                    handler(job, os.getpid(), -1, None)
+                except Exception:
+                    log.exception("work_horse_killed_handler failed")
+        else:
+            _handle_exception(worker, job, exc)
+    _events.failed(job, (type(exc), exc, exc.__traceback__))
+    _webhooks.fire(rec, extras)
+    if worker is not None:
+        worker.stats.failed += 1
+
+
+def fail_outside(
+    engine: Engine, rec: JobRecord, exc: BaseException, worker: WorkerSpec | None, exc_info: str
+) -> None:
+    """Store a failure of ``rec`` decided outside its run (its process was killed or died)."""
+    _failed(engine, rec, _events.job_for(engine, rec), exc, worker, exc_info, _extras.read(rec))
 
 
 class WorkerLoop:
@@ -182,6 +198,7 @@ class WorkerLoop:
         self._last_beat = 0.0
         #: the job running now, for a stop-job or kill-horse command.
         self._running: Running | None = None
+        self._last_maint = 0.0
 
     def _beat(self) -> None:
         with self._beat_lock:
@@ -259,8 +276,66 @@ class WorkerLoop:
     def _maintain(self, scheduler: bool) -> None:
         _lifecycle.maintenance(self.storage, scheduler=scheduler, me=self.worker.name)
 
+    def _step(self, kind: str, burst: bool, with_scheduler: bool) -> bool | None:
+        """Claim and run one job. True: one ran; False: none yet; None: burst found no work."""
+        b = self.storage
+        if time.monotonic() - self._last_maint > MAINTENANCE_EVERY:
+            self._maintain(with_scheduler)
+            self._last_maint = time.monotonic()
+        if b.clock.now() - self._last_beat > b.lease / 3.0:
+            self._beat()
+        rec = b.claim(self.queues, self.worker.name, b.clock.now())
+        if rec is None:
+            # Nothing runnable: let the scheduler and the reaper look
+            # before deciding the queues are really empty.
+            self._maintain(with_scheduler)
+            self._last_maint = time.monotonic()
+            rec = b.claim(self.queues, self.worker.name, b.clock.now())
+        if rec is None:
+            if burst:
+                return None
+            b.wait(self.queues, IDLE_WAIT)
+            return False
+        self._state_changed("busy", rec.id)
+        log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
+        started = time.monotonic()
+        if kind == "simple":
+            self._running = Running()
+            try:
+                perform(self.engine, rec, self.worker, self._running)
+            finally:
+                self._running = None
+        else:
+            run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside)
+        self.worker.stats.working_time += time.monotonic() - started
+        self._state_changed("idle", None)
+        return True
+
+    def _recover_after_outage(self) -> None:
+        """After the store came back: register again; fail the jobs whose outcome was lost."""
+        b = self.storage
+        try:
+            now = b.clock.now()
+            b.register_worker(WorkerRecord(
+                name=self.worker.name, queues=list(self.queues), pid=os.getpid(),
+                hostname=socket.gethostname(), birth=now, last_heartbeat=now))
+            self._last_beat = now
+            self._state, self._current = "idle", None
+            # This worker runs nothing now, so any job still started under its
+            # name lost its outcome, or was claimed by a call whose answer the
+            # outage lost: failed (and so retried if it may be), as an abandoned one.
+            # A no-op for a job whose outcome was stored (compare-and-set).
+            mine = [r for r in b.started_by_dead_workers(float("inf"))
+                    if r.worker_name == self.worker.name]
+            for rec in mine:
+                _lifecycle.fail(b, rec, "plugq.exceptions.BackendUnavailableError: the worker "
+                                "lost the store while the job ran; its outcome was not stored\n")
+        except BackendUnavailableError:
+            pass  # still away: the loop waits and tries again
+
     def run(self, *, burst: bool, max_jobs: int | None, with_scheduler: bool) -> bool:
         b = self.storage
+        kind = worker_class(b, self.worker.worker_class)
         self._register()
         beater = threading.Thread(target=self._beat_forever, name="plugq-heartbeat", daemon=True)
         beater.start()
@@ -270,43 +345,39 @@ class WorkerLoop:
         restore_alarm = install_alarm_handler()
         try:
             self._maintain(with_scheduler)
-            last_maint = time.monotonic()
+            self._last_maint = time.monotonic()
+            backoff = 0.5
             while not self.worker.stop.is_set():
-                if time.monotonic() - last_maint > MAINTENANCE_EVERY:
-                    self._maintain(with_scheduler)
-                    last_maint = time.monotonic()
-                if b.clock.now() - self._last_beat > b.lease / 3.0:
-                    self._beat()
-                rec = b.claim(self.queues, self.worker.name, b.clock.now())
-                if rec is None:
-                    # Nothing runnable: let the scheduler and the reaper look
-                    # before deciding the queues are really empty.
-                    self._maintain(with_scheduler)
-                    last_maint = time.monotonic()
-                    rec = b.claim(self.queues, self.worker.name, b.clock.now())
-                if rec is None:
-                    if burst:
-                        break
-                    b.wait(self.queues, IDLE_WAIT)
-                    continue
-                self._state_changed("busy", rec.id)
-                log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
-                started = time.monotonic()
-                self._running = Running()
                 try:
-                    perform(self.engine, rec, self.worker, self._running)
-                finally:
-                    self._running = None
-                self.worker.stats.working_time += time.monotonic() - started
-                self._state_changed("idle", None)
-                processed += 1
-                if max_jobs is not None and processed >= max_jobs:
+                    done = self._step(kind, burst, with_scheduler)
+                except BackendUnavailableError as exc:
+                    if burst:
+                        raise
+                    # The store went away: keep the worker alive and look again.
+                    log.warning("%s; retrying in %.1f s", exc, backoff)
+                    self.worker.stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    self._recover_after_outage()
+                    continue
+                backoff = 0.5
+                if done is None:
                     break
+                if done:
+                    processed += 1
+                    if max_jobs is not None and processed >= max_jobs:
+                        break
         finally:
             restore_alarm()
             self._beat_stop.set()
             self._changed.set()
-            b.unregister_worker(self.worker.name)
+            # Not a write left running after the worker returned: its caller may
+            # close the store next (a SQLite connection closed under a running
+            # statement crashes the process).
+            beater.join(10)
+            try:
+                b.unregister_worker(self.worker.name)
+            except BackendUnavailableError:
+                log.warning("could not unregister worker %s: the store is unavailable", self.worker.name)
             log.info("Worker %s stopped after %d job(s)", self.worker.name, processed)
         return processed > 0
 

@@ -210,8 +210,10 @@ def _configure_logging(level: str) -> None:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                                 case_sensitive=False))
 @click.option("--worker-class", type=click.Choice(["fork", "simple", "spawn"]),
-              help="rq worker class, Redis only; memory and SQLite run jobs in the worker "
-                   "process (simple) and refuse fork and spawn.")
+              help="simple (default): jobs run in the worker's process; fork: a child process "
+                   "per job, killed past its timeout even when stuck in C code; spawn: a fresh "
+                   "interpreter per job. fork and spawn need a store shared between processes "
+                   "(SQLite, Redis, PostgreSQL).")
 @url_option
 def worker(
     queues: tuple[str, ...], burst: bool, name: str | None, concurrency: int,

@@ -80,6 +80,8 @@ def resolve_connection(connection: Any = None) -> Backend:
     if isinstance(connection, str):
         return connect(connection)
     backend = hook().plugq_adapt_connection(connection=connection)
+    if isinstance(backend, Storage):
+        return engine_for(backend)
     if backend is None:
         raise TypeError(
             f"connection={connection!r} is not a backend URL, a plugq backend, or a connection "

@@ -38,8 +38,8 @@ def plugq_register_backends(register: RegisterBackend) -> None:
 
 
 @hookspec(firstresult=True)
-def plugq_adapt_connection(connection: Any) -> Backend | None:
-    """Turn a foreign connection object into a backend, or return None.
+def plugq_adapt_connection(connection: Any) -> Storage | Backend | None:
+    """Turn a foreign connection object into a storage (or a backend), or return None.
 
     Lets ``Queue(connection=redis.Redis(...))`` select the RQ backend, as in
     RQ's own examples. The first plugin to return a backend wins.

@@ -237,6 +237,7 @@ class ManualClock(Clock):
 #: Every capability a storage may declare in :attr:`Storage.capabilities`, and what it promises.
 CAPABILITIES: dict[str, str] = {
     "manual_clock": "takes a ManualClock: every time it compares comes from its clock",
+    "process_local": "its data lives in this process only: worker_class fork and spawn are refused",
 }
 
 

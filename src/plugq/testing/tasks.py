@@ -9,6 +9,7 @@ can observe them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -42,6 +43,14 @@ def fail(message: str = "boom") -> None:
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def stuck_in_c(iterations: int) -> str:
+    """Stay inside one C call (PBKDF2) that never returns to the interpreter for long.
+
+    No signal handler runs until it returns, so only a process kill ends it early.
+    """
+    return hashlib.pbkdf2_hmac("sha256", b"password", b"salt", iterations).hex()
 
 
 def busy(seconds: float) -> int:

@@ -1,0 +1,472 @@
+"""The Lua scripts behind :class:`plugq_rq.storage.RedisStorage`'s primitives.
+
+Each script is one primitive, run atomically by Redis in one round trip. They
+write rq 2.x's own keys (see docs/redis.md, "Data layout"):
+
+* ``rq:job:<id>`` hash with rq's field names (plugq-only fields are prefixed
+  ``plugq_``; rq keeps fields it does not know);
+* ``rq:queue:<name>`` lists (head on the left, as rq's workers pop) and the
+  ``rq:queues`` set;
+* rq's registries per queue: ``rq:wip:`` (started; members ``<id>:<execution>``
+  with ``rq:execution:<id>:<execution>`` hashes and ``rq:executions:<id>``, as
+  rq 2.x writes them), ``rq:finished:``, ``rq:failed:`` (stopped jobs too, as
+  rq does), ``rq:deferred:``, ``rq:scheduled:``, ``rq:canceled:``;
+* ``rq:job:<id>:dependents`` / ``:dependencies`` sets, the ``rq:results:<id>``
+  stream, ``rq:worker:<name>`` hashes with ``rq:workers`` and
+  ``rq:workers:<queue>``;
+* one plugq key: ``plugq:expires``, a sorted set of the records that carry an
+  ``expires_at`` (so :meth:`expired` is one range query).
+
+The scripts decide nothing about a job's lifecycle: they store, place, compare
+and take, as the :class:`plugq.storage.Storage` contract says.
+"""
+
+from __future__ import annotations
+
+#: Helpers shared by the scripts (each script is sent with them in front).
+COMMON = r"""
+local J, Q = 'rq:job:', 'rq:queue:'
+local EXP = 'plugq:expires'
+local REG = {started = 'rq:wip:', finished = 'rq:finished:', failed = 'rq:failed:',
+             stopped = 'rq:failed:', deferred = 'rq:deferred:', scheduled = 'rq:scheduled:',
+             canceled = 'rq:canceled:'}
+
+local function norm(status)
+  if status == 'created' then return 'queued' end
+  return status
+end
+
+-- Take a record out of the list or registry its status puts it in.
+local function unplace(id, origin, status)
+  status = norm(status)
+  if status == 'queued' then
+    redis.call('LREM', Q .. origin, 0, id)
+  elseif status == 'started' then
+    local ekey = 'rq:executions:' .. id
+    for _, e in ipairs(redis.call('ZRANGE', ekey, 0, -1)) do
+      redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. e)
+      redis.call('DEL', 'rq:execution:' .. id .. ':' .. e)
+    end
+    redis.call('DEL', ekey)
+  elseif REG[status] then
+    redis.call('ZREM', REG[status] .. origin, id)
+  end
+end
+
+-- Put a record where its status says: the queue's list or a registry.
+local function place(id, origin, status, front, score, now, lease, exec, worker)
+  if origin ~= '' then redis.call('SADD', 'rq:queues', Q .. origin) end
+  if status == 'queued' then
+    if front == '1' then redis.call('LPUSH', Q .. origin, id)
+    else redis.call('RPUSH', Q .. origin, id) end
+    -- wakes idle plugq workers of the queue (see RedisStorage.wait)
+    redis.call('PUBLISH', 'plugq:wake:' .. origin, '1')
+  elseif status == 'started' then
+    local member = id .. ':' .. exec
+    redis.call('ZADD', 'rq:wip:' .. origin, now + lease, member)
+    redis.call('HSET', 'rq:execution:' .. member, 'id', exec, 'created_at', now,
+               'last_heartbeat', now, 'worker_name', worker)
+    redis.call('EXPIRE', 'rq:execution:' .. member, math.floor(lease) + 60)
+    redis.call('ZADD', 'rq:executions:' .. id, now + lease + 60, exec)
+  elseif REG[status] then
+    redis.call('ZADD', REG[status] .. origin, score, id)
+  end
+end
+
+local function drop_deps(id)
+  local dkey = J .. id .. ':dependencies'
+  for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
+    redis.call('SREM', J .. dep .. ':dependents', id)
+  end
+  redis.call('DEL', dkey)
+end
+
+local function add_deps(id, deps)
+  for _, dep in ipairs(deps) do
+    redis.call('SADD', J .. dep .. ':dependents', id)
+    redis.call('SADD', J .. id .. ':dependencies', dep)
+  end
+end
+
+-- The results stream: a new entry when the outcome changed, none kept when there is none.
+local function set_result(id, rtype, rv, exc, worker, fresh)
+  local rkey = 'rq:results:' .. id
+  if rv == '' and exc == '' then
+    if not fresh then redis.call('DEL', rkey) end
+    return
+  end
+  local last = redis.call('XREVRANGE', rkey, '+', '-', 'COUNT', 1)[1]
+  if last then
+    local f, kv = {}, last[2]
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+    if (f['return_value'] or '') == rv and (f['exc_string'] or '') == exc then return end
+  end
+  local args = {'XADD', rkey, 'MAXLEN', '10', '*', 'type', rtype, 'worker_name', worker}
+  if rv ~= '' then args[#args + 1] = 'return_value'; args[#args + 1] = rv end
+  if exc ~= '' then args[#args + 1] = 'exc_string'; args[#args + 1] = exc end
+  redis.call(unpack(args))
+end
+
+local function set_expiry(id, exp, fresh)
+  if exp ~= '' then redis.call('ZADD', EXP, exp, id) elseif not fresh then redis.call('ZREM', EXP, id) end
+end
+
+-- Everything of a job but its hash: list or registry, results, dependency sets, expiry.
+local function forget(id, origin, status)
+  unplace(id, origin or '', status)
+  redis.call('DEL', 'rq:results:' .. id)
+  drop_deps(id)
+  redis.call('ZREM', EXP, id)
+end
+
+local function dependents_waiting(id)
+  local out = {}
+  for _, d in ipairs(redis.call('SMEMBERS', J .. id .. ':dependents')) do
+    if redis.call('HGET', J .. d, 'status') == 'deferred' then out[#out + 1] = d end
+  end
+  return out
+end
+
+local function latest_result(id)
+  local last = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)[1]
+  if last then return last[2] end
+  return {}
+end
+
+-- The values packed into one argument: "<length>:<bytes>" each (see storage.pack).
+local function unpack_values(s)
+  local out, pos, n = {}, 1, #s
+  while pos <= n do
+    local colon = string.find(s, ':', pos, true)
+    local len = tonumber(string.sub(s, pos, colon - 1))
+    out[#out + 1] = string.sub(s, colon + 1, colon + len)
+    pos = colon + len + 1
+  end
+  return out
+end
+
+-- A list of strings packed into one, "<length>:<bytes>" each (read by storage.unpack).
+local function packed(list)
+  local parts = {}
+  for i = 1, #list do
+    local v = list[i]
+    parts[#parts + 1] = #v .. ':' .. v
+  end
+  return table.concat(parts)
+end
+
+-- Reads one record block from the value list A at i; returns the block and the next index.
+local function read_block(A, i)
+  local b = {id = A[i], origin = A[i + 1], status = A[i + 2], front = A[i + 3],
+             score = A[i + 4], exp = A[i + 5], exec = A[i + 6], worker = A[i + 7],
+             rtype = A[i + 8], rv = A[i + 9], exc = A[i + 10], keep = A[i + 11]}
+  local nd = tonumber(A[i + 12])
+  i = i + 13
+  b.deps = {}
+  for k = 1, nd do b.deps[k] = A[i + k - 1] end
+  i = i + nd
+  b.nf = tonumber(A[i])
+  b.fields = i + 1
+  b.A = A
+  b.fresh = false
+  return b, i + 1 + b.nf
+end
+
+-- Rewrites the hash from the block: its fields set, every other field deleted
+-- except those named in b.keep (comma-separated), which keep their stored values.
+local function write_hash(key, b)
+  if not b.fresh then
+    local wanted = {}
+    for f in string.gmatch(b.keep, '[^,]+') do wanted[f] = true end
+    for k = b.fields, b.fields + b.nf - 1, 2 do wanted[b.A[k]] = true end
+    local gone = {}
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if not wanted[f] then gone[#gone + 1] = f end
+    end
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  end
+  if b.nf > 0 then redis.call('HSET', key, unpack(b.A, b.fields, b.fields + b.nf - 1)) end
+end
+
+-- Take the first runnable job of the queues named in ARGV[first..last] for worker.
+-- Returns {id, hash fields as they were before the claim, latest result} or false.
+local function claim_next(now, lease, worker, exec, started, first, last)
+  for qi = first, last do
+    local q = ARGV[qi]
+    while true do
+      local id = redis.call('LPOP', Q .. q)
+      if not id then break end
+      local key = J .. id
+      local st = norm(redis.call('HGET', key, 'status'))
+      if st == 'queued' then
+        local exp = redis.call('ZSCORE', EXP, id)
+        if exp and tonumber(exp) <= now then
+          -- its ttl ran out while queued: discarded, as Redis would expire rq's key
+          forget(id, q, 'gone')
+          redis.call('DEL', key)
+        else
+          -- handed back as it was: the caller checks every field before the claim's own writes
+          local before = redis.call('HGETALL', key)
+          redis.call('HSET', key, 'status', 'started', 'started_at', started, 'worker_name', worker)
+          redis.call('HDEL', key, 'plugq_expires_at')
+          redis.call('ZREM', EXP, id)
+          -- a corrupt counter is left as found (pcall): the record is quarantined when read
+          redis.pcall('HINCRBY', key, 'plugq_attempts', 1)
+          place(id, q, 'started', '0', 0, now, lease, exec, worker)
+          local wkey = 'rq:worker:' .. worker
+          if redis.call('EXISTS', wkey) == 1 then
+            redis.call('HSET', wkey, 'state', 'busy', 'current_job', id)
+          end
+          return {id, packed(before), packed(latest_result(id))}
+        end
+      end
+    end
+  end
+  return false
+end
+"""
+
+#: insert(records, unique_ids): ARGV now, lease, then one packed argument:
+#: n unique, ids…, n records, blocks…
+INSERT = COMMON + r"""
+local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local A = unpack_values(ARGV[3])
+local i = 1
+local nu = tonumber(A[i]); i = i + 1
+for k = i, i + nu - 1 do
+  local st = norm(redis.call('HGET', J .. A[k], 'status'))
+  if st == 'queued' or st == 'started' then return {'dup', A[k], st} end
+end
+i = i + nu
+local nr = tonumber(A[i]); i = i + 1
+for _ = 1, nr do
+  local b
+  b, i = read_block(A, i)
+  local key = J .. b.id
+  local old = redis.call('HMGET', key, 'origin', 'status')
+  if old[2] then forget(b.id, old[1], old[2]) else b.fresh = true end
+  write_hash(key, b)
+  place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+  set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
+  add_deps(b.id, b.deps)
+  set_expiry(b.id, b.exp, b.fresh)
+end
+return {'ok'}
+"""
+
+#: put(record, expected, expected_attempts): ARGV now, lease, check ('1'/'0'),
+#: expected statuses (comma-separated), expected attempts ('' = any), then the
+#: claim-ahead request (worker, execution id, started text, number of queues,
+#: queues…; worker '' = none), then the block packed into one argument.
+#: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
+PUT = COMMON + r"""
+local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local nq = tonumber(ARGV[9])
+local b = read_block(unpack_values(ARGV[10 + nq]), 1)
+local key = J .. b.id
+local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts')
+if not cur[1] then return {0} end
+local st, origin = norm(cur[1]), cur[2] or ''
+if ARGV[3] == '1' then
+  local ok = false
+  for s in string.gmatch(ARGV[4], '[^,]+') do if s == st then ok = true end end
+  if not ok then return {0} end
+end
+if ARGV[5] ~= '' and tonumber(cur[3] or '0') ~= tonumber(ARGV[5]) then return {0} end
+write_hash(key, b)
+if st == b.status and origin == b.origin and (st == 'queued' or st == 'started') then
+  -- keeps its place in the queue, or its execution in the started registry
+else
+  unplace(b.id, origin, st)
+  place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+end
+drop_deps(b.id)
+add_deps(b.id, b.deps)
+set_result(b.id, b.rtype, b.rv, b.exc, b.worker, false)
+set_expiry(b.id, b.exp, false)
+local waiting = {}
+if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
+local ahead = false
+if ARGV[6] ~= '' then ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq) end
+return {1, waiting, ahead}
+"""
+
+#: claim(queues, worker, now): ARGV now, lease, worker, execution id, started_at text, queues…
+#: Returns nil or {id, hash fields as they were before the claim, latest result fields}.
+CLAIM = COMMON + r"""
+return claim_next(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], 6, #ARGV)
+"""
+
+#: remove(id): returns 1 if the job existed.
+REMOVE = COMMON + r"""
+local id = ARGV[1]
+local key = J .. id
+local cur = redis.call('HMGET', key, 'status', 'origin')
+forget(id, cur[2] or '', cur[1] or '')
+redis.call('DEL', J .. id .. ':dependents')
+return redis.call('DEL', key)
+"""
+
+#: set_meta(id, meta): returns 1 if the job exists.
+SET_META = r"""
+if redis.call('EXISTS', 'rq:job:' .. ARGV[1]) == 0 then return 0 end
+if ARGV[2] == '' then redis.call('HDEL', 'rq:job:' .. ARGV[1], 'meta')
+else redis.call('HSET', 'rq:job:' .. ARGV[1], 'meta', ARGV[2]) end
+return 1
+"""
+
+#: remove_queued(queue): deletes the queued jobs of one queue; returns how many.
+REMOVE_QUEUED = COMMON + r"""
+local q = ARGV[1]
+local n = 0
+for _, id in ipairs(redis.call('LRANGE', Q .. q, 0, -1)) do
+  local key = J .. id
+  if norm(redis.call('HGET', key, 'status')) == 'queued' then
+    forget(id, q, 'gone')
+    redis.call('DEL', key, J .. id .. ':dependents')
+    n = n + 1
+  end
+end
+redis.call('DEL', Q .. q)
+return n
+"""
+
+#: ids / count: ARGV queue, status, now ('' = keep expired), offset, length, count-only ('1').
+LISTING = COMMON + r"""
+local q, status, now = ARGV[1], ARGV[2], ARGV[3]
+local offset, length, count_only = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+local filter_status = status == 'started' or status == 'failed' or status == 'stopped'
+local filter_exp = now ~= '' and redis.call('ZCARD', EXP) > 0
+local key = (status == 'queued') and (Q .. q) or (REG[status] .. q)
+if not filter_status and not filter_exp then
+  if count_only then
+    if status == 'queued' then return redis.call('LLEN', key) end
+    return redis.call('ZCARD', key)
+  end
+  local last = (length < 0) and -1 or (offset + length - 1)
+  if length == 0 then return {} end
+  if status == 'queued' then return redis.call('LRANGE', key, offset, last) end
+  return redis.call('ZRANGE', key, offset, last)
+end
+local raw
+if status == 'queued' then raw = redis.call('LRANGE', key, 0, -1)
+else raw = redis.call('ZRANGE', key, 0, -1) end
+local out, seen = {}, {}
+local limit = tonumber(now)
+for _, member in ipairs(raw) do
+  local id = member
+  if status == 'started' then id = string.match(member, '^(.*):[^:]*$') or member end
+  local keep = not seen[id]
+  seen[id] = true
+  if keep and filter_status then
+    keep = redis.call('HGET', J .. id, 'status') == status
+  end
+  if keep and filter_exp then
+    local exp = redis.call('ZSCORE', EXP, id)
+    keep = not (exp and tonumber(exp) <= limit)
+  end
+  if keep then out[#out + 1] = id end
+end
+if count_only then return #out end
+local sliced = {}
+local last = (length < 0) and #out or math.min(#out, offset + length)
+for k = offset + 1, last do sliced[#sliced + 1] = out[k] end
+return sliced
+"""
+
+#: queues(): names in rq:queues that still have a list or a registry.
+QUEUES = r"""
+local out = {}
+for _, qkey in ipairs(redis.call('SMEMBERS', 'rq:queues')) do
+  local name = string.sub(qkey, 10)
+  if redis.call('EXISTS', qkey, 'rq:wip:' .. name, 'rq:finished:' .. name, 'rq:failed:' .. name,
+                'rq:deferred:' .. name, 'rq:scheduled:' .. name, 'rq:canceled:' .. name) > 0 then
+    out[#out + 1] = name
+  end
+end
+return out
+"""
+
+#: due(now, limit): scheduled ids across queues, with their scores (sorted in Python).
+DUE = r"""
+local out = {}
+for _, qkey in ipairs(redis.call('SMEMBERS', 'rq:queues')) do
+  local name = string.sub(qkey, 10)
+  local got = redis.call('ZRANGEBYSCORE', 'rq:scheduled:' .. name, '-inf', ARGV[1], 'WITHSCORES',
+                         'LIMIT', 0, tonumber(ARGV[2]))
+  for _, v in ipairs(got) do out[#out + 1] = v end
+end
+return out
+"""
+
+#: dependents(id): the deferred jobs waiting on it.
+DEPENDENTS = COMMON + r"""
+return dependents_waiting(ARGV[1])
+"""
+
+#: heartbeat: ARGV name, last_heartbeat text, state, current job ('' = none),
+#: successful, failed, now, lease, ttl. Renews the current job's execution.
+HEARTBEAT = r"""
+local wkey = 'rq:worker:' .. ARGV[1]
+if redis.call('EXISTS', wkey) == 0 then return 0 end
+redis.call('HSET', wkey, 'last_heartbeat', ARGV[2], 'state', ARGV[3],
+           'successful_job_count', ARGV[5], 'failed_job_count', ARGV[6])
+if ARGV[4] == '' then redis.call('HDEL', wkey, 'current_job')
+else
+  redis.call('HSET', wkey, 'current_job', ARGV[4])
+  local origin = redis.call('HGET', 'rq:job:' .. ARGV[4], 'origin')
+  if origin then
+    local now, lease = tonumber(ARGV[7]), tonumber(ARGV[8])
+    for _, e in ipairs(redis.call('ZRANGE', 'rq:executions:' .. ARGV[4], 0, -1)) do
+      redis.call('ZADD', 'rq:wip:' .. origin, 'XX', now + lease, ARGV[4] .. ':' .. e)
+      redis.call('HSET', 'rq:execution:' .. ARGV[4] .. ':' .. e, 'last_heartbeat', now)
+    end
+  end
+end
+redis.call('EXPIRE', wkey, tonumber(ARGV[9]))
+return 1
+"""
+
+#: Put back a job claimed ahead and never run: ARGV id, worker, attempts it was
+#: claimed at, then the fields to restore (name, value or '' to delete; …).
+UNCLAIM = COMMON + r"""
+local id, worker = ARGV[1], ARGV[2]
+local key = J .. id
+local cur = redis.call('HMGET', key, 'status', 'worker_name', 'plugq_attempts', 'origin')
+if cur[1] ~= 'started' or cur[2] ~= worker or cur[3] ~= ARGV[3] then return 0 end
+unplace(id, cur[4] or '', 'started')
+redis.call('HSET', key, 'status', 'queued')
+for i = 4, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', key, ARGV[i])
+  else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+end
+local exp = redis.call('HGET', key, 'plugq_expires_at')
+if exp then redis.call('ZADD', EXP, exp, id) end
+redis.call('LPUSH', Q .. (cur[4] or ''), id)
+return 1
+"""
+
+#: unregister_worker(name)
+UNREGISTER = r"""
+local wkey = 'rq:worker:' .. ARGV[1]
+local queues = redis.call('HGET', wkey, 'queues')
+if queues then
+  for q in string.gmatch(queues, '[^,]+') do redis.call('SREM', 'rq:workers:' .. q, wkey) end
+end
+redis.call('SREM', 'rq:workers', wkey)
+return redis.call('DEL', wkey)
+"""
+
+#: started ids per queue with their worker names (for the lease check in Python).
+STARTED = r"""
+local out = {}
+for _, qkey in ipairs(redis.call('SMEMBERS', 'rq:queues')) do
+  local name = string.sub(qkey, 10)
+  for _, member in ipairs(redis.call('ZRANGE', 'rq:wip:' .. name, 0, -1)) do
+    local id = string.match(member, '^(.*):[^:]*$') or member
+    local h = redis.call('HMGET', 'rq:job:' .. id, 'status', 'worker_name')
+    if h[1] == 'started' then out[#out + 1] = id; out[#out + 1] = h[2] or '' end
+  end
+end
+return out
+"""

@@ -1,0 +1,402 @@
+"""A :class:`~plugq.storage.JobRecord` as rq 2.x keeps a job, and back.
+
+The job hash holds rq's field names and encodings, so rq's worker, CLI and
+dashboard read plugq's jobs and plugq reads rq's:
+
+* ``data`` is ``zlib(serializer((func_name, None, args, kwargs)))`` — rq's
+  payload — made from the record's ``payload`` (its serialized ``(args,
+  kwargs)``). With ``PLUGQ_SECRET_KEY`` the inner bytes are signed as
+  :class:`plugq_rq.signing.SignedSerializer` writes them and ``plugq_sig``
+  binds the job's other fields (see :mod:`plugq_rq.signing`); a record read
+  back is re-sealed in plugq's own format (:func:`plugq.security.seal`) only
+  after that signature verified, so the engine's checks apply unchanged.
+* dates are rq's ``utcformat`` text; ``timeout`` is whole seconds (-1: none);
+  ``meta`` is the serializer's bytes; results and errors live in rq's
+  ``rq:results:<id>`` stream (base64 as rq writes them).
+* plugq-only fields: ``plugq_attempts``, ``plugq_expires_at``,
+  ``plugq_scheduled_for``, ``plugq_retry_intervals``, ``plugq_timeout`` (a
+  fractional timeout), and for a payload that is not ``(args, kwargs)`` in its
+  serializer, ``plugq_opaque`` with ``plugq_func``/``plugq_serializer`` (the
+  bytes are then kept as they are).
+
+Nothing here touches rq's classes: rq is the format, not a library called.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from base64 import b64decode, b64encode
+from datetime import UTC, datetime
+from typing import Any
+
+from plugq._quarantine import quarantined
+from plugq.security import seal, seal_blob, strip_blob, unseal
+from plugq.serializers import get_serializer
+from plugq.storage import (
+    DEFAULT_FAILURE_TTL,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_TIMEOUT,
+    JobRecord,
+    JobStatus,
+)
+
+from .poison import describe, job_field_problems
+from .signing import (
+    BOUND_FIELDS,
+    CALLBACK_FIELDS,
+    SIG_FIELD,
+    inner_bytes,
+    is_signed,
+    job_mac,
+    refusal,
+    sign_blob,
+    verified_inner,
+)
+
+Hash = dict[bytes, bytes]
+
+#: rq's Result.Type values in the results stream.
+SUCCESSFUL, FAILED = "1", "2"
+
+_STATUS = {s.value.encode(): s for s in JobStatus}
+_STATUS[b"created"] = JobStatus.QUEUED
+
+
+def fmt_time(ts: float) -> str:
+    """Epoch seconds as rq's ``utcformat`` text (microseconds, ``Z``)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(raw: bytes | None) -> float | None:
+    """rq's date text (``…Z``, with or without microseconds) as epoch seconds; None if empty."""
+    if not raw:
+        return None
+    return datetime.fromisoformat(raw.decode()).replace(tzinfo=UTC).timestamp()
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+# -- blobs (meta, results) -----------------------------------------------------------
+
+
+def blob_to_rq(blob: bytes, key: bytes | None) -> bytes:
+    """plugq's (possibly sealed) meta/result bytes in rq's form (signed as rq's serializer)."""
+    inner = strip_blob(blob)
+    return sign_blob(key, inner) if key else inner
+
+
+def blob_from_rq(job_id: str, kind: str, blob: bytes, key: bytes | None) -> bytes:
+    """rq's meta/result bytes as plugq's: sealed for this job only if rq's signature verified.
+
+    A blob that does not verify is handed back without a seal, so the
+    engine's reader (:func:`plugq.security.load_stored`) refuses it unread.
+    """
+    if not key:
+        return inner_bytes(blob)
+    inner = verified_inner(key, blob)
+    if inner is None:
+        return inner_bytes(blob)
+    return seal_blob(job_id, kind, inner, key)
+
+
+# -- record -> hash ---------------------------------------------------------------------
+
+
+def rq_inner(rec: JobRecord) -> bytes | None:
+    """rq's inner payload bytes for ``rec`` (unsigned), or None if the payload is opaque."""
+    ser = get_serializer(rec.serializer)
+    try:
+        args, kwargs = ser.loads(unseal(rec.payload))
+        if not isinstance(kwargs, dict):
+            raise TypeError("kwargs")
+        args = list(args) if rec.serializer == "json" else tuple(args)
+        return ser.dumps((rec.func_name, None, args, kwargs))
+    except Exception:
+        return None
+
+
+def make_plain(rec: JobRecord, key: bytes | None) -> tuple[bytes, bool]:
+    """``(plain, opaque)``: rq's uncompressed ``data`` for ``rec``, signed when a key is set."""
+    inner = rq_inner(rec)
+    if inner is None:
+        return rec.payload, True
+    return (sign_blob(key, inner) if key else inner), False
+
+
+def to_fields(
+    rec: JobRecord, key: bytes | None, made: tuple[bytes, bool] | None, *, with_meta: bool,
+    data_stored: bool = False,
+) -> list[Any]:
+    """The job hash for ``rec`` as a flat ``[field, value, …]`` list.
+
+    ``made`` is :func:`make_plain`'s answer already known for this payload, or
+    None. ``data_stored``: the hash already holds that data (a rewrite keeps
+    it, see :func:`kept_fields`), so it is not sent again.
+    """
+    keep = not unseal(rec.payload)
+    if keep:
+        # A refused or corrupt job's stand-in record has no payload: the stored
+        # data (and its signature) stay as found (see KEEP_WHEN_REFUSED).
+        plain, opaque = b"", False
+    else:
+        plain, opaque = made if made is not None else make_plain(rec, key)
+    f: dict[str, Any] = {
+        "status": rec.status.value,
+        "origin": rec.origin,
+        "created_at": fmt_time(rec.created_at),
+        "description": rec.description,
+        "timeout": -1 if rec.timeout is None else max(1, math.ceil(rec.timeout)),
+        "result_ttl": rec.result_ttl,
+        "failure_ttl": rec.failure_ttl,
+    }
+    if not keep and not data_stored:
+        f["data"] = zlib.compress(plain)
+    if rec.timeout is not None and rec.timeout != math.ceil(rec.timeout):
+        f["plugq_timeout"] = _num(rec.timeout)
+    if rec.enqueued_at is not None:
+        f["enqueued_at"] = fmt_time(rec.enqueued_at)
+    if rec.started_at is not None:
+        f["started_at"] = fmt_time(rec.started_at)
+    if rec.ended_at is not None:
+        f["ended_at"] = fmt_time(rec.ended_at)
+    if rec.worker_name:
+        f["worker_name"] = rec.worker_name
+    if rec.ttl is not None:
+        f["ttl"] = rec.ttl
+    if with_meta and rec.meta:
+        f["meta"] = blob_to_rq(rec.meta, key)
+    if rec.on_success:
+        f["success_callback_name"] = rec.on_success
+    if rec.on_failure:
+        f["failure_callback_name"] = rec.on_failure
+    if rec.retries_left is not None:
+        f["retries_left"] = rec.retries_left
+    if rec.retry_intervals or rec.retries_left is not None:
+        exact = [float(v) for v in rec.retry_intervals]
+        f["plugq_retry_intervals"] = json.dumps(exact)
+        # rq picks interval number (len - retries_left) and repeats the first;
+        # plugq repeats the last. One entry per retry left makes rq pick plugq's.
+        left = rec.retries_left or 0
+        padded = [exact[min(i, len(exact) - 1)] if exact else 0 for i in range(left)]
+        f["retry_intervals"] = json.dumps(padded or [0])
+    if rec.depends_on:
+        f["dependency_ids"] = json.dumps(list(rec.depends_on))
+        f["allow_dependency_failures"] = int(rec.allow_dependency_failure)
+    elif rec.allow_dependency_failure:
+        f["allow_dependency_failures"] = 1
+    if rec.at_front:
+        f["enqueue_at_front"] = 1
+    if rec.attempts:
+        f["plugq_attempts"] = rec.attempts
+    if rec.expires_at is not None:
+        f["plugq_expires_at"] = _num(rec.expires_at)
+    if rec.scheduled_for is not None:
+        f["plugq_scheduled_for"] = _num(rec.scheduled_for)
+    if keep or (opaque and data_stored):
+        pass
+    elif opaque:
+        f["plugq_opaque"] = 1
+        f["plugq_func"] = rec.func_name
+        f["plugq_serializer"] = rec.serializer
+    elif key:
+        callbacks = tuple(_text(f.get(name)) for name in CALLBACK_FIELDS)
+        bound = tuple(_text(f.get(name)) for name in BOUND_FIELDS)
+        f[SIG_FIELD] = job_mac(key, rec.id, plain, callbacks, bound)  # type: ignore[arg-type]
+    out: list[Any] = []
+    for name, value in f.items():
+        out.append(name)
+        out.append(value)
+    return out
+
+
+#: Fields a rewrite of a record without a payload keeps as stored.
+KEEP_WHEN_REFUSED = ("data", SIG_FIELD, "plugq_opaque", "plugq_func", "plugq_serializer")
+
+
+def kept_fields(rec: JobRecord, *, with_meta: bool, data_stored: bool = False) -> str:
+    """The stored fields a rewrite of ``rec`` keeps (comma-separated, for the scripts)."""
+    names = [] if with_meta else ["meta"]
+    if not unseal(rec.payload):
+        names.extend(KEEP_WHEN_REFUSED)
+    elif data_stored:
+        names.extend(("data", "plugq_opaque", "plugq_func", "plugq_serializer"))
+    return ",".join(names)
+
+
+def round_times(rec: JobRecord) -> None:
+    """Round the record's dates to the microsecond, as rq's date text keeps them."""
+    for name in ("created_at", "enqueued_at", "started_at", "ended_at"):
+        value = getattr(rec, name)
+        if value:
+            setattr(rec, name, round(value, 6))
+
+
+def _text(value: Any) -> str:
+    # As Redis will hold it: redis-py writes str(number), bytes as they are.
+    if value is None:
+        return ""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def result_fields(rec: JobRecord, key: bytes | None) -> tuple[str, str, str]:
+    """``(type, return_value, exc_string)`` for the results stream ('' when absent)."""
+    rv = "" if rec.result is None else b64encode(blob_to_rq(rec.result, key)).decode()
+    exc = "" if not rec.exc_info else b64encode(zlib.compress(rec.exc_info.encode())).decode()
+    kind = SUCCESSFUL if rec.status is JobStatus.FINISHED or (rec.result is not None and not exc) else FAILED
+    return kind, rv, exc
+
+
+# -- hash -> record ---------------------------------------------------------------------
+
+
+def _s(h: Hash, name: bytes) -> str:
+    value = h.get(name)
+    return value.decode() if value else ""
+
+
+def _float(h: Hash, name: bytes) -> float | None:
+    value = h.get(name)
+    return float(value) if value else None
+
+
+def _int(h: Hash, name: bytes, default: int | None) -> int | None:
+    value = h.get(name)
+    return int(value) if value else default
+
+
+def from_hash(
+    job_id: str, h: Hash, entry: Hash, key: bytes | None, now: float,
+    problems: dict[str, str] | None = None,
+) -> tuple[JobRecord, tuple[bytes, bool] | None, str | None]:
+    """The record for a stored job hash and its latest result entry.
+
+    Returns ``(record, made, problem)``: ``made`` is ``(rq's uncompressed
+    data, opaque?)`` the payload was made from (None when none was); ``problem``
+    (comma-separated names of the corrupt fields)
+    names the corrupt field(s) of a poison hash, whose record is then the
+    quarantined stand-in (failed, unrunnable) of :func:`plugq._quarantine.quarantined`.
+    """
+    if problems is None:
+        problems = job_field_problems(h)
+    if problems:
+        clean = {k: v for k, v in h.items() if k.decode("utf-8", "replace") not in problems}
+        clean.pop(b"data", None)
+        try:
+            rec, _ = _build(job_id, clean, {}, key, data_ok=False)
+        except Exception:
+            rec = JobRecord(id=job_id, func_name="", origin="", payload=b"")
+        problem = describe(problems)
+        # status and origin are written as the stand-in has them (where it is
+        # listed); every other corrupt field is kept as found by a rewrite.
+        kept = ",".join(f for f in problems if f not in ("status", "origin"))
+        return quarantined(rec, problem, now), None, kept
+    rec, plain = _build(job_id, h, entry, key, data_ok=True)
+    return rec, plain, None
+
+
+def _build(
+    job_id: str, h: Hash, entry: Hash, key: bytes | None, *, data_ok: bool
+) -> tuple[JobRecord, tuple[bytes, bool] | None]:
+    raw = h.get(b"data") or b""
+    try:
+        plain = zlib.decompress(raw)
+    except zlib.error:
+        plain = raw
+    status = _STATUS.get(h.get(b"status") or b"queued", JobStatus.QUEUED)
+    timeout_raw = h.get(b"plugq_timeout")
+    if timeout_raw:
+        timeout: float | None = float(timeout_raw)
+    else:
+        t = h.get(b"timeout")
+        timeout = DEFAULT_TIMEOUT if not t else (None if int(t) == -1 else float(int(t)))
+    intervals_raw = h.get(b"plugq_retry_intervals") or h.get(b"retry_intervals")
+    deps_raw = h.get(b"dependency_ids")
+    if deps_raw:
+        depends_on = [str(d) for d in json.loads(deps_raw)]
+    elif h.get(b"dependency_id"):
+        depends_on = [_s(h, b"dependency_id")]
+    else:
+        depends_on = []
+    rec = JobRecord(
+        id=job_id,
+        func_name=_s(h, b"plugq_func"),
+        origin=_s(h, b"origin"),
+        payload=b"",
+        serializer=_s(h, b"plugq_serializer") or "pickle",
+        status=status,
+        description=_s(h, b"description"),
+        created_at=parse_time(h.get(b"created_at")) or 0.0,
+        enqueued_at=parse_time(h.get(b"enqueued_at")),
+        started_at=parse_time(h.get(b"started_at")),
+        ended_at=parse_time(h.get(b"ended_at")),
+        timeout=timeout,
+        result_ttl=_int(h, b"result_ttl", DEFAULT_RESULT_TTL),  # type: ignore[arg-type]
+        failure_ttl=_int(h, b"failure_ttl", DEFAULT_FAILURE_TTL),  # type: ignore[arg-type]
+        ttl=_int(h, b"ttl", None),
+        worker_name=_s(h, b"worker_name") or None,
+        retries_left=_int(h, b"retries_left", None),
+        retry_intervals=[float(v) for v in json.loads(intervals_raw)] if intervals_raw else [],
+        depends_on=depends_on,
+        allow_dependency_failure=h.get(b"allow_dependency_failures") == b"1",
+        on_success=_s(h, b"success_callback_name") or None,
+        on_failure=_s(h, b"failure_callback_name") or None,
+        scheduled_for=_float(h, b"plugq_scheduled_for"),
+        expires_at=_float(h, b"plugq_expires_at"),
+        at_front=h.get(b"enqueue_at_front") == b"1",
+        attempts=_int(h, b"plugq_attempts", 0) or 0,
+    )
+    if rec.retries_left is None and not h.get(b"plugq_retry_intervals"):
+        rec.retry_intervals = []
+    meta = h.get(b"meta")
+    exc_raw = entry.get(b"exc_string")
+    if exc_raw:
+        rec.exc_info = zlib.decompress(b64decode(exc_raw)).decode()
+    elif h.get(b"exc_info"):
+        try:
+            rec.exc_info = zlib.decompress(h[b"exc_info"]).decode()
+        except zlib.error:
+            rec.exc_info = h[b"exc_info"].decode()
+    if not data_ok:
+        rec.meta = b""
+        return rec, None
+    if h.get(b"plugq_opaque"):
+        rec.payload = plain
+        rec.meta = meta or b""
+        if b"return_value" in entry:
+            rec.result = b64decode(entry[b"return_value"])
+        return rec, (plain, True)
+    inner = inner_bytes(plain)
+    name = "json" if inner[:1] in (b"[", b"{") else "pickle"
+    rec.serializer = name
+    reason, func = refusal(job_id, h, plain)
+    if reason is None and not key and is_signed(plain):
+        # Signed by a producer with a key this process lacks: never deserialized
+        # here; the engine refuses the (unverifiable) sealed stand-in.
+        reason = "signed, and this process has no key"
+    if reason is not None:
+        # Refused before anything is deserialized: the engine's own checks
+        # refuse the record again (unsigned, or sealed with no valid MAC).
+        rec.func_name = func or ""
+        rec.payload = b"" if "not signed" in reason else seal(rec, b"", b"\x00refused")
+        return rec, None
+    ser = get_serializer(name)
+    try:
+        func_name, _instance, args, kwargs = ser.loads(inner)
+        rec.func_name = str(func_name)
+        payload = ser.dumps((list(args) if name == "json" else tuple(args), dict(kwargs)))
+    except Exception:
+        # Data that does not deserialize to rq's shape: the job fails when run.
+        rec.func_name = func or ""
+        return rec, None
+    rec.payload = seal(rec, payload, key) if key else payload
+    if meta:
+        rec.meta = blob_from_rq(job_id, "meta", meta, key)
+    if b"return_value" in entry:
+        rec.result = blob_from_rq(job_id, "result", b64decode(entry[b"return_value"]), key)
+    elif status is JobStatus.FINISHED:
+        rec.result = seal_blob(job_id, "result", ser.dumps(None), key) if key else ser.dumps(None)
+    return rec, (plain, False)

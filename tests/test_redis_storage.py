@@ -1,0 +1,144 @@
+"""RedisStorage (rq's layout, Lua primitives): the primitive-level contract on a real
+redis-server and on fakeredis, and that plugq_rq never touches a private rq name."""
+
+from __future__ import annotations
+
+import ast
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rq")
+
+from plugq.testing.storage import StorageConformance
+
+pytestmark = pytest.mark.redis
+
+
+class TestRedisStorage(StorageConformance):
+    @pytest.fixture
+    def storage(self, redis_server):
+        from plugq_rq.storage import RedisStorage
+
+        redis_server.flushall()
+        s = RedisStorage(redis_server.url)
+        yield s
+        s.close()
+
+
+class TestFakeRedisStorage(StorageConformance):
+    @pytest.fixture
+    def storage(self):
+        from plugq_rq.storage import RedisStorage
+
+        s = RedisStorage(f"fakeredis://storage-{uuid.uuid4().hex}")
+        yield s
+        s.close()
+
+
+# -- no private rq name ------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1] / "backends" / "plugq_rq"
+#: namedtuple's documented methods (urlsplit's result uses ``_replace``).
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def private_rq_uses(source: str, filename: str = "<source>") -> list[str]:
+    """Every place ``source`` reaches a private name of rq (or of anything but itself).
+
+    Flags ``import rq._x`` / ``from rq._x import y`` / ``from rq.x import _y``,
+    and any ``obj._attr`` on an object other than ``self``/``cls`` (how a
+    private attribute of an rq module, class or object would be reached).
+    """
+    tree = ast.parse(source, filename)
+    found: list[str] = []
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "rq" and any(private(p) for p in parts):
+                    found.append(f"{filename}:{node.lineno} import {alias.name}")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "rq":
+            if any(private(p) for p in node.module.split(".")):
+                found.append(f"{filename}:{node.lineno} from {node.module}")
+            for alias in node.names:
+                if private(alias.name):
+                    found.append(f"{filename}:{node.lineno} from {node.module} import {alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+                continue
+            if node.attr in NAMEDTUPLE_API:
+                continue
+            found.append(f"{filename}:{node.lineno} {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+            "getattr", "setattr", "hasattr", "delattr"
+        ) and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(
+            node.args[1].value, str
+        ) and private(node.args[1].value):
+            found.append(f"{filename}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_plugq_rq_touches_no_private_rq_name():
+    files = sorted(PACKAGE.glob("*.py"))
+    assert files, PACKAGE
+    found = [hit for f in files for hit in private_rq_uses(f.read_text(), f.name)]
+    assert found == []
+
+
+@pytest.mark.parametrize("source", [
+    "from rq.queue import Queue\nQueue('q')._enqueue_job(j)\n",
+    "import rq\nrq.job._x\n",
+    "from rq.job import _private\n",
+    "from rq._internal import x\n",
+    "job = make()\njob._dependency_ids = []\n",
+    "getattr(job, '_id')\n",
+])
+def test_the_private_name_check_can_fail(source):
+    assert private_rq_uses(source)
+
+
+# -- claim ahead -------------------------------------------------------------------
+
+
+def _fake_url() -> str:
+    return f"fakeredis://ahead-{uuid.uuid4().hex}"
+
+
+def test_a_stopping_worker_hands_its_claimed_ahead_job_back_as_it_was():
+    from plugq import Queue, Worker
+    from plugq.testing import tasks
+
+    q = Queue("ahead", connection=_fake_url())
+    jobs = [q.enqueue(tasks.add, i, i) for i in range(3)]
+    assert Worker([q]).work(burst=True, max_jobs=1)
+    assert jobs[0].get_status() == "finished"
+    assert q.get_job_ids() == [jobs[1].id, jobs[2].id]
+    again = q.fetch_job(jobs[1].id)
+    assert (again.get_status(), again.attempts, again.worker_name, again.started_at) == (
+        "queued", 0, None, None)
+    assert q.started_job_registry.count == 0
+    storage = q.backend.storage
+    assert storage.redis.zcard("rq:wip:ahead") == 0
+    assert Worker([q]).work(burst=True)
+    assert [j.get_status() for j in jobs] == ["finished"] * 3
+
+
+def test_jobs_claimed_ahead_run_once_each_in_queue_order():
+    from plugq import Queue, Worker
+    from plugq.testing import tasks
+
+    q = Queue("order", connection=_fake_url())
+    jobs = [q.enqueue(tasks.add, i, 0) for i in range(20)]
+    assert Worker([q]).work(burst=True)
+    assert [j.result for j in jobs] == list(range(20))
+    assert [j.attempts for j in jobs] == [1] * 20
+    started = [j.started_at for j in jobs]
+    assert started == sorted(started)
