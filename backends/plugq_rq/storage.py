@@ -13,8 +13,10 @@ jobs (:mod:`plugq_rq.layout`), so rq's worker, ``rq info``/``rq requeue``/
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import json
 import os
 import sys
 import threading
@@ -28,7 +30,7 @@ from plugq._quarantine import quarantined_worker
 from plugq.config import mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
 from plugq.security import secret_key
-from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
+from plugq.storage import Clock, JobRecord, JobStatus, ResultRecord, Storage, WorkerRecord
 
 from . import _lua
 from ._connection import check_url, make_client, refuse_unknown_params, split_options, translated
@@ -375,6 +377,124 @@ class RedisStorage(Storage):
     def remove(self, job_id: str) -> bool:
         self._made.pop(job_id, None)
         return bool(self._remove(args=[job_id]))
+
+    # -- results history -------------------------------------------------------------
+    # A job's *earlier* outcomes (rq's ``job.results()``): its latest lives in the
+    # hash and rq's results stream as rq writes it; the history is plugq's own
+    # list, ``plugq:history:<id>`` (newest first), which rq's tools ignore.
+
+    @staticmethod
+    def _history_key(job_id: str) -> str:
+        return f"plugq:history:{job_id}"
+
+    @_translated
+    def add_result(self, entry: ResultRecord, *, keep: int = 10) -> None:
+        doc = json.dumps({
+            "type": entry.type, "created_at": entry.created_at,
+            "result": base64.b64encode(entry.result).decode() if entry.result is not None else None,
+            "exc_info": entry.exc_info, "worker_name": entry.worker_name,
+            "expires_at": entry.expires_at, "serializer": entry.serializer,
+        })
+        key = self._history_key(entry.job_id)
+        pipe = self.redis.pipeline(transaction=True)  # push and trim together
+        pipe.lpush(key, doc)
+        pipe.ltrim(key, 0, max(0, keep - 1))
+        pipe.execute()
+
+    @_translated
+    def results(self, job_id: str, *, now: float | None = None) -> list[ResultRecord]:
+        out = []
+        for raw in self.redis.lrange(self._history_key(job_id), 0, -1):
+            try:
+                d = json.loads(raw)
+                rec = ResultRecord(
+                    job_id=job_id, type=str(d["type"]), created_at=float(d["created_at"]),
+                    result=base64.b64decode(d["result"]) if d.get("result") is not None else None,
+                    exc_info=d.get("exc_info"), worker_name=d.get("worker_name"),
+                    expires_at=float(d["expires_at"]) if d.get("expires_at") is not None else None,
+                    serializer=str(d.get("serializer") or "pickle"),
+                )
+            except (ValueError, TypeError, KeyError):
+                continue  # a corrupt entry is left out, never fatal to the reader
+            if now is not None and rec.expires_at is not None and rec.expires_at <= now:
+                continue
+            out.append(rec)
+        return out
+
+    @_translated
+    def remove_results(self, job_id: str) -> None:
+        self.redis.delete(self._history_key(job_id))
+
+    # -- groups: rq's own keys (``rq:group:<name>`` set, ``rq:groups``), so rq's
+    # ``Group`` sees plugq's groups; plus plugq's list of the members in the
+    # order added, which a set does not keep. -------------------------------------
+
+    @_translated
+    def add_to_group(self, group: str, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)  # all members or none
+        pipe.sadd(f"rq:group:{group}", *job_ids)
+        pipe.sadd("rq:groups", group)
+        pipe.rpush(f"plugq:group:{group}", *job_ids)
+        pipe.execute()
+
+    @_translated
+    def group_members(self, group: str) -> list[str]:
+        ordered = [m.decode() for m in self.redis.lrange(f"plugq:group:{group}", 0, -1)]
+        if ordered:
+            return list(dict.fromkeys(ordered))
+        # A group rq made: its set only, so no order to keep.
+        return sorted(m.decode() for m in self.redis.smembers(f"rq:group:{group}"))
+
+    @_translated
+    def remove_from_group(self, group: str, job_ids: Sequence[str]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for job_id in job_ids:
+            pipe.srem(f"rq:group:{group}", job_id)
+            pipe.lrem(f"plugq:group:{group}", 0, job_id)
+        pipe.execute()
+        if not self.redis.scard(f"rq:group:{group}"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.srem("rq:groups", group)
+            pipe.delete(f"rq:group:{group}", f"plugq:group:{group}")
+            pipe.execute()
+
+    @_translated
+    def groups(self) -> list[str]:
+        names = sorted(n.decode() for n in self.redis.smembers("rq:groups"))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(f"rq:group:{name}")
+        return [n for n, there in zip(names, pipe.execute(), strict=True) if there]
+
+    # -- worker commands: plugq's list per worker (rq's own commands go over
+    # pub/sub to rq's workers and signal their process). ----------------------------
+
+    @_translated
+    def send_command(self, worker_name: str, command: dict[str, str], *, ttl: float = 60.0) -> None:
+        key = f"plugq:commands:{worker_name}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(key, json.dumps(command))
+        pipe.expire(key, max(1, int(ttl)))
+        pipe.execute()
+
+    @_translated
+    def take_commands(self, worker_name: str) -> list[dict[str, str]]:
+        key = f"plugq:commands:{worker_name}"
+        pipe = self.redis.pipeline(transaction=True)  # each command handed out once
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw, _ = pipe.execute()
+        out = []
+        for item in raw:
+            try:
+                cmd = json.loads(item)
+            except ValueError:
+                continue  # a corrupt command is dropped, never fatal to the worker
+            if isinstance(cmd, dict):
+                out.append({str(k): str(v) for k, v in cmd.items()})
+        return out
 
     @_translated
     def set_meta(self, job_id: str, meta: bytes) -> bool:
