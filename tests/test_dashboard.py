@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 import warnings
 
@@ -131,12 +133,39 @@ def test_actions_need_the_csrf_token(mem_url):
     assert c.post(f"/jobs/{queued[0].id}/cancel", data={"csrf_token": token}).status_code == 409
     r = c.post(f"/jobs/{queued[0].id}/delete", data={"csrf_token": token}, follow_redirects=False)
     assert r.status_code == 303 and not Job.exists(queued[0].id, connection=mem_url)
-    # There is no way to stop a running job yet: said, not pretended.
-    assert c.post(f"/jobs/{failed.id}/stop", data={"csrf_token": token}).status_code == 501
+    # Stop is for a running job only: a failed one is a conflict, and unchanged.
+    assert c.post(f"/jobs/{failed.id}/stop", data={"csrf_token": token}).status_code == 409
+    assert failed.get_status() == "queued"
     # A redirect target is a local path only.
     r = c.post(f"/jobs/{failed.id}/cancel",
                data={"csrf_token": token, "next": "//evil.example/"}, follow_redirects=False)
     assert r.headers["location"] == f"/jobs/{failed.id}"
+
+
+def test_stop_a_running_job_from_the_page(mem_url):
+    q = Queue("default", connection=mem_url)
+    job = q.enqueue(tasks.sleep, 30)
+    w = Worker([q], connection=mem_url, name=f"dash-stop-{uuid.uuid4().hex[:6]}")
+    t = threading.Thread(target=w.work, kwargs={"burst": True}, daemon=True)
+    t.start()
+    try:
+        end = time.monotonic() + 15
+        while job.get_status() != "started":
+            assert time.monotonic() < end, "job did not start"
+            time.sleep(0.02)
+        c = client(mem_url)
+        page = c.get(f"/jobs/{job.id}").text
+        assert re.search(r'data-action="stop"(?![^>]*hidden)', page), "no Stop button on a running job"
+        r = c.post(f"/jobs/{job.id}/stop", data={"csrf_token": csrf(c)}, follow_redirects=False)
+        assert r.status_code == 303
+        while job.get_status() == "started":
+            assert time.monotonic() < end + 10, "job was not stopped"
+            time.sleep(0.02)
+    finally:
+        t.join(30)
+    assert job.get_status() == "stopped"
+    assert "JobStoppedException" in job.exc_info
+    assert not re.search(r'data-action="stop"(?![^>]*hidden)', client(mem_url).get(f"/jobs/{job.id}").text)
 
 
 def test_queue_actions_empty_and_requeue_all(mem_url):

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..backend import Backend
+from ..command import send_stop_job_command
 from ..connection import connect, resolve_connection
 from ..exceptions import InvalidJobOperation, NoSuchJobError
 from ..job import Job
@@ -254,12 +255,13 @@ class Dashboard:
     def _job_action(self, request: Request, checked: Any) -> Response:
         job_id = request.path_params["job_id"]
         action = request.path_params["action"]
-        if action == "stop":
-            return PlainTextResponse(
-                "plugq has no way yet to stop a running job; nothing was changed\n", status_code=501)
         try:
             job = Job.fetch(job_id, connection=self.backend)
-            if action == "requeue":
+            if action == "stop":
+                # rq's stop-job command: the worker running it interrupts it
+                # (status stopped); a job that is not running is a 409 below.
+                send_stop_job_command(self.backend, job_id)
+            elif action == "requeue":
                 job.requeue()
             elif action == "cancel":
                 job.cancel()

@@ -362,6 +362,8 @@ def actions_for(status: str) -> list[str]:
         acts.append("requeue")
     if status in CANCELABLE:
         acts.append("cancel")
+    if status == "started":
+        acts.append("stop")
     acts.append("delete")
     return acts
 
