@@ -17,6 +17,7 @@ refuses them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -25,6 +26,7 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ._execution import format_exc_info, timeout_message
@@ -71,7 +73,7 @@ FailOutside = Callable[["Engine", JobRecord, BaseException, Any, str], Any]
 
 def run_isolated(
     engine: Engine, rec: JobRecord, worker: WorkerSpec, kind: str, perform: Perform,
-    fail_outside: FailOutside,
+    fail_outside: FailOutside, *, fork_guard: AbstractContextManager[Any] | None = None,
 ) -> None:
     """Run the claimed ``rec`` in a child process (``fork`` or ``spawn``) and wait for it.
 
@@ -79,10 +81,14 @@ def run_isolated(
     the child); ``fail_outside`` stores a failure the child could not store.
     The parent kills the child ``KILL_GRACE`` seconds after the job's timeout
     and stores the failure; the child stores any other outcome itself.
+    ``fork_guard`` is held around ``os.fork()``: the caller's other threads
+    that use the store take it too, so none is inside a client library (and
+    holding its locks) at the moment the child is made.
     """
     deadline = None if rec.timeout is None else time.monotonic() + rec.timeout + KILL_GRACE
     if kind == "fork":
-        pid = os.fork()
+        with fork_guard or contextlib.nullcontext():
+            pid = os.fork()
         if pid == 0:  # the child: run the job through the one path, then leave at once
             code = 0
             try:

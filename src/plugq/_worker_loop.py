@@ -199,6 +199,11 @@ class WorkerLoop:
         #: the job running now, for a stop-job or kill-horse command.
         self._running: Running | None = None
         self._last_maint = 0.0
+        # Held by the heartbeat thread while it talks to the store, and by the
+        # loop around os.fork(): a child forked while another thread is inside
+        # a client library (SQLite's global mutexes, a socket mid-reply) would
+        # inherit that lock held and hang on its first store call.
+        self._fork_lock = threading.Lock()
 
     def _beat(self) -> None:
         with self._beat_lock:
@@ -223,14 +228,15 @@ class WorkerLoop:
             if self._beat_stop.is_set():
                 break
             try:
-                self._take_commands()
-                if changed or time.monotonic() >= next_beat:
-                    # Clear, then reset the flag: a change in between is not
-                    # lost (its values are read by the write below).
-                    self._changed.clear()
-                    self._dirty = False
-                    next_beat = time.monotonic() + interval
-                    self._beat()
+                with self._fork_lock:
+                    self._take_commands()
+                    if changed or time.monotonic() >= next_beat:
+                        # Clear, then reset the flag: a change in between is not
+                        # lost (its values are read by the write below).
+                        self._changed.clear()
+                        self._dirty = False
+                        next_beat = time.monotonic() + interval
+                        self._beat()
             except Exception:
                 log.exception("heartbeat failed; will retry")
             if changed:
@@ -306,7 +312,8 @@ class WorkerLoop:
             finally:
                 self._running = None
         else:
-            run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside)
+            run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside,
+                         fork_guard=self._fork_lock)
         self.worker.stats.working_time += time.monotonic() - started
         self._state_changed("idle", None)
         return True
