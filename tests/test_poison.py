@@ -56,6 +56,10 @@ SQLITE_JOB_CORRUPTIONS: dict[str, tuple[str, str]] = {
     "on_failure": ("'a.b' || char(1)", FAILED),
     "scheduled_for": ("'x'", FAILED),
     "at_front": ("5", FAILED),
+    "priority": ("'high'", FAILED),
+    "unique_key": ("x'01'", FAILED),
+    "rate_limit": ("5", FAILED),
+    "pipe": ("x'01'", FAILED),
 }
 
 SQLITE_WORKER_CORRUPTIONS: dict[str, str] = {

@@ -200,7 +200,8 @@ class TestSchema:
         with admin(postgres_url) as conn:
             rows = conn.execute(
                 f'SELECT version FROM "{made[0].schema}".plugq_schema').fetchall()
-        assert rows == [(schema.SCHEMA_VERSION,)]
+        # One row per migration step, each made once.
+        assert rows == [(v,) for v in range(1, schema.SCHEMA_VERSION + 1)]
 
 
 # -- the claim --------------------------------------------------------------------------
@@ -215,7 +216,7 @@ class TestClaim:
             conn.execute(f"ANALYZE {s}.jobs")
             plan = "\n".join(row[0] for row in conn.execute(
                 f"EXPLAIN SELECT id FROM {s}.jobs WHERE origin = 'idx' AND status = 'queued' "
-                "AND (expires_at IS NULL OR expires_at > 0) ORDER BY pos LIMIT 1 "
+                "AND (expires_at IS NULL OR expires_at > 0) ORDER BY qrank, pos LIMIT 1 "
                 "FOR UPDATE SKIP LOCKED"))
         assert "jobs_by_status" in plan, plan
 

@@ -23,7 +23,15 @@ from plugq._quarantine import job_problem, quarantined
 from plugq._validate import number_error
 from plugq.config import mask_url
 from plugq.exceptions import ConfigurationError, DuplicateJobError
-from plugq.storage import Clock, JobRecord, JobStatus, ManualClock, Storage, WorkerRecord
+from plugq.storage import (
+    Clock,
+    JobRecord,
+    JobStatus,
+    ManualClock,
+    Storage,
+    UniqueKey,
+    WorkerRecord,
+)
 
 __version__ = "0.1.0"
 
@@ -39,7 +47,10 @@ class MemoryStorage(Storage):
     """All state in dicts under one lock; see :class:`plugq.storage.Storage`."""
 
     scheme = "memory"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"manual_clock", "process_local"})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"manual_clock", "process_local", "priority", "unique_keys", "progress", "values",
+         "pipes"}
+    )
 
     def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
         parts = urlsplit(url)
@@ -69,8 +80,13 @@ class MemoryStorage(Storage):
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._jobs: dict[str, JobRecord] = {}
-        # queue name -> ordered ids of queued jobs (front first)
+        # queue name -> ordered ids of its priority-0 queued jobs (front first)
         self._queued: dict[str, OrderedDict[str, None]] = {}
+        # queue name -> priority -> ordered ids, for the other priorities only:
+        # a store that never sees a priority pays nothing for them.
+        self._levels: dict[str, dict[int, OrderedDict[str, None]]] = {}
+        self._progress: dict[str, str] = {}
+        self._values: dict[str, str] = {}
         # (queue, status) -> ids in the order they entered that status
         self._by_status: dict[tuple[str, JobStatus], dict[str, None]] = {}
         self._dependents: dict[str, set[str]] = {}
@@ -78,17 +94,36 @@ class MemoryStorage(Storage):
 
     # -- index upkeep (lock held) ------------------------------------------
 
+    def _level(self, origin: str, priority: int) -> OrderedDict[str, None]:
+        if not priority:
+            return self._queued.setdefault(origin, OrderedDict())
+        return self._levels.setdefault(origin, {}).setdefault(priority, OrderedDict())
+
+    def _in_order(self, origin: str) -> list[OrderedDict[str, None]]:
+        """A queue's priority levels, highest first."""
+        zero = self._queued.get(origin)
+        levels = self._levels.get(origin)
+        if not levels:
+            return [zero] if zero else []
+        found = dict(levels)
+        if zero:
+            found[0] = zero
+        return [found[p] for p in sorted(found, reverse=True) if found[p]]
+
     def _unindex(self, rec: JobRecord) -> None:
         self._by_status.get((rec.origin, rec.status), {}).pop(rec.id, None)
         if rec.status is JobStatus.QUEUED:
-            self._queued.get(rec.origin, OrderedDict()).pop(rec.id, None)
+            if rec.priority:
+                self._levels.get(rec.origin, {}).get(rec.priority, OrderedDict()).pop(rec.id, None)
+            else:
+                self._queued.get(rec.origin, OrderedDict()).pop(rec.id, None)
         for dep in rec.depends_on:
             self._dependents.get(dep, set()).discard(rec.id)
 
     def _index(self, rec: JobRecord) -> None:
         self._by_status.setdefault((rec.origin, rec.status), {})[rec.id] = None
         if rec.status is JobStatus.QUEUED:
-            q = self._queued.setdefault(rec.origin, OrderedDict())
+            q = self._level(rec.origin, rec.priority)
             q[rec.id] = None
             if rec.at_front:
                 q.move_to_end(rec.id, last=False)
@@ -98,12 +133,25 @@ class MemoryStorage(Storage):
 
     # -- primitives ---------------------------------------------------------
 
-    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+    def insert(
+        self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = (),
+        unique_keys: Sequence[UniqueKey] = (),
+    ) -> None:
         with self._lock:
             for job_id in unique_ids:
                 old = self._jobs.get(job_id)
                 if old is not None and old.status in (JobStatus.QUEUED, JobStatus.STARTED):
-                    raise DuplicateJobError(f"Job {job_id} is already {old.status.value}")
+                    raise DuplicateJobError(
+                        f"Job {job_id} is already {old.status.value}", job_id=job_id
+                    )
+            for cond in unique_keys:
+                # A scan: the memory store is for tests and notebooks.
+                for old in self._jobs.values():
+                    if cond.holds(old):
+                        raise DuplicateJobError(
+                            f"Job {old.id} holds unique key {cond.key!r} ({old.status.value})",
+                            job_id=old.id,
+                        )
             for rec in records:
                 old = self._jobs.pop(rec.id, None)
                 if old is not None:
@@ -133,7 +181,8 @@ class MemoryStorage(Storage):
                 return False
             new = record.copy()
             new.meta = old.meta
-            if (old.status, old.origin, old.depends_on) == (new.status, new.origin, new.depends_on):
+            if ((old.status, old.origin, old.depends_on, old.priority)
+                    == (new.status, new.origin, new.depends_on, new.priority)):
                 # Staying in the same queue or registry keeps the job's place.
                 self._jobs[record.id] = new
                 return True
@@ -148,6 +197,8 @@ class MemoryStorage(Storage):
             if old is None:
                 return False
             self._unindex(old)
+            if self._progress:
+                self._progress.pop(job_id, None)
             return True
 
     def set_meta(self, job_id: str, meta: bytes) -> bool:
@@ -161,32 +212,39 @@ class MemoryStorage(Storage):
     def claim(self, queues: Sequence[str], worker_name: str, now: float) -> JobRecord | None:
         with self._lock:
             for name in queues:
-                q = self._queued.get(name)
-                while q:
-                    job_id, _ = q.popitem(last=False)
-                    rec = self._jobs[job_id]
-                    if rec.expires_at is not None and rec.expires_at <= now:
-                        # Its ttl ran out while queued: discard, as Redis would.
-                        self._unindex(rec)
-                        del self._jobs[job_id]
-                        continue
-                    self._by_status[(rec.origin, JobStatus.QUEUED)].pop(job_id, None)
-                    problem = job_problem(rec)
-                    if problem is not None:
-                        # A poison record never reaches the engine: failed here, next job.
-                        self._index(quarantined(rec, problem, now))
-                        continue
-                    rec.status = JobStatus.STARTED
-                    rec.started_at = now
-                    rec.worker_name = worker_name
-                    rec.expires_at = None
-                    rec.attempts += 1
-                    self._by_status.setdefault((rec.origin, JobStatus.STARTED), {})[job_id] = None
-                    return rec.copy()
+                levels = [self._queued.get(name)] if name not in self._levels else (
+                    self._in_order(name)
+                )
+                for q in levels:
+                    while q:
+                        job_id, _ = q.popitem(last=False)
+                        rec = self._jobs[job_id]
+                        if rec.expires_at is not None and rec.expires_at <= now:
+                            # Its ttl ran out while queued: discard, as Redis would.
+                            self._unindex(rec)
+                            del self._jobs[job_id]
+                            continue
+                        self._by_status[(rec.origin, JobStatus.QUEUED)].pop(job_id, None)
+                        problem = job_problem(rec)
+                        if problem is not None:
+                            # A poison record never reaches the engine: failed here, next job.
+                            self._index(quarantined(rec, problem, now))
+                            continue
+                        rec.status = JobStatus.STARTED
+                        rec.started_at = now
+                        rec.worker_name = worker_name
+                        rec.expires_at = None
+                        rec.attempts += 1
+                        self._by_status.setdefault(
+                            (rec.origin, JobStatus.STARTED), {}
+                        )[job_id] = None
+                        return rec.copy()
             return None
 
     def _listed(self, queue: str, status: JobStatus) -> list[str] | dict[str, None]:
         if status is JobStatus.QUEUED:
+            if queue in self._levels:
+                return [i for q in self._in_order(queue) for i in q]
             return list(self._queued.get(queue, ()))
         return self._by_status.get((queue, status), {})
 
@@ -218,7 +276,7 @@ class MemoryStorage(Storage):
 
     def remove_queued(self, queue: str) -> int:
         with self._lock:
-            ids = list(self._queued.get(queue, ()))
+            ids = list(self._listed(queue, JobStatus.QUEUED))
             for job_id in ids:
                 self.remove(job_id)
             return len(ids)
@@ -284,9 +342,39 @@ class MemoryStorage(Storage):
         with self._lock:
             return [WorkerRecord(**vars(w)) for w in self._workers.values()]
 
+    def set_progress(self, job_id: str, progress: str) -> bool:
+        with self._lock:
+            if job_id not in self._jobs:
+                return False
+            self._progress[job_id] = progress
+            return True
+
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            return [self._progress.get(i) for i in job_ids]
+
+    def get_value(self, key: str) -> str | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        with self._lock:
+            if self._values.get(key) != expected:
+                return False
+            if new is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = new
+            return True
+
+    def values(self, prefix: str) -> dict[str, str]:
+        with self._lock:
+            return {k: v for k, v in self._values.items() if k.startswith(prefix)}
+
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         with self._cond:
-            if any(self._queued.get(q) for q in queues):
+            if any(self._queued.get(q) or (self._levels.get(q) and self._in_order(q))
+                   for q in queues):
                 return
             self._cond.wait(timeout)
 
@@ -297,6 +385,9 @@ class MemoryStorage(Storage):
         with self._lock:
             self._jobs.clear()
             self._queued.clear()
+            self._levels.clear()
+            self._progress.clear()
+            self._values.clear()
             self._by_status.clear()
             self._dependents.clear()
             self._workers.clear()

@@ -18,7 +18,7 @@ from typing import Any
 from plugq.exceptions import BackendUnavailableError
 
 #: Bump and add a step to :func:`migrations` when the layout changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Column order is JobRecord's field order, so a row becomes a record positionally.
 JOB_COLUMNS = (
@@ -26,7 +26,8 @@ JOB_COLUMNS = (
     "created_at", "enqueued_at", "started_at", "ended_at", "timeout", "result_ttl",
     "failure_ttl", "ttl", "meta", "result", "exc_info", "worker_name", "retries_left",
     "retry_intervals", "depends_on", "allow_dependency_failure", "on_success", "on_failure",
-    "scheduled_for", "expires_at", "at_front", "attempts",
+    "scheduled_for", "expires_at", "at_front", "attempts", "priority", "unique_key",
+    "rate_limit", "pipe",
 )
 
 WORKER_COLUMNS = (
@@ -137,9 +138,65 @@ $body$;
 """
 
 
+# Version 2: priorities, unique keys, progress and named values. ``qrank`` is
+# -priority for a queued row and 0 for any other, and the queue index becomes
+# (origin, status, qrank, pos): the claim takes the highest priority first and
+# is still one descent of the index; other statuses keep listing in pos order.
+# Progress and named values have their own tables, so reporting progress never
+# rewrites (and never bloats) a job's row.
+_V2 = """
+ALTER TABLE {s}.jobs ADD COLUMN priority integer NOT NULL DEFAULT 0,
+    ADD COLUMN unique_key text,
+    ADD COLUMN rate_limit text,
+    ADD COLUMN pipe text,
+    ADD COLUMN qrank integer
+        GENERATED ALWAYS AS (CASE WHEN status = 'queued' THEN -priority ELSE 0 END) STORED;
+DROP INDEX {s}.jobs_by_status;
+CREATE INDEX jobs_by_status ON {s}.jobs (origin, status, qrank, pos);
+CREATE INDEX jobs_unique_key ON {s}.jobs (unique_key) WHERE unique_key IS NOT NULL;
+
+CREATE TABLE {s}.job_progress (
+    job_id text PRIMARY KEY REFERENCES {s}.jobs (id) ON DELETE CASCADE,
+    progress text NOT NULL
+);
+
+CREATE TABLE {s}.named_values (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+
+DROP FUNCTION {s}.claim(text[], text, double precision);
+CREATE FUNCTION {s}.claim(p_queues text[], p_worker text, p_now double precision)
+RETURNS SETOF {s}.jobs LANGUAGE plpgsql AS $body$
+DECLARE
+    q text;
+    r {s}.jobs;
+BEGIN
+    FOREACH q IN ARRAY p_queues LOOP
+        UPDATE {s}.jobs j
+        SET status = 'started', started_at = p_now, worker_name = p_worker,
+            expires_at = NULL, attempts = j.attempts + 1, pos = nextval('{s}.job_pos')
+        WHERE j.id = (
+            SELECT c.id FROM {s}.jobs c
+            WHERE c.origin = q AND c.status = 'queued'
+              AND (c.expires_at IS NULL OR c.expires_at > p_now)
+            ORDER BY c.qrank, c.pos LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+        RETURNING j.* INTO r;
+        IF FOUND THEN
+            RETURN NEXT r;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$body$;
+"""
+
+
 def migrations(schema: str) -> dict[int, str]:
     """Statements that bring the schema from version ``n - 1`` to ``n`` (key ``n``)."""
-    return {1: _V1.format(s=quote_ident(schema))}
+    s = quote_ident(schema)
+    return {1: _V1.format(s=s), 2: _V2.format(s=s)}
 
 
 def inspect(cur: Any, schema: str) -> int:

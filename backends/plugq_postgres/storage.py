@@ -30,7 +30,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
-from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
+from plugq.storage import Clock, JobRecord, JobStatus, Storage, UniqueKey, WorkerRecord
 
 from . import schema
 from ._bound import BOUND
@@ -68,6 +68,7 @@ def _params(r: JobRecord) -> tuple[Any, ...]:
         r.retries_left, [float(x) for x in r.retry_intervals] if r.retry_intervals else None,
         list(r.depends_on) if r.depends_on else None, bool(r.allow_dependency_failure),
         r.on_success, r.on_failure, r.scheduled_for, r.expires_at, bool(r.at_front), r.attempts,
+        r.priority, r.unique_key, r.rate_limit, r.pipe,
     )
 
 
@@ -195,6 +196,9 @@ class PostgresStorage(Storage):
     """
 
     scheme: ClassVar[str] = "postgresql"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"priority", "unique_keys", "progress", "values", "pipes"}
+    )
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
         super().__init__(url, clock)
@@ -389,12 +393,15 @@ class PostgresStorage(Storage):
 
     # -- primitives: jobs ------------------------------------------------------------------
 
-    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+    def insert(
+        self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = (),
+        unique_keys: Sequence[UniqueKey] = (),
+    ) -> None:
         if not records:
             return
         sql = self._sql
         queued = JobStatus.QUEUED
-        if len(records) == 1 and not unique_ids:
+        if len(records) == 1 and not unique_ids and not unique_keys:
             rec = records[0]
             front = rec.at_front and rec.status is queued
             if rec.status is queued:
@@ -437,12 +444,33 @@ class PostgresStorage(Storage):
                 )
                 row = c.fetchone()
                 if row is not None:
-                    raise DuplicateJobError(f"Job {row[0]} is already {row[1]}")
+                    raise DuplicateJobError(f"Job {row[0]} is already {row[1]}", job_id=row[0])
+            for cond in unique_keys:
+                self._check_unique_key(c, cond)
             write(c)
             if origins:
                 c.execute(sql.notify_many, (self.channel, origins))
 
         self._run(body, tx=True)
+
+    def _check_unique_key(self, c: psycopg.Cursor[Any], cond: UniqueKey) -> None:
+        # Inserts of one key serialise on this lock (held to commit); the
+        # second then sees the first's row.
+        c.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))",
+            (f"plugq unique {self.schema} {cond.key}",),
+        )
+        c.execute(
+            f"SELECT id, status FROM {self._sql.s}.jobs WHERE unique_key = %s "
+            "AND status = ANY(%s) AND (%s::float8 IS NULL OR created_at > %s) "
+            "ORDER BY created_at DESC LIMIT 1",
+            (cond.key, [s.value for s in cond.statuses], cond.since, cond.since),
+        )
+        row = c.fetchone()
+        if row is not None:
+            raise DuplicateJobError(
+                f"Job {row[0]} holds unique key {cond.key!r} ({row[1]})", job_id=row[0]
+            )
 
     def _copy(self, c: psycopg.Cursor[Any], records: Sequence[JobRecord]) -> None:
         """Write new records with one ``COPY``; their places come from the sequence in one call."""
@@ -564,8 +592,8 @@ class PostgresStorage(Storage):
     ) -> list[str]:
         return self._column(
             f"SELECT id FROM {self._sql.s}.jobs WHERE origin = %s AND status = %s "
-            "AND (%s::float8 IS NULL OR expires_at IS NULL OR expires_at > %s) ORDER BY pos "
-            "LIMIT %s OFFSET %s",
+            "AND (%s::float8 IS NULL OR expires_at IS NULL OR expires_at > %s) "
+            "ORDER BY qrank, pos LIMIT %s OFFSET %s",
             (queue, status.value, now, now, length if length >= 0 else None, max(offset, 0)),
         )
 
@@ -627,6 +655,64 @@ class PostgresStorage(Storage):
         )
         rows = self._run(lambda c: c.execute(query, (exclude, self.lease, now)).fetchall())
         return [_record(row) for row in rows]
+
+    # -- primitives: progress and named values -----------------------------------------
+
+    def set_progress(self, job_id: str, progress: str) -> bool:
+        # Its own small table: the job's row is never rewritten (no bloat, no index churn).
+        def write(c: psycopg.Cursor[Any]) -> bool:
+            c.execute(
+                f"INSERT INTO {self._sql.s}.job_progress (job_id, progress) "
+                f"SELECT id, %s FROM {self._sql.s}.jobs WHERE id = %s "
+                "ON CONFLICT (job_id) DO UPDATE SET progress = EXCLUDED.progress",
+                (progress, job_id),
+            )
+            return c.rowcount == 1
+
+        return self._run(write)
+
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        ids = list(job_ids)
+        rows = self._run(lambda c: c.execute(
+            f"SELECT job_id, progress FROM {self._sql.s}.job_progress WHERE job_id = ANY(%s)",
+            (ids,),
+        ).fetchall())
+        found = dict(rows)
+        return [found.get(i) for i in ids]
+
+    def get_value(self, key: str) -> str | None:
+        found = self._column(
+            f"SELECT value FROM {self._sql.s}.named_values WHERE key = %s", (key,)
+        )
+        return found[0] if found else None
+
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        s = self._sql.s
+        if expected is None and new is None:
+            return self.get_value(key) is None
+        if expected is None:
+            sql = (f"INSERT INTO {s}.named_values (key, value) VALUES (%s, %s) "
+                   "ON CONFLICT (key) DO NOTHING")
+            params: tuple[Any, ...] = (key, new)
+        elif new is None:
+            sql, params = f"DELETE FROM {s}.named_values WHERE key = %s AND value = %s", (
+                key, expected)
+        else:
+            sql = f"UPDATE {s}.named_values SET value = %s WHERE key = %s AND value = %s"
+            params = (new, key, expected)
+
+        def write(c: psycopg.Cursor[Any]) -> bool:
+            c.execute(sql, params)
+            return c.rowcount == 1
+
+        return self._run(write)
+
+    def values(self, prefix: str) -> dict[str, str]:
+        rows = self._run(lambda c: c.execute(
+            f"SELECT key, value FROM {self._sql.s}.named_values WHERE left(key, %s) = %s",
+            (len(prefix), prefix),
+        ).fetchall())
+        return dict(rows)
 
     # -- primitives: workers ----------------------------------------------------------------
 

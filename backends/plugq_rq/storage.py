@@ -28,9 +28,22 @@ from urllib.parse import urlsplit
 
 from plugq._quarantine import quarantined_worker
 from plugq.config import mask_url
-from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
+from plugq.exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    DuplicateJobError,
+    NotSupportedError,
+)
 from plugq.security import secret_key
-from plugq.storage import Clock, JobRecord, JobStatus, ResultRecord, Storage, WorkerRecord
+from plugq.storage import (
+    Clock,
+    JobRecord,
+    JobStatus,
+    ResultRecord,
+    Storage,
+    UniqueKey,
+    WorkerRecord,
+)
 
 from . import _lua
 from ._connection import check_url, make_client, refuse_unknown_params, split_options, translated
@@ -264,7 +277,13 @@ class RedisStorage(Storage):
     # -- jobs ------------------------------------------------------------------
 
     @_translated
-    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+    def insert(
+        self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = (),
+        unique_keys: Sequence[UniqueKey] = (),
+    ) -> None:
+        if unique_keys:
+            # Not declared (capability ``unique_keys``): the engine never passes them.
+            raise NotSupportedError(f"{self.safe_url()} keeps no unique keys (plugq.Unique)")
         key = secret_key()
         now = self.clock.now()
         values: list[Any] = [len(unique_ids), *unique_ids, len(records)]
@@ -534,10 +553,14 @@ class RedisStorage(Storage):
         self, queue: str, status: JobStatus, offset: int = 0, length: int = -1, *,
         now: float | None = None,
     ) -> list[str]:
+        if status is JobStatus.RATE_LIMITED:
+            return []  # plugq's RateLimit is refused here, so no job ever waits for one
         return [i.decode() for i in self._list(queue, status, offset, length, now, False)]
 
     @_translated
     def count_status(self, queue: str, status: JobStatus, *, now: float | None = None) -> int:
+        if status is JobStatus.RATE_LIMITED:
+            return 0  # plugq's RateLimit is refused here, so no job ever waits for one
         return int(self._list(queue, status, 0, -1, now, True))
 
     @_translated

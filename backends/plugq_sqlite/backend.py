@@ -34,7 +34,7 @@ from plugq._quarantine import (
 from plugq._validate import is_queue_name
 from plugq.config import mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
-from plugq.storage import Clock, JobRecord, JobStatus, Storage, WorkerRecord
+from plugq.storage import Clock, JobRecord, JobStatus, Storage, UniqueKey, WorkerRecord
 
 from . import schema
 
@@ -84,9 +84,14 @@ _PUT_SQL_ATTEMPTS = [_put_sql(n, check_attempts=True) for n in range(len(JobStat
 
 # Listings; the _LIVE forms leave out what has expired at the given moment.
 _UNEXPIRED = "AND (expires_at IS NULL OR expires_at > ?) "
-_IDS = "SELECT id FROM jobs WHERE origin = ? AND status = ? ORDER BY pos LIMIT ? OFFSET ?"
+# ``qrank`` (-priority for a queued row, 0 otherwise) comes before ``pos`` in
+# the queue index, so every listing orders by both and reads the index in order.
+_IDS = (
+    "SELECT id FROM jobs WHERE origin = ? AND status = ? ORDER BY qrank, pos LIMIT ? OFFSET ?"
+)
 _IDS_LIVE = (
-    f"SELECT id FROM jobs WHERE origin = ? AND status = ? {_UNEXPIRED}ORDER BY pos LIMIT ? OFFSET ?"
+    f"SELECT id FROM jobs WHERE origin = ? AND status = ? {_UNEXPIRED}ORDER BY qrank, pos "
+    "LIMIT ? OFFSET ?"
 )
 _COUNT = "SELECT count(*) FROM jobs WHERE origin = ? AND status = ?"
 _COUNT_LIVE = f"SELECT count(*) FROM jobs WHERE origin = ? AND status = ? {_UNEXPIRED}"
@@ -97,7 +102,7 @@ _CLAIM = (
     "UPDATE jobs SET status = 'started', started_at = ?, worker_name = ?, expires_at = NULL, "
     "attempts = attempts + 1, pos = ? "
     "WHERE rowid = (SELECT rowid FROM jobs WHERE origin = ? AND status = 'queued' "
-    f"{_UNEXPIRED}ORDER BY pos LIMIT 1) "
+    f"{_UNEXPIRED}ORDER BY qrank, pos LIMIT 1) "
     f"RETURNING {_COLS}"
 )
 _GET = f"SELECT {_COLS} FROM jobs WHERE id = ?"
@@ -140,7 +145,8 @@ def _params(r: JobRecord) -> tuple[Any, ...]:
         json.dumps(r.retry_intervals) if r.retry_intervals else None,
         json.dumps(r.depends_on) if r.depends_on else None,
         1 if r.allow_dependency_failure else 0, r.on_success, r.on_failure,
-        r.scheduled_for, r.expires_at, 1 if r.at_front else 0, r.attempts,
+        r.scheduled_for, r.expires_at, 1 if r.at_front else 0, r.attempts, r.priority,
+        r.unique_key, r.rate_limit, r.pipe,
     )
 
 
@@ -350,7 +356,9 @@ class SqliteStorage(Storage):
 
     scheme: ClassVar[str] = "sqlite"
     #: In one process only: other processes read the wall clock.
-    capabilities: ClassVar[frozenset[str]] = frozenset({"manual_clock"})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"manual_clock", "priority", "unique_keys", "progress", "values", "pipes"}
+    )
 
     #: Longest pause between two ``data_version`` polls of an idle :meth:`wait`
     #: (the URL's ``poll`` parameter overrides it per backend).
@@ -586,7 +594,10 @@ class SqliteStorage(Storage):
 
     # -- primitives: jobs ------------------------------------------------------------------
 
-    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+    def insert(
+        self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = (),
+        unique_keys: Sequence[UniqueKey] = (),
+    ) -> None:
         if not records:
             return
         first = _POSITIONS.reserve(len(records))
@@ -597,7 +608,7 @@ class SqliteStorage(Storage):
                                    strict=True)
         ]
         deps = [(rec.id, dep) for rec in records for dep in rec.depends_on]
-        if len(rows) == 1 and not deps and not unique_ids:
+        if len(rows) == 1 and not deps and not unique_ids and not unique_keys:
             # The common enqueue: one statement, atomic on its own.
             row = rows[0]
             self._retry(lambda c: c.execute(_INSERT, row))
@@ -606,6 +617,8 @@ class SqliteStorage(Storage):
         def body(c: sqlite3.Connection) -> None:
             if unique_ids:
                 self._check_unique(c, list(unique_ids))
+            for cond in unique_keys:
+                self._check_unique_key(c, cond)
             c.executemany(_INSERT, rows)
             if deps:
                 c.executemany(
@@ -625,7 +638,25 @@ class SqliteStorage(Storage):
                 chunk,
             ).fetchone()
             if row is not None:
-                raise DuplicateJobError(f"Job {row[0]} is already {row[1]}")
+                raise DuplicateJobError(f"Job {row[0]} is already {row[1]}", job_id=row[0])
+
+    @staticmethod
+    def _check_unique_key(c: sqlite3.Connection, cond: UniqueKey) -> None:
+        # Under BEGIN IMMEDIATE: a racing insert of the same key waits for the
+        # write lock and then sees this one's row.
+        statuses = [s.value for s in cond.statuses]
+        if not statuses:
+            return
+        row = c.execute(
+            f"SELECT id, status FROM jobs WHERE unique_key = ? "
+            f"AND status IN ({', '.join('?' * len(statuses))}) "
+            "AND (? IS NULL OR created_at > ?) ORDER BY created_at DESC LIMIT 1",
+            (cond.key, *statuses, cond.since, cond.since),
+        ).fetchone()
+        if row is not None:
+            raise DuplicateJobError(
+                f"Job {row[0]} holds unique key {cond.key!r} ({row[1]})", job_id=row[0]
+            )
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._retry(lambda c: c.execute(_GET, (job_id,)).fetchone())
@@ -835,6 +866,55 @@ class SqliteStorage(Storage):
                 )
             )
         return failed
+
+    # -- primitives: progress and named values -----------------------------------------
+
+    def set_progress(self, job_id: str, progress: str) -> bool:
+        # One small row in its own table: the job's row (and its indexes) stay untouched.
+        def write(c: sqlite3.Connection) -> bool:
+            return bool(c.execute(
+                "INSERT OR REPLACE INTO job_progress (job_id, progress) "
+                "SELECT id, ? FROM jobs WHERE id = ?",
+                (progress, job_id),
+            ).rowcount)
+
+        return self._retry(write)
+
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        found: dict[str, str] = {}
+        ids = list(job_ids)
+        for start in range(0, len(ids), _GET_MANY_CHUNK):
+            chunk = ids[start:start + _GET_MANY_CHUNK]
+            sql = (f"SELECT job_id, progress FROM job_progress WHERE job_id IN "
+                   f"({', '.join('?' * len(chunk))})")
+            found.update(self._retry(partial(_fetchall, sql, tuple(chunk))))
+        return [found.get(i) for i in ids]
+
+    def get_value(self, key: str) -> str | None:
+        rows = self._retry(
+            partial(_fetchall, "SELECT value FROM named_values WHERE key = ?", (key,))
+        )
+        return rows[0][0] if rows else None
+
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        if expected is None and new is None:
+            return self.get_value(key) is None
+        params: tuple[Any, ...]
+        if expected is None:
+            sql, params = "INSERT OR IGNORE INTO named_values (key, value) VALUES (?, ?)", (key, new)
+        elif new is None:
+            sql, params = "DELETE FROM named_values WHERE key = ? AND value = ?", (key, expected)
+        else:
+            sql = "UPDATE named_values SET value = ? WHERE key = ? AND value = ?"
+            params = (new, key, expected)
+        return bool(self._retry(lambda c: c.execute(sql, params).rowcount) == 1)
+
+    def values(self, prefix: str) -> dict[str, str]:
+        rows = self._retry(partial(
+            _fetchall, "SELECT key, value FROM named_values WHERE substr(key, 1, ?) = ?",
+            (len(prefix), prefix),
+        ))
+        return dict(rows)
 
     # -- primitives: workers ----------------------------------------------------------------
 

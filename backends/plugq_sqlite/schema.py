@@ -19,7 +19,7 @@ from plugq.exceptions import BackendUnavailableError
 #: ``PRAGMA application_id`` of every plugq database: the bytes ``plgq``.
 APPLICATION_ID = 0x706C6771
 #: ``PRAGMA user_version``: bump and add a step to :data:`MIGRATIONS` when the schema changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: RETURNING (used by the one-statement claim) arrived in SQLite 3.35.
 MIN_SQLITE = (3, 35, 0)
 
@@ -31,7 +31,8 @@ JOB_COLUMNS = (
     "created_at", "enqueued_at", "started_at", "ended_at", "timeout", "result_ttl",
     "failure_ttl", "ttl", "meta", "result", "exc_info", "worker_name", "retries_left",
     "retry_intervals", "depends_on", "allow_dependency_failure", "on_success", "on_failure",
-    "scheduled_for", "expires_at", "at_front", "attempts",
+    "scheduled_for", "expires_at", "at_front", "attempts", "priority", "unique_key",
+    "rate_limit", "pipe",
 )
 
 WORKER_COLUMNS = (
@@ -113,8 +114,44 @@ CREATE TABLE workers (
 );
 """
 
+# Version 2: priorities, unique keys, progress and named values.
+#
+# ``qrank`` is -priority for a queued row and 0 for every other one, and the
+# queue index becomes (origin, status, qrank, pos): the claim reads the
+# highest priority first and still descends the index once; every other
+# status lists in ``pos`` order as before, since its qrank is constant. A
+# VIRTUAL generated column costs no storage and no write of its own.
+# Progress and named values live in their own small tables, so reporting
+# progress never rewrites a job's row.
+SCHEMA_V2 = """
+ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+ALTER TABLE jobs ADD COLUMN rate_limit TEXT;
+ALTER TABLE jobs ADD COLUMN pipe TEXT;
+ALTER TABLE jobs ADD COLUMN qrank INTEGER
+    GENERATED ALWAYS AS (CASE WHEN status = 'queued' THEN -priority ELSE 0 END) VIRTUAL;
+DROP INDEX jobs_by_status;
+CREATE INDEX jobs_by_status ON jobs (origin, status, qrank, pos);
+CREATE INDEX jobs_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL;
+
+CREATE TABLE job_progress (
+    job_id TEXT PRIMARY KEY,
+    progress TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER jobs_forget_progress AFTER DELETE ON jobs
+BEGIN
+    DELETE FROM job_progress WHERE job_id = old.id;
+END;
+
+CREATE TABLE named_values (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 #: Statements that bring a database from version ``n - 1`` to ``n`` (index ``n``).
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2}
 
 
 def check_sqlite_version() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import cron, workflow
 from ._context import get_current_job
 from .backend import Backend
 from .callbacks import Callback, Webhook
@@ -26,7 +27,9 @@ from .exceptions import (
 from .group import Group
 from .hookspecs import hookimpl
 from .job import Job, cancel_job, requeue_job
+from .progress import Progress
 from .queue import Queue
+from .ratelimit import RateLimit
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -38,6 +41,7 @@ from .registry import (
 from .results import Result
 from .retry import Dependency, Repeat, Retry
 from .storage import Clock, JobStatus, ManualClock, Storage
+from .unique import Unique
 from .worker import SimpleWorker, SpawnWorker, Worker, WorkerStatus
 
 __version__ = "0.1.0"
@@ -66,7 +70,9 @@ __all__ = [
     "NoSuchJobError",
     "NotSupportedError",
     "PlugqError",
+    "Progress",
     "Queue",
+    "RateLimit",
     "Repeat",
     "Result",
     "Retry",
@@ -76,6 +82,7 @@ __all__ = [
     "SpawnWorker",
     "StartedJobRegistry",
     "Storage",
+    "Unique",
     "UnknownBackendError",
     "Webhook",
     "WorkHorseKilledException",
@@ -84,8 +91,10 @@ __all__ = [
     "__version__",
     "cancel_job",
     "connect",
+    "cron",
     "get_current_job",
     "hookimpl",
     "job",
     "requeue_job",
+    "workflow",
 ]

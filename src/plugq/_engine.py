@@ -15,7 +15,22 @@ from . import _lifecycle
 from ._worker_loop import WorkerLoop, run_sync
 from .backend import Backend, WorkerSpec
 from .exceptions import NoSuchJobError
-from .storage import HIDDEN_PREFIX, Clock, JobRecord, JobStatus, ResultRecord, Storage, WorkerRecord
+from .storage import (
+    HIDDEN_PREFIX,
+    Clock,
+    JobRecord,
+    JobStatus,
+    ResultRecord,
+    Storage,
+    UniqueKey,
+    WorkerRecord,
+)
+
+#: The storage capability behind each engine feature.
+_FEATURE_CAPABILITY = {
+    "priority": "priority", "unique_keys": "unique_keys", "progress": "progress",
+    "values": "values", "rate_limit": "values", "workflows": "pipes",
+}
 
 _lock = threading.Lock()
 
@@ -48,6 +63,11 @@ class Engine(Backend):
         #: The primitives this engine composes.
         self.storage = storage
         self.scheme = storage.scheme  # type: ignore[misc]
+        # rq 2.x's features run on every storage; plugq's beyond RQ follow
+        # the storage's capabilities (Redis keeps none of them: NotSupportedError).
+        self.features = type(self).features | frozenset(
+            f for f, cap in _FEATURE_CAPABILITY.items() if cap in storage.capabilities
+        )
 
     @property
     def clock(self) -> Clock:  # type: ignore[override]  # the storage's, never set on the engine
@@ -155,3 +175,30 @@ class Engine(Backend):
 
     def close(self) -> None:
         self.storage.close()
+
+    # -- beyond RQ --------------------------------------------------------------
+
+    def enqueue_unique(self, records: Sequence[JobRecord], key: UniqueKey) -> list[JobRecord]:
+        self.require("unique_keys")
+        return _lifecycle.enqueue(self.storage, records, unique=False, unique_keys=[key])
+
+    def set_progress(self, job_id: str, progress: str) -> None:
+        self.require("progress")
+        if not self.storage.set_progress(job_id, progress):
+            raise NoSuchJobError(f"No such job: {job_id}")
+
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        self.require("progress")
+        return self.storage.get_progress(job_ids)
+
+    def get_value(self, key: str) -> str | None:
+        self.require("values")
+        return self.storage.get_value(key)
+
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        self.require("values")
+        return self.storage.swap_value(key, expected, new)
+
+    def values(self, prefix: str) -> dict[str, str]:
+        self.require("values")
+        return self.storage.values(prefix)

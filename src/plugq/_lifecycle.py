@@ -15,7 +15,7 @@ from typing import Any
 from . import _extras, _rules
 from .exceptions import InvalidJobOperation, NoSuchJobError
 from .retry import retry_interval
-from .storage import JobRecord, JobStatus, ResultRecord, Storage
+from .storage import JobRecord, JobStatus, ResultRecord, Storage, UniqueKey
 
 log = logging.getLogger("plugq.lifecycle")
 
@@ -30,11 +30,15 @@ def visible(storage: Storage, rec: JobRecord | None) -> JobRecord | None:
     return rec
 
 
-def enqueue(storage: Storage, records: Sequence[JobRecord], *, unique: bool) -> list[JobRecord]:
+def enqueue(
+    storage: Storage, records: Sequence[JobRecord], *, unique: bool,
+    unique_keys: Sequence[UniqueKey] = (),
+) -> list[JobRecord]:
     """Place new jobs: queued, scheduled, or deferred behind their dependencies.
 
     Raises:
-        DuplicateJobError: ``unique`` and an id is queued or started.
+        DuplicateJobError: ``unique`` and an id is queued or started, or a
+            stored job holds one of ``unique_keys`` (``job_id`` names it).
         NoSuchJobError: a dependency id does not exist.
     """
     now = storage.clock.now()
@@ -54,7 +58,11 @@ def enqueue(storage: Storage, records: Sequence[JobRecord], *, unique: bool) -> 
             deferred.append(rec)
         if rec.status is JobStatus.QUEUED:
             _rules.mark_queued(rec, now)
-    storage.insert(records, unique_ids=list(batch) if unique else ())
+    if unique_keys:
+        storage.insert(records, unique_ids=list(batch) if unique else (), unique_keys=unique_keys)
+    else:
+        # Storages that predate unique keys take no such argument.
+        storage.insert(records, unique_ids=list(batch) if unique else ())
     # A dependency may have ended between the check above and the insert; its
     # worker then found no dependents. Checking again here closes that gap,
     # and the compare-and-set in promote() keeps it from running twice.
@@ -222,7 +230,24 @@ def enqueue_dependents(storage: Storage, rec: JobRecord) -> int:
             continue
         if _dependencies_met(storage, dependent, {}):
             moved += promote(storage, dep_id, JobStatus.DEFERRED)
+        elif dependent.pipe is not None and rec.status is not JobStatus.FINISHED:
+            # A chain step whose previous step failed can never run: cancel the rest.
+            _cancel_chain(storage, dependent)
     return moved
+
+
+def _cancel_chain(storage: Storage, rec: JobRecord) -> None:
+    now = storage.clock.now()
+    todo = [rec]
+    while todo:
+        step = todo.pop()
+        if step.status is not JobStatus.DEFERRED or step.allow_dependency_failure:
+            continue
+        _rules.mark_canceled(step, now)
+        step.exc_info = "plugq: canceled because an earlier step of its chain did not finish"
+        if storage.put(step, expected={JobStatus.DEFERRED}):
+            todo.extend(r for r in storage.get_many(storage.dependents(step.id))
+                        if r is not None and r.pipe is not None)
 
 
 def cancel(storage: Storage, job_id: str) -> JobRecord:
@@ -313,3 +338,7 @@ def maintenance(storage: Storage, *, scheduler: bool = True, me: str | None = No
         promote_due(storage)
     expire(storage)
     recover_abandoned(storage, exclude=me)
+    if "values" in storage.capabilities:
+        from . import _limits
+
+        _limits.wake_all(storage)

@@ -16,6 +16,7 @@ field, so a field added to the record without a check fails
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -129,6 +130,35 @@ def _non_negative(value: Any) -> str | None:
 
 
 #: One check per JobRecord field: None when the value is usable, else why not.
+def _rate_limit(value: Any) -> str | None:
+    from .ratelimit import RateLimit
+
+    problem = _text(value)
+    if problem is not None:
+        return problem
+    try:
+        RateLimit.loads(value)
+    except (ValueError, TypeError):
+        return f"is {value!r:.40}, not a RateLimit"
+    return None
+
+
+def _pipe(value: Any) -> str | None:
+    problem = _text(value)
+    if problem is not None:
+        return problem
+    try:
+        spec = json.loads(value)
+    except ValueError:
+        spec = None
+    if isinstance(spec, dict) and (
+        isinstance(spec.get("from"), str)
+        or (isinstance(spec.get("group"), list) and all(isinstance(i, str) for i in spec["group"]))
+    ):
+        return None
+    return f"is {value!r:.40}, not a workflow step's inputs"
+
+
 JOB_CHECKS: dict[str, Check] = {
     "id": _name,
     "func_name": _name,
@@ -159,6 +189,10 @@ JOB_CHECKS: dict[str, Check] = {
     "expires_at": _optional(_number),
     "at_front": _flag,
     "attempts": _integer(0),
+    "priority": _integer(-(2**31)),
+    "unique_key": _optional(_text),
+    "rate_limit": _optional(_rate_limit),
+    "pipe": _optional(_pipe),
 }
 
 WORKER_CHECKS: dict[str, Check] = {
@@ -178,6 +212,10 @@ WORKER_CHECKS: dict[str, Check] = {
 _INF = float("inf")
 _KNOWN = KNOWN_SERIALIZERS
 _OPT_TEXT = (type(None), str)
+
+
+#: Priorities fit a 32-bit integer column (PostgreSQL's ``integer``).
+_PRIORITY_MAX = 2**31
 
 
 def _plainly_sound(d: dict[str, Any]) -> bool:
@@ -219,6 +257,8 @@ def _plainly_sound(d: dict[str, Any]) -> bool:
         and type(d["allow_dependency_failure"]) is bool and type(d["at_front"]) is bool
         and d["on_success"] is None and d["on_failure"] is None
         and type(d["attempts"]) is int and d["attempts"] >= 0
+        and type(d["priority"]) is int and -_PRIORITY_MAX <= d["priority"] < _PRIORITY_MAX
+        and d["unique_key"] is None and d["rate_limit"] is None and d["pipe"] is None
     )
 
 

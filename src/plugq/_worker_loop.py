@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _events, _extras, _lifecycle, _rules, _webhooks
+from . import _events, _extras, _lifecycle, _limits, _rules, _webhooks, _workflows
 from ._context import _current
 from ._execution import Running, call, format_exc_info, install_alarm_handler
 from ._process import run_isolated, worker_class
@@ -91,6 +91,8 @@ def perform(
         data = verified_payload(rec, settings=settings)  # before anything is imported or read
         func = resolve_allowed(rec.func_name, settings.allowed_modules)
         args, kwargs = serializer.loads(data)
+        if rec.pipe is not None:
+            args = (*_workflows.inputs(engine, rec), *args)
         value = call(func, args, kwargs, rec.timeout, running)
         if isinstance(value, Retry):
             status = _lifecycle.retry_requested(storage, rec, value)
@@ -302,18 +304,24 @@ class WorkerLoop:
                 return None
             b.wait(self.queues, IDLE_WAIT)
             return False
+        if rec.rate_limit is not None and not _limits.admit(b, rec):
+            return False  # now rate_limited, in line for its key
         self._state_changed("busy", rec.id)
         log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
         started = time.monotonic()
-        if kind == "simple":
-            self._running = Running()
-            try:
-                perform(self.engine, rec, self.worker, self._running)
-            finally:
-                self._running = None
-        else:
-            run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside,
-                         fork_guard=self._fork_lock)
+        try:
+            if kind == "simple":
+                self._running = Running()
+                try:
+                    perform(self.engine, rec, self.worker, self._running)
+                finally:
+                    self._running = None
+            else:
+                run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside,
+                             fork_guard=self._fork_lock)
+        finally:
+            if rec.rate_limit is not None:
+                _limits.release(b, rec)
         self.worker.stats.working_time += time.monotonic() - started
         self._state_changed("idle", None)
         return True

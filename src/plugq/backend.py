@@ -18,7 +18,17 @@ from typing import Any, ClassVar
 
 from .config import mask_url
 from .exceptions import NotSupportedError
-from .storage import Clock, JobRecord, JobStatus, ResultRecord, WorkerRecord
+from .storage import Clock, JobRecord, JobStatus, ResultRecord, UniqueKey, WorkerRecord
+
+#: What each of :attr:`Backend.features` means (plugq's features beyond RQ).
+FEATURES: dict[str, str] = {
+    "priority": "enqueue(priority=N): higher first within a queue",
+    "unique_keys": "enqueue(unique=Unique(key, …)): dedupe by a key for a period and states",
+    "progress": "job.set_progress(…) / job.progress",
+    "values": "named values with compare-and-set: cron schedulers, rate limits",
+    "rate_limit": "enqueue(rate_limit=RateLimit(key, concurrency=N | limit=N, period=S))",
+    "workflows": "workflow.chain / workflow.group (results passed to the next step)",
+}
 
 
 @dataclass
@@ -105,6 +115,11 @@ class Backend(ABC):
     scheme: ClassVar[str] = ""
     #: Where every time-dependent decision reads the time.
     clock: Clock
+    #: The features this backend runs: rq 2.x's (``repeat``, ``group``, ``commands``,
+    #: ``results``, ``callback_timeout``, ``on_stopped``, ``webhooks``,
+    #: ``retry_result``) and plugq's beyond RQ (keys of :data:`FEATURES`); the
+    #: public API refuses the others with NotSupportedError.
+    features: frozenset[str] = frozenset()
 
     def __init__(self, url: str) -> None:
         #: The URL this backend was made from (passwords included; see :meth:`safe_url`).
@@ -256,17 +271,25 @@ class Backend(ABC):
 
     #: ``Worker(**options)`` this backend honours (anything else of rq's raises NotSupportedError).
     worker_options: ClassVar[frozenset[str]] = frozenset()
-    #: rq 2.x features this backend runs (``repeat``, ``group``, ``commands``,
-    #: ``results``, ``callback_timeout``, ``on_stopped``, ``webhooks``,
-    #: ``retry_result``); using another one raises NotSupportedError.
-    features: ClassVar[frozenset[str]] = frozenset()
 
-    def require(self, feature: str, what: str) -> None:
-        """Raise NotSupportedError naming ``what`` unless ``feature`` is in :attr:`features`."""
-        if feature not in self.features:
+    def require(self, feature: str, what: str = "") -> None:
+        """Raise NotSupportedError unless this backend declares ``feature``.
+
+        For rq's features ``what`` names the call refused; for plugq's
+        features beyond RQ (:data:`FEATURES`) it is a detail appended to the
+        feature's description.
+        """
+        if feature in self.features:
+            return
+        if feature in FEATURES:
             raise NotSupportedError(
-                f"{what} is not supported by {type(self).__name__} ({self.safe_url()})"
+                f"{type(self).__name__} ({self.safe_url()}) does not support "
+                f"{FEATURES[feature]}{what}; it is available on memory://, sqlite:// and "
+                "postgresql:// (plugq's engine)"
             )
+        raise NotSupportedError(
+            f"{what} is not supported by {type(self).__name__} ({self.safe_url()})"
+        )
 
     def job_results(self, job_id: str) -> list[ResultRecord]:
         """The job's earlier outcomes, newest first (the latest is the job record itself).
@@ -323,5 +346,44 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files. The default does nothing."""
 
+    # -- beyond RQ (optional; see :attr:`features`) --------------------------
 
-__all__ = ["Backend", "Pipeline", "WorkerSpec", "WorkerStats"]
+    def enqueue_unique(self, records: Sequence[JobRecord], key: UniqueKey) -> list[JobRecord]:
+        """Store ``records`` unless a stored job holds ``key`` (see :class:`~plugq.storage.UniqueKey`).
+
+        Raises:
+            DuplicateJobError: with ``job_id``, the job that holds the key.
+        """
+        self.require("unique_keys")
+        raise AssertionError  # pragma: no cover - require() raised
+
+    def set_progress(self, job_id: str, progress: str) -> None:
+        """Store a running job's progress (opaque text) without touching its record.
+
+        Raises:
+            NoSuchJobError: the job does not exist.
+        """
+        self.require("progress")
+
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        """The progress last stored for each id, in order (None: none)."""
+        self.require("progress")
+        return []
+
+    def get_value(self, key: str) -> str | None:
+        """A named value (cron state, rate-limit windows), or None."""
+        self.require("values")
+        return None
+
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        """Compare-and-set a named value; True if it was ``expected`` and is now ``new``."""
+        self.require("values")
+        return False
+
+    def values(self, prefix: str) -> dict[str, str]:
+        """Every named value whose key starts with ``prefix``."""
+        self.require("values")
+        return {}
+
+
+__all__ = ["FEATURES", "Backend", "Pipeline", "WorkerSpec", "WorkerStats"]

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
@@ -43,6 +44,7 @@ from .exceptions import (
     PlugqError,
     UnknownBackendError,
 )
+from .progress import Progress
 from .security import UntrustedJobError
 from .storage import JobStatus
 
@@ -214,11 +216,14 @@ def _configure_logging(level: str) -> None:
                    "per job, killed past its timeout even when stuck in C code; spawn: a fresh "
                    "interpreter per job. fork and spawn need a store shared between processes "
                    "(SQLite, Redis, PostgreSQL).")
+@click.option("--cron", "cron_config", metavar="CONFIG",
+              help="Also run the cron entries CONFIG registers (a .py path or a dotted module); "
+                   "any number of workers may: each tick is enqueued once.")
 @url_option
 def worker(
     queues: tuple[str, ...], burst: bool, name: str | None, concurrency: int,
     max_jobs: int | None, with_scheduler: bool, paths: tuple[str, ...], logging_level: str,
-    worker_class: str | None, url: str | None,
+    worker_class: str | None, cron_config: str | None, url: str | None,
 ) -> int:
     """Take jobs from QUEUES (default: [tool.plugq] queues, else 'default') and run them.
 
@@ -232,17 +237,20 @@ def worker(
         sys.path.insert(0, os.path.abspath(path))
     if concurrency > 1:
         return _supervise(names, concurrency, burst, name, max_jobs, with_scheduler, paths,
-                          logging_level, worker_class, url)
+                          logging_level, worker_class, url, cron_config)
     from ._supervisor import watch_supervisor
     from .worker import Worker
 
     backend = _backend(url)
     _refuse_memory(backend, "plugq worker",
                    "no other process can enqueue to this worker and it would wait forever")
+    scheduler = _cron_scheduler(backend, cron_config) if cron_config else None
     w = Worker(names, connection=backend, name=name, worker_class=worker_class)
     shutdown = _Shutdown(w.request_stop)
     shutdown.install()
     watch_supervisor(w.request_stop)
+    if scheduler is not None:
+        scheduler.start()
     try:
         w.work(burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler,
                logging_level=logging_level.upper())
@@ -256,7 +264,22 @@ def worker(
     except ValueError as exc:
         # The one ValueError work() documents: the name is taken by a live worker.
         raise CliError(str(exc)) from None
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
     return EXIT_OK
+
+
+def _cron_scheduler(backend: Backend, config: str) -> Any:
+    from . import cron
+
+    try:
+        entries = cron.load(config)
+        return cron.Scheduler(backend, entries)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    except NotSupportedError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
 
 
 def _refuse_memory(backend: Backend, what: str, why: str) -> None:
@@ -272,7 +295,7 @@ def _refuse_memory(backend: Backend, what: str, why: str) -> None:
 def _supervise(
     names: list[str], concurrency: int, burst: bool, name: str | None, max_jobs: int | None,
     with_scheduler: bool, paths: Sequence[str], logging_level: str, worker_class: str | None,
-    url: str | None,
+    url: str | None, cron_config: str | None = None,
 ) -> int:
     from ._supervisor import Supervisor
 
@@ -299,11 +322,50 @@ def _supervise(
         argv.append("--with-scheduler" if with_scheduler else "--without-scheduler")
         if worker_class:
             argv += ["--worker-class", worker_class]
+        if cron_config:
+            argv += ["--cron", os.path.abspath(cron_config) if os.path.isfile(cron_config)
+                     else cron_config]
         return argv
 
     log.info("Supervisor %d: starting %d workers on %s, queues: %s", os.getpid(), concurrency,
              backend.safe_url(), ", ".join(names))
     return Supervisor(concurrency, command, env).run()
+
+
+# -- cron -------------------------------------------------------------------
+
+
+@cli.command("cron")
+@click.argument("config")
+@click.option("--path", "-P", "paths", multiple=True, default=["."], show_default=True,
+              type=click.Path(file_okay=False), help="Add to sys.path to import tasks.")
+@click.option("--burst", "-b", is_flag=True, help="Enqueue what is due now, then stop.")
+@click.option("--logging-level", "-l", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                case_sensitive=False))
+@url_option
+def cron_command(config: str, paths: tuple[str, ...], burst: bool, logging_level: str,
+                 url: str | None) -> int:
+    """Run the cron entries CONFIG registers (a .py path or a dotted module), alone.
+
+    Any number of schedulers (and workers started with --cron) may run the
+    same CONFIG: each tick is enqueued exactly once. Ticks missed while none
+    ran are enqueued once at start, never as a burst.
+    """
+    _configure_logging(logging_level)
+    for path in reversed(paths):
+        sys.path.insert(0, os.path.abspath(path))
+    backend = _backend(url)
+    if not burst:
+        _refuse_memory(backend, "plugq cron", "no worker in another process would see its jobs")
+    scheduler = _cron_scheduler(backend, config)
+    shutdown = _Shutdown(scheduler.stop_event.set)
+    shutdown.install()
+    try:
+        scheduler.run(burst=burst)
+    except _ColdShutdown:
+        return EXIT_OK
+    return EXIT_OK
 
 
 # -- info -------------------------------------------------------------------
@@ -413,10 +475,16 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     from .job import Job
 
     backend = _backend(url, read_only=True)
+    if status == JobStatus.RATE_LIMITED.value:
+        backend.require("rate_limit")
     ids = backend.job_ids(queue, JobStatus(status), 0, limit)
     found = [Job(backend, r) for r in backend.fetch_jobs(ids) if r is not None]
+    reports: list[str | None] = [None] * len(found)
+    if "progress" in backend.features:
+        reports = backend.get_progress([job.id for job in found])
     rows = []
-    for job in found:
+    for job, report in zip(found, reports, strict=True):
+        progress = Progress.loads(report)
         outcome: Any = None
         if job.is_finished:
             try:
@@ -430,6 +498,7 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
             "id": job.id, "status": job.get_status(refresh=False).value,
             "description": job.description, "enqueued_at": job.enqueued_at,
             "scheduled_for": job.scheduled_for, "ended_at": job.ended_at, "result": outcome,
+            "progress": None if progress is None else asdict(progress),
         })
     if as_json:
         _echo_json(rows)
@@ -446,6 +515,9 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     table.add_column("due" if scheduled else "enqueued", no_wrap=True,
                      min_width=max((len(w) for w in whens), default=8))
     table.add_column("description", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
+    progressed = any(row["progress"] for row in rows)
+    if progressed:
+        table.add_column("progress", no_wrap=True, overflow="ellipsis", min_width=8)
     # Queued, scheduled, deferred jobs have no outcome: the width goes to the description.
     outcomes = any(row["result"] is not None for row in rows)
     if outcomes:
@@ -453,6 +525,8 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
                          min_width=8)
     for row, when in zip(rows, whens, strict=True):
         cells = [row["id"], when, row["description"]]
+        if progressed:
+            cells.append(str(Progress(**row["progress"])) if row["progress"] else "")
         if outcomes:
             cells.append("" if row["result"] is None else _short(row["result"]))
         table.add_row(*cells)

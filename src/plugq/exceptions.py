@@ -21,7 +21,15 @@ class InvalidJobOperation(PlugqError):
 
 
 class DuplicateJobError(PlugqError):
-    """``unique=True`` and a job with that id is already queued or running."""
+    """``unique=True`` and a job with that id is already queued or running.
+
+    ``job_id`` names the job already there when the storage knows it (a
+    unique-key conflict always does).
+    """
+
+    def __init__(self, message: str = "", job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class JobTimeoutException(PlugqError):

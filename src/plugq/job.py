@@ -18,6 +18,7 @@ from .storage import JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .progress import Progress
     from .results import Result
 
 _FORBIDDEN_ID_CHARS = set(" \t\r\n:/\\*?[]{}\x00")
@@ -569,6 +570,35 @@ class Job:
         )
         self._backend.save_meta(self.id, data)
         self._record.meta = data
+
+    # -- progress (plugq's) -----------------------------------------------------
+
+    def set_progress(
+        self, fraction: float | None = None, *, done: float | None = None,
+        total: float | None = None, message: str | None = None,
+    ) -> None:
+        """Report progress: ``set_progress(0.5)``, ``set_progress(done=3, total=10)``, a message.
+
+        One small write apart from the job's record (cheap enough to call per item).
+
+        Raises:
+            ValueError: a fraction outside [0, 1], done without total, nothing given.
+            NoSuchJobError: the job no longer exists.
+            NotSupportedError: the backend keeps no progress (Redis, for now).
+        """
+        from .progress import make
+
+        report = make(fraction, done, total, message, self._backend.clock.now())
+        self._backend.set_progress(self.id, report.dumps())
+
+    @property
+    def progress(self) -> Progress | None:
+        """What the task last reported (read from the store each time), or None."""
+        from .progress import Progress
+
+        if "progress" not in self._backend.features:
+            return None
+        return Progress.loads(self._backend.get_progress([self.id])[0])
 
     # -- operations -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from ._validate import check_queue_name, number_error
 from .backend import Backend, Pipeline
 from .callbacks import Callback
 from .job import Job, describe, func_path, new_job_id, register_queue_class, validate_job_id
+from .ratelimit import RateLimit
 from .registry import (
     CanceledJobRegistry,
     DeferredJobRegistry,
@@ -24,6 +25,7 @@ from .retry import Retry, dependency_ids
 from .security import seal, seal_blob, unseal
 from .serializers import Serializer, get_serializer
 from .storage import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, JobRecord, JobStatus
+from .unique import Unique
 
 
 def _ttl(value: Any, what: str, minimum: int) -> int | None:
@@ -109,6 +111,19 @@ class EnqueueData(NamedTuple):
     repeat: Any = None
     on_stopped: Any = None
     webhooks: Any = None
+    #: higher is taken first within the queue (plugq's, not RQ's).
+    priority: int = 0
+    #: a ``RateLimit`` the job runs under (plugq's).
+    rate_limit: Any = None
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise ValueError(
+            f"priority must be a whole number between -2**31 and 2**31 - 1 (higher runs "
+            f"first), got {value!r}"
+        )
+    return value
 
 
 class Queue:
@@ -276,12 +291,14 @@ class Queue:
         repeat: Any = None,
         on_stopped: Any = None,
         webhooks: Any = None,
+        priority: int = 0,
+        rate_limit: Any = None,
     ) -> EnqueueData:
         """Describe one job for :meth:`enqueue_many`, as RQ's ``Queue.prepare_data``."""
         return EnqueueData(
             func, args or (), kwargs or {}, timeout, result_ttl, ttl, failure_ttl,
             description, job_id, at_front, meta, retry, on_success, on_failure, depends_on,
-            repeat, on_stopped, webhooks,
+            repeat, on_stopped, webhooks, priority, rate_limit,
         )
 
     def _record(self, data: EnqueueData, *, status: JobStatus = JobStatus.QUEUED,
@@ -314,6 +331,17 @@ class Queue:
             meta = _extras.join(job_id, ser.name, dict(data.meta or {}), extras)
         else:
             meta = seal_blob(job_id, "meta", ser.dumps(dict(data.meta))) if data.meta else b""
+        priority = _priority(data.priority) if data.priority else 0
+        if priority:
+            self.backend.require("priority")
+        rate_limit = None
+        if data.rate_limit is not None:
+            if not isinstance(data.rate_limit, RateLimit):
+                raise TypeError(f"rate_limit must be a plugq.RateLimit, got {data.rate_limit!r}")
+            self.backend.require("rate_limit")
+            if not self._is_async:
+                raise ValueError("rate_limit needs an asynchronous queue (is_async=True)")
+            rate_limit = data.rate_limit.dumps()
         rec = JobRecord(
             id=job_id,
             func_name=name,
@@ -338,6 +366,8 @@ class Queue:
             on_failure=on_failure,
             scheduled_for=scheduled_for,
             at_front=bool(data.at_front or dep_front),
+            priority=priority,
+            rate_limit=rate_limit,
         )
         # Sealed last: the MAC covers the record's id, queue, callbacks and dependencies.
         rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)))
@@ -346,7 +376,7 @@ class Queue:
     @staticmethod
     def _split(
         f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[EnqueueData, bool, Any]:
+    ) -> tuple[EnqueueData, bool | Unique, Any]:
         # The common enqueue(f, *args) has no keyword arguments: skip the scan.
         reserved = {
             k: kwargs.pop(k)
@@ -354,6 +384,7 @@ class Queue:
                 "job_timeout", "timeout", "result_ttl", "ttl", "failure_ttl", "description",
                 "depends_on", "job_id", "at_front", "meta", "retry", "on_success",
                 "on_failure", "unique", "pipeline", "repeat", "on_stopped", "webhooks",
+                "priority", "rate_limit",
             )
             if k in kwargs
         } if kwargs else {}
@@ -371,11 +402,14 @@ class Queue:
             bool(reserved.get("at_front", False)), reserved.get("meta"), reserved.get("retry"),
             reserved.get("on_success"), reserved.get("on_failure"), reserved.get("depends_on"),
             reserved.get("repeat"), reserved.get("on_stopped"), reserved.get("webhooks"),
+            reserved.get("priority", 0), reserved.get("rate_limit"),
         )
-        return data, bool(reserved.get("unique", False)), reserved.get("pipeline")
+        unique = reserved.get("unique", False)
+        return data, unique if isinstance(unique, Unique) else bool(unique), reserved.get("pipeline")
 
     def _store(
-        self, records: list[JobRecord], *, unique: bool, pipeline: Pipeline | None = None,
+        self, records: list[JobRecord], *, unique: bool | Unique,
+        pipeline: Pipeline | None = None,
     ) -> list[Job]:
         if pipeline is not None and self._is_async:
             if not isinstance(pipeline, Pipeline):
@@ -387,6 +421,8 @@ class Queue:
             pipeline.add(records, lambda stored: _events.enqueued(
                 [Job(self.backend, r) for r in stored]))
             return [Job(self.backend, r) for r in records]
+        if isinstance(unique, Unique):
+            return [self._store_unique(records[0], unique)]
         if not self._is_async:
             if len(records) != 1:
                 raise ValueError("is_async=False runs one job at a time; use enqueue()")
@@ -397,6 +433,28 @@ class Queue:
         _events.enqueued(jobs)
         return jobs
 
+    def _store_unique(self, record: JobRecord, unique: Unique) -> Job:
+        """Store ``record`` unless a job holds ``unique``'s key; then return that job."""
+        from .exceptions import DuplicateJobError, NoSuchJobError
+
+        self.backend.require("unique_keys")
+        if not self._is_async:
+            raise ValueError("unique=Unique(…) needs an asynchronous queue (is_async=True)")
+        record.unique_key = unique.key
+        for _ in range(10):
+            try:
+                stored = self.backend.enqueue_unique([record], unique.condition(
+                    self.backend.clock.now()))
+            except DuplicateJobError as exc:
+                existing = self.backend.fetch_job(exc.job_id) if exc.job_id else None
+                if existing is not None:
+                    return Job(self.backend, existing)
+                continue  # it ended and expired meanwhile: look again
+            job = Job(self.backend, stored[0])
+            _events.enqueued([job])
+            return job
+        raise NoSuchJobError(f"the job holding unique key {unique.key!r} kept disappearing")
+
     def enqueue(self, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Enqueue ``f(*args, **kwargs)``; RQ's reserved keyword arguments are honoured.
 
@@ -404,7 +462,14 @@ class Queue:
             InvalidTaskError: ``f`` cannot be imported by a worker.
             SerializationError: an argument cannot be serialized.
             DuplicateJobError: ``unique=True`` and the id is queued or running.
-            ValueError: a bad ``job_id``, timeout or TTL.
+            ValueError: a bad ``job_id``, timeout, TTL or priority.
+            NotSupportedError: ``priority`` or ``unique=Unique(…)`` on a backend
+                without them (Redis, for now).
+
+        ``priority=N`` (plugq's): higher is taken first within this queue,
+        first in first out among equals, default 0. ``unique=Unique(key, …)``
+        (plugq's) returns the job already holding the key instead of storing
+        another (see :class:`plugq.Unique`).
         """
         data, unique, pipeline = self._split(f, args, kwargs)
         record = self._record(data)
@@ -419,7 +484,8 @@ class Queue:
         **options: Any,
     ) -> Job:
         """RQ's explicit form: ``enqueue_call(func, args=…, kwargs=…, timeout=…)``."""
-        unique = bool(options.pop("unique", False))
+        option = options.pop("unique", False)
+        unique: bool | Unique = option if isinstance(option, Unique) else bool(option)
         pipeline = options.pop("pipeline", None)
         if "job_timeout" in options:
             timeout = options.pop("job_timeout")

@@ -22,7 +22,10 @@ Rules every primitive follows:
   they are; times are epoch seconds (``float``).
 * **Queue order.** A queue is the ``QUEUED`` records of one ``origin``, in the
   order :meth:`Storage.claim` hands them out and :meth:`Storage.ids` lists them:
-  a record enters at the back, or at the front when ``at_front`` is set.
+  higher ``priority`` first; among records of one priority, a record enters at
+  the back, or at the front when ``at_front`` is set. A storage that does not
+  declare the ``priority`` capability only ever sees priority 0 (the engine
+  refuses any other).
 * **Reads never write.** :meth:`Storage.get`, :meth:`Storage.ids`,
   :meth:`Storage.count_status` and the other listings change nothing; expired
   records are deleted only when the engine asks (:meth:`Storage.expired`, then
@@ -59,6 +62,8 @@ class JobStatus(StrEnum):
     SCHEDULED = "scheduled"
     CANCELED = "canceled"
     STOPPED = "stopped"
+    #: waiting for a slot of its ``RateLimit`` (plugq's, as rq's unreleased one names it).
+    RATE_LIMITED = "rate_limited"
 
 
 #: RQ's defaults, in seconds: job timeout, how long a result is kept, how long a failure is kept.
@@ -112,6 +117,15 @@ class JobRecord:
     at_front: bool = False
     #: how many times the job was claimed (retries and abandonment count).
     attempts: int = 0
+    #: higher is taken first within a queue; 0 unless the job asked (capability ``priority``).
+    priority: int = 0
+    #: the key a ``Unique`` enqueue deduplicates on, kept with the job (capability ``unique_keys``).
+    unique_key: str | None = None
+    #: the job's ``RateLimit``, as the engine encodes it (opaque text to a storage).
+    rate_limit: str | None = None
+    #: a workflow step's inputs (the previous step, or a group's members), as the
+    #: engine encodes them (opaque text to a storage).
+    pipe: str | None = None
 
     def copy(self) -> JobRecord:
         """A copy whose lists are not shared with this one."""
@@ -238,7 +252,37 @@ class ManualClock(Clock):
 CAPABILITIES: dict[str, str] = {
     "manual_clock": "takes a ManualClock: every time it compares comes from its clock",
     "process_local": "its data lives in this process only: worker_class fork and spawn are refused",
+    "priority": "orders each queue by JobRecord.priority (higher first), the claim still an "
+                "index lookup",
+    "unique_keys": "insert(unique_keys=…) refuses a record whose unique_key is held by a "
+                   "stored record in the given statuses, atomically with the write",
+    "progress": "set_progress / get_progress keep a running job's progress apart from its record",
+    "values": "get_value / swap_value / values: small named values with compare-and-set "
+              "(cron entries, rate-limit windows)",
+    "pipes": "keeps JobRecord.pipe (a workflow step's inputs); the other fields of issue 16 "
+             "(priority, unique_key, rate_limit) are kept by the capabilities above",
 }
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """A unique-key condition checked by :meth:`Storage.insert` (capability ``unique_keys``).
+
+    A stored record *holds* ``key`` when its ``unique_key`` equals it, its
+    status is in ``statuses`` and (when ``since`` is given) its
+    ``created_at > since``.
+    """
+
+    key: str
+    statuses: frozenset[JobStatus]
+    since: float | None = None
+
+    def holds(self, rec: JobRecord) -> bool:
+        """Whether ``rec`` holds this key (the rule every storage applies)."""
+        return (
+            rec.unique_key == self.key and rec.status in self.statuses
+            and (self.since is None or rec.created_at > self.since)
+        )
 
 
 class Storage(ABC):
@@ -284,10 +328,19 @@ class Storage(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.safe_url()}>"
 
+    def _unsupported(self, capability: str) -> NotSupportedError:
+        return NotSupportedError(
+            f"{type(self).__name__} ({self.safe_url()}) does not declare the {capability!r} "
+            f"capability: {CAPABILITIES[capability]}"
+        )
+
     # -- jobs -------------------------------------------------------------
 
     @abstractmethod
-    def insert(self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = ()) -> None:
+    def insert(
+        self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = (),
+        unique_keys: Sequence[UniqueKey] = (),
+    ) -> None:
         """Store new records, all or none; a record with the same id is replaced.
 
         Parameters:
@@ -296,12 +349,17 @@ class Storage(ABC):
                 kept (and listed by :meth:`ids` under that status).
             unique_ids: ids that must not be stored as ``QUEUED`` or
                 ``STARTED`` already; checked in the same transaction as the write.
+            unique_keys: conditions no stored record may hold (see
+                :class:`UniqueKey`); only passed to a storage that declares
+                ``unique_keys``. Two inserts racing on one key serialise: the
+                second sees the first's record.
 
         Raises:
-            DuplicateJobError: an id in ``unique_ids`` is queued or started;
-                nothing of the batch was written.
+            DuplicateJobError: an id in ``unique_ids`` is queued or started, or
+                a stored record holds a key of ``unique_keys`` (its id is the
+                error's ``job_id``); nothing of the batch was written.
 
-        Atomic: the whole batch, and the unique check with it.
+        Atomic: the whole batch, and the unique checks with it.
         """
 
     @abstractmethod
@@ -552,6 +610,44 @@ class Storage(ABC):
             if rec is not None and self.remove(rec.id):
                 out.append(json.loads(rec.payload))
         return out
+    # -- optional primitives (declared by a capability) --------------------
+
+    def set_progress(self, job_id: str, progress: str) -> bool:
+        """Store ``progress`` (opaque text) for ``job_id``, apart from its record (``progress``).
+
+        Cheap by design: one small write that never touches the job's record,
+        so a task may report often. Removing the job forgets it.
+
+        Returns:
+            True if the job exists. Atomic.
+        """
+        raise self._unsupported("progress")
+
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        """The progress last stored for each id (None if none), in the order given."""
+        raise self._unsupported("progress")
+
+    def get_value(self, key: str) -> str | None:
+        """The named value ``key``, or None (capability ``values``)."""
+        raise self._unsupported("values")
+
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        """Compare-and-set a named value (capability ``values``).
+
+        Parameters:
+            expected: the value that must be stored now; None means "absent".
+            new: the value to store; None deletes it.
+
+        Returns:
+            True if the stored value was ``expected`` and is now ``new``.
+
+        Atomic: exactly one of several callers swapping from one value wins.
+        """
+        raise self._unsupported("values")
+
+    def values(self, prefix: str) -> dict[str, str]:
+        """Every named value whose key starts with ``prefix`` (capability ``values``)."""
+        raise self._unsupported("values")
 
     # -- waiting and closing ----------------------------------------------
 
@@ -581,5 +677,6 @@ __all__ = [
     "ManualClock",
     "ResultRecord",
     "Storage",
+    "UniqueKey",
     "WorkerRecord",
 ]

@@ -20,7 +20,7 @@ from plugq.storage import JobStatus
 from ._drain import plumbing_prefixes
 
 #: Statuses of a job that was enqueued and has not run yet.
-WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.RATE_LIMITED)
 #: How many jobs a failure message lists before it summarises.
 _LIST_LIMIT = 20
 
@@ -31,6 +31,8 @@ def _jobs(queue: Queue, statuses: Iterable[JobStatus]) -> list[Job]:
     backend = queue.backend
     found: list[Job] = []
     for status in statuses:
+        if status is JobStatus.RATE_LIMITED and "rate_limit" not in backend.features:
+            continue  # a backend without RateLimit has no such registry
         ids = backend.job_ids(queue.name, status)
         found.extend(Job(backend, r) for r in backend.fetch_jobs(ids) if r is not None)
     return found

@@ -53,6 +53,7 @@ from plugq.command import send_shutdown_command, send_stop_job_command
 from plugq.group import NoSuchGroupError
 from plugq.serializers import JSONSerializer
 from plugq.testing import tasks
+from plugq.testing.beyond import BeyondConformance
 
 
 def advance(backend, seconds: float) -> None:
@@ -77,8 +78,11 @@ def wait_until(predicate, timeout: float = 15.0, message: str = "condition") -> 
         time.sleep(0.01)
 
 
-class BackendConformance:
-    """Subclass with a ``backend`` fixture; every test must pass."""
+class BackendConformance(BeyondConformance):
+    """Subclass with a ``backend`` fixture; every test must pass.
+
+    plugq's features beyond RQ are in :class:`~plugq.testing.beyond.BeyondConformance`.
+    """
 
     # -- fixtures -------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from plugq.storage import (
     WorkerRecord,
 )
 
+from .storage_beyond import BeyondStorageConformance
+
 #: A moment every test starts from (epoch seconds, 2001-09-09).
 T0 = 1_000_000_000.0
 
@@ -56,8 +58,12 @@ def worker(name: str, heartbeat: float, queues: tuple[str, ...] = ("q",)) -> Wor
                         last_heartbeat=heartbeat)
 
 
-class StorageConformance:
-    """Subclass with a ``storage`` fixture; every test must pass."""
+class StorageConformance(BeyondStorageConformance):
+    """Subclass with a ``storage`` fixture; every test must pass.
+
+    The optional capabilities' tests (:mod:`plugq.testing.storage_beyond`) run
+    only on a storage that declares them.
+    """
 
     # -- identity -------------------------------------------------------------
 

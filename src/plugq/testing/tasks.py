@@ -215,6 +215,21 @@ def never_called(job: Any, *exc_info: Any) -> None:
     """An exception handler after one that returned False: must not run."""
     with open(job.meta["path"], "a") as fh:
         fh.write("handler3\n")
+def progress_steps(steps: int) -> int:
+    """Report done/total progress from inside the job at each step (plugq's ``set_progress``)."""
+    job = get_current_job()
+    assert job is not None
+    for i in range(1, steps + 1):
+        job.set_progress(done=i, total=steps, message=f"step {i}")
+    return steps
+
+
+def record_start_end(path: str, seconds: float) -> None:
+    """Append ``start end`` (wall-clock epoch seconds) around a sleep: concurrency, measured."""
+    start = time.time()
+    time.sleep(seconds)
+    with open(path, "a") as fh:
+        fh.write(f"{start} {time.time()} {os.getpid()}\n")
 
 
 def enqueue_child(func_name: str, *args: Any) -> dict[str, str]:
@@ -226,3 +241,8 @@ def enqueue_child(func_name: str, *args: Any) -> dict[str, str]:
     from plugq import Queue, connect
 
     return {"child": Queue().enqueue(func_name, *args).id, "url": connect().url}
+
+
+def summarize(members: list[Any], label: str = "") -> list[Any]:
+    """A group's completion callback: ``[label, [status, result], …]`` of its members."""
+    return [label, *[[str(m.status), m.result] for m in members]]
