@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from plugq import Queue
+from plugq.testing import tasks
+
 from _cli_helpers import (
     PLUGQ,
     PtyProcess,
@@ -172,6 +175,24 @@ def test_concurrency_burst_runs_n_processes_and_exits_when_done(sqlite_url: str)
     assert len(started) == 3, work.stderr
     assert work.stderr.count("exited with 0") == 3
     assert counts(sqlite_url, q)["finished"] == 6
+
+
+def test_supervisor_kills_a_simple_worker_stuck_in_c_past_its_timeout(shared_url: str) -> None:
+    """The ``simple`` class's hard timeout: under ``--concurrency`` the supervisor
+    kills a worker whose job is stuck in C past its timeout, fails the job with
+    a timeout error and starts a new worker."""
+    q = Queue(unique_queue(), connection=shared_url)
+    # 2e9 PBKDF2 rounds (near its 2**31 limit): many minutes inside one C call; only a kill ends it.
+    stuck = q.enqueue(tasks.stuck_in_c, 2 * 10**9, job_timeout=1)
+    work = plugq("worker", q.name, "--burst", "--concurrency", "2", "--url", shared_url,
+                 timeout=60)
+    assert work.returncode == 0, work.stderr
+    assert "killing it" in work.stderr, work.stderr
+    assert stuck.get_status() == "failed"
+    assert "JobTimeoutException" in stuck.exc_info and "was killed" in stuck.exc_info
+    assert stuck.attempts == 1
+    # Two workers, then the killed one's replacement (which found the queue empty).
+    assert len(re.findall(r"Supervisor: worker \d+ started", work.stderr)) == 3, work.stderr
 
 
 def test_concurrency_on_memory_is_refused() -> None:

@@ -152,6 +152,26 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
 
 
+def killed_at_timeout(rec: JobRecord) -> JobTimeoutException:
+    """The error a job gets when its process was killed past its timeout."""
+    return JobTimeoutException(
+        f"{timeout_message(rec.timeout or 0)}; the job's process was killed "
+        "(it did not return to the interpreter)"
+    )
+
+
+def fail_killed(
+    engine: Engine, rec: JobRecord, worker: WorkerSpec, exc: BaseException,
+    fail_outside: FailOutside,
+) -> None:
+    """Store ``exc`` (raised, for its traceback) as the outcome of ``rec``, whose process is gone."""
+    try:
+        raise exc
+    except BaseException as raised:
+        log.error("%s: %s (%s): %s", rec.origin, rec.id, rec.description, raised)
+        fail_outside(engine, rec, raised, worker, format_exc_info(raised))
+
+
 def _settle(
     engine: Engine, rec: JobRecord, worker: WorkerSpec, killed: bool, code: int,
     fail_outside: FailOutside,
@@ -162,18 +182,11 @@ def _settle(
                      and stored.attempts == rec.attempts)
     if killed or still_running:
         if killed:
-            exc: BaseException = JobTimeoutException(
-                f"{timeout_message(rec.timeout or 0)}; the job's process was killed "
-                "(it did not return to the interpreter)"
-            )
+            exc: BaseException = killed_at_timeout(rec)
         else:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             exc = RuntimeError(f"the job's process ended ({how}) before storing an outcome")
-        try:
-            raise exc
-        except BaseException as raised:
-            log.error("%s: %s (%s): %s", rec.origin, rec.id, rec.description, raised)
-            fail_outside(engine, rec, raised, worker, format_exc_info(raised))
+        fail_killed(engine, rec, worker, exc, fail_outside)
         return
     if stored is not None and stored.status is JobStatus.FINISHED:
         worker.stats.successful += 1

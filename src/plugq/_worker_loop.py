@@ -19,6 +19,7 @@ from . import _events, _extras, _lifecycle, _limits, _rules, _webhooks, _workflo
 from ._context import _current
 from ._execution import Running, call, format_exc_info, install_alarm_handler
 from ._process import run_isolated, worker_class
+from ._supervisor import JobBeacon
 from .backend import WorkerSpec
 from .config import current_settings
 from .exceptions import BackendUnavailableError, JobStoppedException, WorkHorseKilledException
@@ -206,6 +207,9 @@ class WorkerLoop:
         # a client library (SQLite's global mutexes, a socket mid-reply) would
         # inherit that lock held and hang on its first store call.
         self._fork_lock = threading.Lock()
+        # Under `--concurrency N`: where to report the job running in this
+        # process, so the supervisor can kill a job stuck past its timeout.
+        self._beacon = JobBeacon.from_env()
 
     def _beat(self) -> None:
         with self._beat_lock:
@@ -312,10 +316,14 @@ class WorkerLoop:
         try:
             if kind == "simple":
                 self._running = Running()
+                if self._beacon is not None:
+                    self._beacon.started(rec.id, rec.attempts, rec.timeout, self.worker.name)
                 try:
                     perform(self.engine, rec, self.worker, self._running)
                 finally:
                     self._running = None
+                    if self._beacon is not None:
+                        self._beacon.ended()
             else:
                 run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside,
                              fork_guard=self._fork_lock)

@@ -32,7 +32,10 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, _monitor
-from .backend import Backend
+from ._engine import Engine
+from ._process import fail_killed, killed_at_timeout
+from ._worker_loop import fail_outside
+from .backend import Backend, WorkerSpec
 from .config import Settings, current_settings, mask_url, resolve_url, validate_url
 from .connection import connect
 from .exceptions import (
@@ -297,7 +300,7 @@ def _supervise(
     with_scheduler: bool, paths: Sequence[str], logging_level: str, worker_class: str | None,
     url: str | None, cron_config: str | None = None,
 ) -> int:
-    from ._supervisor import Supervisor
+    from ._supervisor import RunningJob, Supervisor
 
     backend = _backend(url)
     _refuse_memory(backend, "--concurrency", "each worker process would see a store of its own")
@@ -327,9 +330,20 @@ def _supervise(
                      else cron_config]
         return argv
 
+    def fail_overrun(job: RunningJob) -> None:
+        # The worker was killed for running past the job's timeout: store the
+        # timeout failure its process could not (the fork class's rule).
+        if not isinstance(backend, Engine):
+            return  # a backend with its own runner: its lease recovery takes the job
+        rec = backend.storage.get(job.job_id)
+        if rec is None or rec.status is not JobStatus.STARTED or rec.attempts != job.attempts:
+            return  # it ended, or was taken over, before the kill
+        spec = WorkerSpec(name=job.worker, queues=[rec.origin])
+        fail_killed(backend, rec, spec, killed_at_timeout(rec), fail_outside)
+
     log.info("Supervisor %d: starting %d workers on %s, queues: %s", os.getpid(), concurrency,
              backend.safe_url(), ", ".join(names))
-    return Supervisor(concurrency, command, env).run()
+    return Supervisor(concurrency, command, env, on_overrun=fail_overrun).run()
 
 
 # -- cron -------------------------------------------------------------------
