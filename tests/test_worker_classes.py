@@ -279,3 +279,43 @@ def test_spawn_refuses_an_exception_handler_it_cannot_send(tmp_path):
     with pytest.raises(ConfigurationError, match="top level of a module"):
         w.work(burst=True)
     assert job.get_status() == "queued"  # refused before any job was taken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["fork", "spawn"])
+def test_a_cold_shutdown_kills_the_job_process_too(worker_class, tmp_path):
+    """A second signal ends the worker at once, and its job's process with it (no orphan)."""
+    import os
+    import signal
+    import subprocess
+
+    from _cli_helpers import PLUGQ, clean_env, plugq, plugq_json
+
+    url = f"sqlite:///{tmp_path / 'cold.db'}"
+    q = Queue("cold", connection=url)
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = q.enqueue(tasks.pid_then_wait, str(started), str(release), 120)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        w = subprocess.Popen([PLUGQ, "worker", "cold", "--url", url, "--worker-class", worker_class],
+                             stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        _wait_for(started.exists, "the job to run")
+        pid = int(started.read_text())
+        assert pid != w.pid
+        w.send_signal(signal.SIGINT)
+        _wait_for(lambda: "Warm shut down requested" in log_path.read_text(), "the warm shutdown")
+        w.send_signal(signal.SIGINT)
+        assert w.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if w.poll() is None:
+            w.kill()
+    # The worker killed and reaped its child before it exited.
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not release.exists() and job.get_status() == "started"
+    # Its worker is gone: the next worker finds the job abandoned (no retries asked for).
+    again = plugq("worker", "cold", "--burst", "--url", url)
+    assert again.returncode == 0, again.stderr
+    [failed] = plugq_json("jobs", "cold", "--status", "failed", "--url", url)
+    assert failed["id"] == job.id and "Abandoned" in failed["result"]

@@ -130,6 +130,13 @@ class Horse:
         with self.lock:
             self._over = True
 
+    def kill(self) -> None:
+        """Kill the process now unless it already ended (the worker is going away)."""
+        with self.lock:
+            if self.pid is not None and not self._over:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+
 
 def child_options(worker: WorkerSpec, kind: str) -> dict[str, Any]:
     """The Worker options a job process needs; for ``spawn``, checked to cross to a new interpreter.
@@ -196,7 +203,19 @@ def run_isolated(
     if pid is None:
         _settle(engine, rec, worker, False, None, horse.exc, fail_outside, stop_outside)
         return
-    timed_out, ended = _wait_child(pid, deadline, horse, proc)
+    try:
+        timed_out, ended = _wait_child(pid, deadline, horse, proc)
+    except BaseException:
+        # A cold shutdown (or an error) unwinds the worker: the job's process
+        # goes with it, as rq's horse does, rather than run on orphaned. Its
+        # job stays started under a worker that is gone: found abandoned and
+        # retried or failed, as a simple worker's job is.
+        horse.kill()
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(pid, 0)
+            if proc is not None:
+                proc._popen.returncode = _exit_code(status)
+        raise
     _settle(engine, rec, worker, timed_out, ended, horse.exc, fail_outside, stop_outside)
 
 
