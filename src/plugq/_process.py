@@ -255,6 +255,9 @@ def _await_exit(pid: int, deadline: float | None) -> tuple[bool, tuple[int, Any]
             finally:
                 os.close(fd)
             return bool(ready), None
+    if deadline is None and hasattr(os, "waitid"):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # blocks until it ends; not reaped
+        return True, None
     pause = 0.0005
     while True:
         if hasattr(os, "waitid"):
