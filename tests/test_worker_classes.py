@@ -109,3 +109,213 @@ def test_a_sigkilled_fork_child_fails_its_job_which_is_retried_and_the_worker_go
     assert time.monotonic() - killed_at < 30
     assert victim.get_status() == "finished" and victim.attempts == 2
     assert after.get_status() == "finished" and after.result == 2
+
+
+# -- worker commands in each worker class (issue 15) ------------------------------------
+
+def _case(backend: str, worker_class: str):
+    marks = {"redis": [pytest.mark.redis], "postgres": [pytest.mark.postgres]}.get(backend, [])
+    if worker_class != "simple":
+        marks = [*marks, pytest.mark.slow]
+    return pytest.param(backend, worker_class, marks=marks, id=f"{backend}-{worker_class}")
+
+
+#: memory keeps its data in this process (simple only); the others run all three classes.
+COMMAND_CASES = [_case("memory", "simple")] + [
+    _case(backend, cls) for backend in ("sqlite", "redis", "postgres")
+    for cls in ("simple", "fork", "spawn")
+]
+
+
+def _backend_url(backend: str, request, tmp_path) -> str:
+    if backend == "memory":
+        return f"memory://commands-{uuid.uuid4().hex}"
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'commands.db'}"
+    if backend == "postgres":
+        return request.getfixturevalue("postgres_url")
+    pytest.importorskip("rq")
+    server = request.getfixturevalue("redis_server")
+    server.flushall()
+    return server.db_url(0)
+
+
+def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _reaped(pid: int) -> bool:
+    """True if ``pid`` is no child of this process (any more): it ended and was reaped."""
+    import os
+
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("backend", "worker_class"), COMMAND_CASES)
+def test_stop_a_running_job_in_each_worker_class(backend, worker_class, request, tmp_path):
+    import os
+    import threading
+
+    from plugq import Result, Retry
+    from plugq.command import send_stop_job_command
+
+    url = _backend_url(backend, request, tmp_path)
+    q = Queue(f"stop-{uuid.uuid4().hex[:6]}", connection=url)
+    started, release, record = tmp_path / "started", tmp_path / "release", tmp_path / "stopped"
+    job = q.enqueue(tasks.pid_then_wait, str(started), str(release), retry=Retry(max=2),
+                    on_stopped=tasks.on_stopped_record, meta={"path": str(record)})
+    after = q.enqueue(tasks.add, 2, 3)
+    w = Worker([q], worker_class=worker_class)
+    t = threading.Thread(target=w.work, kwargs={"burst": True}, daemon=True)
+    t.start()
+    try:
+        _wait_for(started.exists, "the job to run")
+        pid = int(started.read_text())
+        assert job.get_status() == "started"
+        send_stop_job_command(q.connection, job.id)
+        # The stopped job never returns on its own (release is not there):
+        # the worker ends its burst only once the stop took effect.
+        t.join(60)
+        assert not t.is_alive(), "the stop did not end the job"
+    finally:
+        release.touch()
+        t.join(60)
+    if worker_class == "simple":
+        assert pid == os.getpid()  # in-process: interrupted as a timeout is
+    else:
+        assert pid != os.getpid() and _reaped(pid)  # its process was killed (and reaped)
+    assert job.get_status() == "stopped" and job.is_stopped
+    assert job.retries_left == 2 and job.result is None  # never retried, never returned
+    assert "JobStoppedException" in job.exc_info
+    assert job.latest_result().type == Result.Type.STOPPED
+    assert record.read_text().split() == ["stopped", job.id]  # on_stopped ran, once
+    # As the simple class keeps it: in no registry (registries are views by status).
+    assert job.id not in q.started_job_registry.get_job_ids()
+    assert job.id not in q.failed_job_registry.get_job_ids()
+    assert after.get_status() == "finished" and after.result == 5  # the worker went on
+    assert (w.successful_job_count, w.failed_job_count) == (1, 1)
+
+
+@pytest.mark.parametrize(("backend", "worker_class"), COMMAND_CASES)
+def test_kill_horse_in_each_worker_class(backend, worker_class, request, tmp_path):
+    import os
+    import resource
+    import signal
+    import threading
+
+    from plugq import Result, Retry
+    from plugq.command import send_kill_horse_command
+
+    url = _backend_url(backend, request, tmp_path)
+    q = Queue(f"kill-{uuid.uuid4().hex[:6]}", connection=url)
+    started, release, handled = tmp_path / "started", tmp_path / "release", tmp_path / "handled"
+    job = q.enqueue(tasks.pid_then_wait, str(started), str(release), retry=Retry(max=1),
+                    meta={"path": str(handled)})
+    after = q.enqueue(tasks.add, 2, 3)
+    killed: list[tuple] = []
+    w = Worker([q], worker_class=worker_class,
+               work_horse_killed_handler=lambda *args: killed.append(args),
+               exception_handlers=[tasks.record_exception])
+    t = threading.Thread(target=w.work, kwargs={"burst": True}, daemon=True)
+    t.start()
+    try:
+        _wait_for(started.exists, "the job to run")
+        pid = int(started.read_text())
+        send_kill_horse_command(q.connection, w.name)
+        _wait_for(lambda: killed, "the work_horse_killed_handler")
+    finally:
+        release.touch()  # the retry (and, on a failure above, the first run) runs through
+        t.join(60)
+    assert not t.is_alive()
+    [(handler_job, handler_pid, status, rusage)] = killed
+    assert handler_job.id == job.id
+    if worker_class == "simple":
+        # No work horse: the worker's own pid, no wait status, no rusage.
+        assert (handler_pid, status, rusage) == (os.getpid(), -1, None)
+    else:
+        # rq's arguments: the horse's pid, its raw wait status (killed by SIGKILL), its rusage.
+        assert handler_pid == pid != os.getpid() and _reaped(pid)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert isinstance(rusage, resource.struct_rusage)
+    # Failed as a killed horse, then retried (Retry obeyed): the second run finished.
+    assert job.get_status() == "finished" and job.attempts == 2 and job.result == str(release)
+    latest, first = job.results()[:2]
+    assert latest.type == Result.Type.SUCCESSFUL and first.type == Result.Type.FAILED
+    assert "WorkHorseKilledException" in first.exc_string
+    if worker_class != "simple":
+        assert "Work-horse terminated unexpectedly" in first.exc_string
+    assert not handled.exists()  # as in rq, exception handlers are not called for a killed horse
+    assert after.get_status() == "finished" and after.result == 5
+    assert (w.successful_job_count, w.failed_job_count) == (2, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["fork", "spawn"])
+def test_isolated_classes_run_the_workers_exception_handlers(worker_class, tmp_path):
+    q = Queue(f"handlers-{uuid.uuid4().hex[:6]}", connection=f"sqlite:///{tmp_path / 'h.db'}")
+    path = tmp_path / "handlers"
+    job = q.enqueue(tasks.fail, "nope", meta={"path": str(path)})
+    w = Worker([q], worker_class=worker_class,
+               exception_handlers=[tasks.record_exception, tasks.stop_chain, tasks.never_called])
+    assert w.work(burst=True)
+    assert job.get_status() == "failed"
+    assert path.read_text().split("\n")[:2] == ["handler1 ValueError", "handler2"]
+
+
+def test_spawn_refuses_an_exception_handler_it_cannot_send(tmp_path):
+    from plugq import ConfigurationError
+
+    q = Queue("spawn-lambda", connection=f"sqlite:///{tmp_path / 'l.db'}")
+    job = q.enqueue(tasks.add, 1, 2)
+    w = Worker([q], worker_class="spawn", exception_handlers=[lambda *exc: True])
+    with pytest.raises(ConfigurationError, match="top level of a module"):
+        w.work(burst=True)
+    assert job.get_status() == "queued"  # refused before any job was taken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["fork", "spawn"])
+def test_a_cold_shutdown_kills_the_job_process_too(worker_class, tmp_path):
+    """A second signal ends the worker at once, and its job's process with it (no orphan)."""
+    import os
+    import signal
+    import subprocess
+
+    from _cli_helpers import PLUGQ, clean_env, plugq, plugq_json
+
+    url = f"sqlite:///{tmp_path / 'cold.db'}"
+    q = Queue("cold", connection=url)
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = q.enqueue(tasks.pid_then_wait, str(started), str(release), 120)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        w = subprocess.Popen([PLUGQ, "worker", "cold", "--url", url, "--worker-class", worker_class],
+                             stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        _wait_for(started.exists, "the job to run")
+        pid = int(started.read_text())
+        assert pid != w.pid
+        w.send_signal(signal.SIGINT)
+        _wait_for(lambda: "Warm shut down requested" in log_path.read_text(), "the warm shutdown")
+        w.send_signal(signal.SIGINT)
+        assert w.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if w.poll() is None:
+            w.kill()
+    # The worker killed and reaped its child before it exited.
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not release.exists() and job.get_status() == "started"
+    # Its worker is gone: the next worker finds the job abandoned (no retries asked for).
+    again = plugq("worker", "cold", "--burst", "--url", url)
+    assert again.returncode == 0, again.stderr
+    [failed] = plugq_json("jobs", "cold", "--status", "failed", "--url", url)
+    assert failed["id"] == job.id and "Abandoned" in failed["result"]

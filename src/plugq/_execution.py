@@ -84,7 +84,10 @@ class Running:
     :meth:`interrupt` makes the call raise the given exception the way a
     timeout does: through SIGALRM in the main thread (which also breaks a
     blocking sleep), else as an asynchronous exception in the thread that runs
-    the function. Once the call has returned it is a no-op.
+    the function. Before the call began (the job is claimed, its function not
+    yet imported or called) it is only recorded, and the call raises it at
+    its start without calling the function: a signal then would land in the
+    worker's own code. Once the call has returned it is a no-op.
     """
 
     def __init__(self) -> None:
@@ -94,6 +97,7 @@ class Running:
         self.exc: type[BaseException] | None = None
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        self._begun = False
         self._over = False
 
     def interrupt(self, exc: type[BaseException]) -> bool:
@@ -103,6 +107,8 @@ class Running:
                 return False
             self.exc = exc
             self.wake.set()
+            if not self._begun:
+                return True  # raised by begin(), before the function is called
             target = self.helper_id or self.thread_id
             if (target == threading.main_thread().ident and hasattr(signal, "SIGALRM")
                     and signal.getsignal(signal.SIGALRM) is _on_alarm):
@@ -110,6 +116,13 @@ class Running:
             elif self.helper_id is None:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(exc))
             return True
+
+    def begin(self) -> None:
+        """The call starts: from now on an interrupt is delivered; one that came before is raised."""
+        with self._lock:
+            self._begun = True
+            if self.exc is not None:
+                raise self.exc(f"job interrupted before it was called: {self.exc.__name__}")
 
     def over(self) -> None:
         """The call returned (or raised): later interrupts do nothing."""
@@ -137,6 +150,7 @@ def call(
     if main:
         _main_running = running
     try:
+        running.begin()
         return _call(func, args, kwargs, timeout, running)
     finally:
         running.over()

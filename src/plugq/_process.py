@@ -7,8 +7,13 @@ child still running ``KILL_GRACE`` seconds after its timeout (stuck in C code
 that never returns to the interpreter, where the child's own alarm cannot
 fire) is killed with SIGKILL, the job is failed with a
 :class:`~plugq.exceptions.JobTimeoutException` in its exc_info (retried if it
-has retries left), and the worker takes the next job. A child that dies
-otherwise (killed, crashed) leaves its job failed with the cause.
+has retries left), and the worker takes the next job. Worker commands reach
+the child as rq's do: ``stop-job`` kills it and the parent stores the job
+``stopped`` (its ``on_stopped`` callback runs in the parent), ``kill-horse``
+kills it and the job fails with :class:`~plugq.exceptions.WorkHorseKilledException`
+(retried if it may be; the ``work_horse_killed_handler`` gets the child's pid,
+wait status and rusage). A child that dies otherwise (killed, crashed) fails
+its job the same way.
 
 Any storage whose data other processes share can run them; one that keeps
 its data in this process only declares the ``process_local`` capability and
@@ -22,8 +27,10 @@ import importlib
 import logging
 import multiprocessing
 import os
+import pickle
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -31,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._execution import format_exc_info, timeout_message
 from .backend import WorkerSpec
-from .exceptions import ConfigurationError, JobTimeoutException, NotSupportedError
+from .exceptions import (
+    ConfigurationError,
+    JobStoppedException,
+    JobTimeoutException,
+    NotSupportedError,
+    WorkHorseKilledException,
+)
 from .storage import JobRecord, JobStatus, Storage
 
 if TYPE_CHECKING:
@@ -68,56 +81,166 @@ def worker_class(storage: Storage, name: str | None) -> str:
 
 
 Perform = Callable[["Engine", JobRecord, Any], Any]
-FailOutside = Callable[["Engine", JobRecord, BaseException, Any, str], Any]
+#: ``(engine, rec, exc, worker, exc_info, horse)``: store a failure decided in
+#: the parent; ``horse`` is ``(pid, wait status, rusage)`` of the child that died.
+FailOutside = Callable[["Engine", JobRecord, BaseException, Any, str, "HorseEnd | None"], Any]
+#: ``(engine, rec, exc, worker, exc_info)``: store a stop decided in the parent.
+StopOutside = Callable[["Engine", JobRecord, BaseException, Any, str], Any]
+#: How a child ended: its pid, its raw wait status (as ``os.wait4`` gives it) and its rusage.
+HorseEnd = tuple[int, int, Any]
+
+#: What a stopped job's exc_info says when its process was killed (rq's words).
+STOPPED_MESSAGE = "Job stopped by user, work-horse terminated."
+#: Options of a Worker that its job process uses (the others act in the parent).
+CHILD_OPTIONS = ("exception_handlers", "disable_default_exception_handler")
+
+
+class Horse:
+    """The process running the current job, for a stop-job or kill-horse command.
+
+    :meth:`interrupt` records why and kills the process with SIGKILL, as rq
+    kills its work horse: a Python-level interrupt cannot reach a child stuck
+    in C. An interrupt that comes before the process exists keeps it from
+    being started; one that comes after the process ended does nothing (the
+    parent marks it :meth:`over` before reaping it, so a late kill can never
+    reach another process that got the same pid).
+    """
+
+    def __init__(self) -> None:
+        #: Held around starting the process, so an interrupt either sees its pid or stops the start.
+        self.lock = threading.Lock()
+        #: The exception the command asked for (JobStoppedException or WorkHorseKilledException).
+        self.exc: type[BaseException] | None = None
+        self.pid: int | None = None
+        self._over = False
+
+    def interrupt(self, exc: type[BaseException]) -> bool:
+        """Kill the job's process for ``exc``; False if it already ended or was interrupted."""
+        with self.lock:
+            if self._over or self.exc is not None:
+                return False
+            self.exc = exc
+            if self.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            return True
+
+    def over(self) -> None:
+        """The process ended (not yet reaped): later interrupts do nothing."""
+        with self.lock:
+            self._over = True
+
+    def kill(self) -> None:
+        """Kill the process now unless it already ended (the worker is going away)."""
+        with self.lock:
+            if self.pid is not None and not self._over:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+
+
+def child_options(worker: WorkerSpec, kind: str) -> dict[str, Any]:
+    """The Worker options a job process needs; for ``spawn``, checked to cross to a new interpreter.
+
+    Raises:
+        ConfigurationError: a spawn worker's exception handler that cannot be
+            pickled (a lambda, a function defined inside another).
+    """
+    options = {k: worker.options[k] for k in CHILD_OPTIONS if k in worker.options}
+    if kind == "spawn":
+        for handler in options.get("exception_handlers") or ():
+            try:
+                pickle.dumps(handler)
+            except Exception:
+                raise ConfigurationError(
+                    f"worker_class='spawn' runs each job in a new interpreter, which gets the "
+                    f"exception handlers by import: {handler!r} cannot be sent there; use a "
+                    "function defined at the top level of a module"
+                ) from None
+    return options
 
 
 def run_isolated(
     engine: Engine, rec: JobRecord, worker: WorkerSpec, kind: str, perform: Perform,
-    fail_outside: FailOutside, *, fork_guard: AbstractContextManager[Any] | None = None,
+    fail_outside: FailOutside, stop_outside: StopOutside, *, horse: Horse | None = None,
+    fork_guard: AbstractContextManager[Any] | None = None,
 ) -> None:
     """Run the claimed ``rec`` in a child process (``fork`` or ``spawn``) and wait for it.
 
     ``perform`` is the worker loop's one path a job takes to run (called in
-    the child); ``fail_outside`` stores a failure the child could not store.
-    The parent kills the child ``KILL_GRACE`` seconds after the job's timeout
-    and stores the failure; the child stores any other outcome itself.
-    ``fork_guard`` is held around ``os.fork()``: the caller's other threads
-    that use the store take it too, so none is inside a client library (and
-    holding its locks) at the moment the child is made.
+    the child); ``fail_outside`` and ``stop_outside`` store an outcome the
+    child could not store. The parent kills the child ``KILL_GRACE`` seconds
+    after the job's timeout, or when ``horse`` is interrupted (a stop-job or
+    kill-horse command), and stores that outcome; the child stores any other
+    outcome itself. ``fork_guard`` is held around ``os.fork()``: the caller's
+    other threads that use the store take it too, so none is inside a client
+    library (and holding its locks) at the moment the child is made.
     """
+    horse = horse or Horse()
     deadline = None if rec.timeout is None else time.monotonic() + rec.timeout + KILL_GRACE
-    if kind == "fork":
-        with fork_guard or contextlib.nullcontext():
+    proc: Any = None
+    pid: int | None = None
+    with fork_guard or contextlib.nullcontext(), horse.lock:
+        # Interrupted before its process existed: the job is never started.
+        if horse.exc is None and kind == "fork":
             pid = os.fork()
-        if pid == 0:  # the child: run the job through the one path, then leave at once
-            code = 0
-            try:
-                perform(engine, rec, worker)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        killed, status = _wait_pid(pid, deadline)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        proc = ctx.Process(target=_spawn_main,
-                           args=(perform, engine.url, rec.id, rec.attempts, worker.name),
-                           name=f"plugq-job-{rec.id}", daemon=True)
-        proc.start()
-        killed = False
-        proc.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-            killed = True
-        status = proc.exitcode or 0
-    _settle(engine, rec, worker, killed, status, fail_outside)
+            if pid == 0:  # the child: run the job through the one path, then leave at once
+                code = 0
+                try:
+                    perform(engine, rec, worker)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+        elif horse.exc is None:
+            options = child_options(worker, kind)
+            ctx = multiprocessing.get_context("spawn")
+            proc = ctx.Process(target=_spawn_main,
+                               args=(perform, engine.url, rec.id, rec.attempts, worker.name, options),
+                               name=f"plugq-job-{rec.id}", daemon=True)
+            proc.start()
+            pid = proc.pid
+        horse.pid = pid
+    if pid is None:
+        _settle(engine, rec, worker, False, None, horse.exc, fail_outside, stop_outside)
+        return
+    try:
+        timed_out, ended = _wait_child(pid, deadline, horse, proc)
+    except BaseException:
+        # A cold shutdown (or an error) unwinds the worker: the job's process
+        # goes with it, as rq's horse does, rather than run on orphaned. Its
+        # job stays started under a worker that is gone: found abandoned and
+        # retried or failed, as a simple worker's job is.
+        horse.kill()
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(pid, 0)
+            if proc is not None:
+                proc._popen.returncode = _exit_code(status)
+        raise
+    _settle(engine, rec, worker, timed_out, ended, horse.exc, fail_outside, stop_outside)
 
 
-def _wait_pid(pid: int, deadline: float | None) -> tuple[bool, int]:
-    """Wait for ``pid``; kill it at ``deadline``. Returns ``(killed, exit status)``."""
-    if deadline is None:
-        return False, _exit_code(os.waitpid(pid, 0)[1])
+def _wait_child(pid: int, deadline: float | None, horse: Horse, proc: Any) -> tuple[bool, HorseEnd]:
+    """Wait for the child ``pid``, killing it at ``deadline``; reap it.
+
+    Returns ``(timed out, (pid, raw wait status, rusage))``. The child is
+    marked over before it is reaped: until then its pid is not reused.
+    """
+    ended, reaped = _await_exit(pid, deadline)
+    if not ended:
+        os.kill(pid, signal.SIGKILL)
+    horse.over()
+    if reaped is None:
+        _, status, rusage = os.wait4(pid, 0)
+        reaped = (status, rusage)
+    if proc is not None:
+        # multiprocessing would wait for this child itself (and keep it in its
+        # list of children forever once we reaped it): give it the exit code.
+        proc._popen.returncode = _exit_code(reaped[0])
+    return not ended, (pid, *reaped)
+
+
+def _await_exit(pid: int, deadline: float | None) -> tuple[bool, tuple[int, Any] | None]:
+    """Wait until ``pid`` ends or ``deadline``: ``(ended, (status, rusage) if already reaped)``."""
     if hasattr(os, "pidfd_open"):
         try:
             fd = os.pidfd_open(pid)
@@ -125,23 +248,29 @@ def _wait_pid(pid: int, deadline: float | None) -> tuple[bool, int]:
             fd = -1
         if fd >= 0:
             try:
-                # Readable when the child ends: no polling between its end and our notice.
-                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                # Readable when the child ends (it stays unreaped): no polling
+                # between its end and our notice.
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([fd], [], [], left)
             finally:
                 os.close(fd)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                return True, _exit_code(os.waitpid(pid, 0)[1])
-            return False, _exit_code(os.waitpid(pid, 0)[1])
+            return bool(ready), None
+    if deadline is None and hasattr(os, "waitid"):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # blocks until it ends; not reaped
+        return True, None
     pause = 0.0005
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False, _exit_code(status)
+        if hasattr(os, "waitid"):
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True, None
+        else:
+            # No way to look without reaping here (macOS before Python 3.13):
+            # reap now; the pid-reuse window is the few instructions until over().
+            done, status, rusage = os.wait4(pid, os.WNOHANG)
+            if done:
+                return True, (status, rusage)
         if deadline is not None and time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
-            return True, _exit_code(status)
+            return False, None
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
 
@@ -162,47 +291,78 @@ def killed_at_timeout(rec: JobRecord) -> JobTimeoutException:
 
 def fail_killed(
     engine: Engine, rec: JobRecord, worker: WorkerSpec, exc: BaseException,
-    fail_outside: FailOutside,
+    fail_outside: FailOutside, ended: HorseEnd | None = None,
 ) -> None:
-    """Store ``exc`` (raised, for its traceback) as the outcome of ``rec``, whose process is gone."""
+    """Store ``exc`` (raised, for its traceback) as the outcome of ``rec``, whose process is gone.
+
+    ``ended`` is the process's (pid, wait status, rusage) when this process reaped it.
+    """
     try:
         raise exc
     except BaseException as raised:
         log.error("%s: %s (%s): %s", rec.origin, rec.id, rec.description, raised)
-        fail_outside(engine, rec, raised, worker, format_exc_info(raised))
+        fail_outside(engine, rec, raised, worker, format_exc_info(raised), ended)
 
 
 def _settle(
-    engine: Engine, rec: JobRecord, worker: WorkerSpec, killed: bool, code: int,
-    fail_outside: FailOutside,
+    engine: Engine, rec: JobRecord, worker: WorkerSpec, timed_out: bool, ended: HorseEnd | None,
+    interrupted: type[BaseException] | None, fail_outside: FailOutside, stop_outside: StopOutside,
 ) -> None:
-    """After the child ended: count the outcome; fail the job if the child could not."""
+    """After the child ended: count the outcome; store the job's end if the child could not.
+
+    ``interrupted`` is what a command asked for (stop-job, kill-horse);
+    ``ended`` is None when the child was never started.
+    """
     stored = engine.storage.get(rec.id)
     still_running = (stored is not None and stored.status is JobStatus.STARTED
                      and stored.attempts == rec.attempts)
-    if killed or still_running:
-        if killed:
-            exc: BaseException = killed_at_timeout(rec)
+    if not still_running:  # the child stored its outcome (a command came too late to matter)
+        if stored is not None and stored.status is JobStatus.FINISHED:
+            worker.stats.successful += 1
         else:
-            how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            exc = RuntimeError(f"the job's process ended ({how}) before storing an outcome")
-        fail_killed(engine, rec, worker, exc, fail_outside)
+            worker.stats.failed += 1
         return
-    if stored is not None and stored.status is JobStatus.FINISHED:
-        worker.stats.successful += 1
+    exc: BaseException
+    if interrupted is JobStoppedException:
+        exc = JobStoppedException(STOPPED_MESSAGE)
+    elif timed_out and interrupted is None:
+        exc = killed_at_timeout(rec)
+    elif ended is None:
+        exc = WorkHorseKilledException("Work-horse killed before it started")
     else:
-        worker.stats.failed += 1
+        status = ended[1]
+        signal_msg = f" (signal {os.WTERMSIG(status)})" if status and os.WIFSIGNALED(status) else ""
+        # rq's words for a work horse that died without storing an outcome
+        # (killed by kill-horse, by someone else, or crashed).
+        exc = WorkHorseKilledException(
+            f"Work-horse terminated unexpectedly; waitpid returned {status}{signal_msg}; "
+        )
+    if isinstance(exc, JobStoppedException):
+        try:
+            raise exc
+        except JobStoppedException as raised:
+            log.error("%s: %s (%s): %s", rec.origin, rec.id, rec.description, raised)
+            stop_outside(engine, rec, raised, worker, format_exc_info(raised))
+        return
+    fail_killed(engine, rec, worker, exc, fail_outside, ended)
 
 
 #: Opens a URL in a spawned child (named, not imported here: connection imports the engine).
 CONNECT = "plugq.connection:connect"
 
 
-def _spawn_main(perform: Perform, url: str, job_id: str, attempts: int, worker_name: str) -> None:
-    """A spawned child: open the store by URL, run the claimed job, exit."""
+def _spawn_main(
+    perform: Perform, url: str, job_id: str, attempts: int, worker_name: str,
+    options: dict[str, Any],
+) -> None:
+    """A spawned child: open the store by URL, run the claimed job, exit.
+
+    ``options`` are the Worker's options the job's run uses (its exception
+    handlers, which arrive by import).
+    """
     module, _, name = CONNECT.partition(":")
     engine: Any = getattr(importlib.import_module(module), name)(url)
     rec = engine.storage.get(job_id)
     if rec is None or rec.status is not JobStatus.STARTED or rec.attempts != attempts:
         return  # canceled, deleted or taken over meanwhile
-    perform(engine, rec, WorkerSpec(name=worker_name, queues=[rec.origin]))
+    perform(engine, rec, WorkerSpec(name=worker_name, queues=[rec.origin], options=options))

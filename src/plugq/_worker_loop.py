@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import _events, _extras, _lifecycle, _limits, _rules, _webhooks, _workflows
 from ._context import _current
 from ._execution import Running, call, format_exc_info, install_alarm_handler
-from ._process import run_isolated, worker_class
+from ._process import Horse, HorseEnd, child_options, run_isolated, worker_class
 from ._supervisor import JobBeacon
 from .backend import WorkerSpec
 from .config import current_settings
@@ -103,16 +103,7 @@ def perform(
             return rec
         result = seal_blob(rec.id, "result", serializer.dumps(value))
     except JobStoppedException as exc:
-        if _lifecycle.stop(storage, rec, format_exc_info(exc)):
-            log.info("%s: %s stopped", rec.origin, rec.id)
-            if extras.get("on_stopped") and fields_verified(
-                rec.id, {"webhooks": extras.get("webhooks"), "on_stopped": extras["on_stopped"]},
-                extras.get("sig"),
-            ):
-                _run_callback(extras["on_stopped"], cb_timeouts.get("stopped"), job, engine)
-            _webhooks.fire(rec, extras)
-        if worker is not None:
-            worker.stats.failed += 1
+        _stopped(engine, rec, job, worker, format_exc_info(exc), extras)
     except (Exception, SystemExit) as exc:
         _failed(engine, rec, job, exc, worker, format_exc_info(exc), extras)
     else:
@@ -135,9 +126,27 @@ def perform(
     return rec
 
 
+def _stopped(
+    engine: Engine, rec: JobRecord, job: Any, worker: WorkerSpec | None, exc_info: str,
+    extras: dict[str, Any],
+) -> None:
+    """Store ``rec`` stopped (a stop-job command), run its ``on_stopped`` callback; never retried."""
+    if _lifecycle.stop(engine.storage, rec, exc_info):
+        log.info("%s: %s stopped", rec.origin, rec.id)
+        if extras.get("on_stopped") and fields_verified(
+            rec.id, {"webhooks": extras.get("webhooks"), "on_stopped": extras["on_stopped"]},
+            extras.get("sig"),
+        ):
+            cb_timeouts = extras.get("callback_timeouts") or {}
+            _run_callback(extras["on_stopped"], cb_timeouts.get("stopped"), job, engine)
+        _webhooks.fire(rec, extras)
+    if worker is not None:
+        worker.stats.failed += 1
+
+
 def _failed(
     engine: Engine, rec: JobRecord, job: Any, exc: BaseException, worker: WorkerSpec | None,
-    exc_info: str, extras: dict[str, Any],
+    exc_info: str, extras: dict[str, Any], horse: HorseEnd | None = None,
 ) -> None:
     storage = engine.storage
     cb_timeouts = extras.get("callback_timeouts") or {}
@@ -159,8 +168,11 @@ def _failed(
         if isinstance(exc, WorkHorseKilledException):
             handler = worker.options.get("work_horse_killed_handler")
             if handler is not None:
+                # rq's arguments: the work horse's pid, its raw wait status
+                # and rusage; an in-process job has no horse of its own.
+                pid, status, rusage = horse if horse is not None else (os.getpid(), -1, None)
                 try:
-                    handler(job, os.getpid(), -1, None)
+                    handler(job, pid, status, rusage)
                 except Exception:
                     log.exception("work_horse_killed_handler failed")
         else:
@@ -172,10 +184,19 @@ def _failed(
 
 
 def fail_outside(
-    engine: Engine, rec: JobRecord, exc: BaseException, worker: WorkerSpec | None, exc_info: str
+    engine: Engine, rec: JobRecord, exc: BaseException, worker: WorkerSpec | None, exc_info: str,
+    horse: HorseEnd | None = None,
 ) -> None:
     """Store a failure of ``rec`` decided outside its run (its process was killed or died)."""
-    _failed(engine, rec, _events.job_for(engine, rec), exc, worker, exc_info, _extras.read(rec))
+    _failed(engine, rec, _events.job_for(engine, rec), exc, worker, exc_info, _extras.read(rec),
+            horse)
+
+
+def stop_outside(
+    engine: Engine, rec: JobRecord, exc: BaseException, worker: WorkerSpec | None, exc_info: str
+) -> None:
+    """Store ``rec`` stopped, decided outside its run (a stop-job command killed its process)."""
+    _stopped(engine, rec, _events.job_for(engine, rec), worker, exc_info, _extras.read(rec))
 
 
 class WorkerLoop:
@@ -199,8 +220,10 @@ class WorkerLoop:
         # loop's own beat and the heartbeat thread's must not cross.
         self._beat_lock = threading.Lock()
         self._last_beat = 0.0
-        #: the job running now, for a stop-job or kill-horse command.
-        self._running: Running | None = None
+        #: the job claimed now (its id, and the call or process running it), for a
+        #: stop-job or kill-horse command; set at the claim, so a command that
+        #: comes before the function is called still finds it.
+        self._running: tuple[str, Running | Horse] | None = None
         self._last_maint = 0.0
         # Held by the heartbeat thread while it talks to the store, and by the
         # loop around os.fork(): a child forked while another thread is inside
@@ -256,18 +279,20 @@ class WorkerLoop:
         """rq's worker commands (``plugq.command``), delivered through the storage."""
         for cmd in self.storage.take_commands(self.worker.name):
             kind = cmd.get("command")
-            running = self._running
-            log.info("Worker %s: received command %s", self.worker.name, cmd)
+            claimed = self._running
             if kind == "shutdown":
                 self.worker.stop.set()
             elif kind == "kill-horse":
-                if running is not None:
-                    running.interrupt(WorkHorseKilledException)
+                if claimed is not None:
+                    claimed[1].interrupt(WorkHorseKilledException)
             elif kind == "stop-job":
-                if running is not None and cmd.get("job_id") == self._current:
-                    running.interrupt(JobStoppedException)
+                if claimed is not None and cmd.get("job_id") == claimed[0]:
+                    claimed[1].interrupt(JobStoppedException)
             else:
                 log.warning("Worker %s: unknown command %r ignored", self.worker.name, kind)
+                continue
+            # Logged once acted on: a reader of the log sees a command that has taken effect.
+            log.info("Worker %s: received command %s", self.worker.name, cmd)
 
     def _register(self) -> None:
         b = self.storage
@@ -308,28 +333,34 @@ class WorkerLoop:
                 return None
             b.wait(self.queues, IDLE_WAIT)
             return False
-        if rec.rate_limit is not None and not _limits.admit(b, rec):
-            return False  # now rate_limited, in line for its key
-        self._state_changed("busy", rec.id)
-        log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
-        started = time.monotonic()
+        # From the claim on the job is started under this worker's name, so a
+        # stop-job command may come for it at once: it must find the job here.
+        handle: Running | Horse = Running() if kind == "simple" else Horse()
+        self._running = (rec.id, handle)
         try:
-            if kind == "simple":
-                self._running = Running()
-                if self._beacon is not None:
-                    self._beacon.started(rec.id, rec.attempts, rec.timeout, self.worker.name)
-                try:
-                    perform(self.engine, rec, self.worker, self._running)
-                finally:
-                    self._running = None
+            if rec.rate_limit is not None and not _limits.admit(b, rec):
+                return False  # now rate_limited, in line for its key
+            self._state_changed("busy", rec.id)
+            log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)
+            started = time.monotonic()
+            try:
+                if isinstance(handle, Running):
                     if self._beacon is not None:
-                        self._beacon.ended()
-            else:
-                run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside,
-                             fork_guard=self._fork_lock)
+                        self._beacon.started(rec.id, rec.attempts, rec.timeout,
+                                             self.worker.name)
+                    try:
+                        perform(self.engine, rec, self.worker, handle)
+                    finally:
+                        if self._beacon is not None:
+                            self._beacon.ended()
+                else:
+                    run_isolated(self.engine, rec, self.worker, kind, perform, fail_outside,
+                                 stop_outside, horse=handle, fork_guard=self._fork_lock)
+            finally:
+                if rec.rate_limit is not None:
+                    _limits.release(b, rec)
         finally:
-            if rec.rate_limit is not None:
-                _limits.release(b, rec)
+            self._running = None
         self.worker.stats.working_time += time.monotonic() - started
         self._state_changed("idle", None)
         return True
@@ -359,6 +390,8 @@ class WorkerLoop:
     def run(self, *, burst: bool, max_jobs: int | None, with_scheduler: bool) -> bool:
         b = self.storage
         kind = worker_class(b, self.worker.worker_class)
+        if kind != "simple":
+            child_options(self.worker, kind)  # a handler a spawned child cannot get: refused now
         self._register()
         beater = threading.Thread(target=self._beat_forever, name="plugq-heartbeat", daemon=True)
         beater.start()

@@ -120,6 +120,18 @@ def touch_then_wait(started: str, release: str, timeout: float = 30.0) -> str:
     return wait_for_file(release, timeout)
 
 
+def pid_then_wait(started: str, release: str, timeout: float = 30.0) -> str:
+    """Write this process's pid to ``started`` (at once, whole), then wait for ``release``.
+
+    Shows which process runs the job (the worker's own, or a fork/spawn child)
+    and lets a test act while it runs.
+    """
+    part = f"{started}.{os.getpid()}.part"
+    Path(part).write_text(str(os.getpid()))
+    os.replace(part, started)  # a reader sees no file or the whole pid, never an empty one
+    return wait_for_file(release, timeout)
+
+
 def return_unpicklable() -> Any:
     return lambda: None
 
