@@ -18,9 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from plugq import Queue
-from plugq.testing import tasks
-
 from _cli_helpers import (
     PLUGQ,
     PtyProcess,
@@ -33,6 +30,8 @@ from _cli_helpers import (
     unique_queue,
     wait_until,
 )
+from plugq import Queue
+from plugq.testing import tasks
 
 pytestmark = pytest.mark.slow
 
