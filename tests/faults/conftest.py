@@ -55,12 +55,14 @@ def procs():
     p.kill_all()
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
+def wait_for(predicate, timeout: float, what: str, every: float = 0.05, state=None):
+    """Poll ``predicate``; on timeout fail, showing ``state()`` (what was seen) if given."""
     end = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            seen = f"; last seen: {state()}" if state is not None else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{seen}")
         time.sleep(every)

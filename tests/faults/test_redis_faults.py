@@ -145,7 +145,7 @@ def test_sigkilled_workers_lose_no_job(db_url, procs, tmp_path):
             last_kill = time.monotonic()
         return False
 
-    wait_for(done, 90, "every job to end", every=0.1)
+    wait_for(done, 90, "every job to end", every=0.1, state=lambda: counts(q))
     final = counts(q)
     assert final["finished"] == n, final
     assert final["started"] == 0 and final["queued"] == 0 and final["failed"] == 0
