@@ -223,6 +223,31 @@ def test_redis_priority_0_stays_in_rqs_list_other_levels_beside_it(redis_store):
 
 
 @pytest.mark.redis
+def test_redis_priority_claim_is_an_index_lookup(redis_store):
+    """A claim sends Redis the same commands whatever the depth and spread of levels."""
+    r = redis_store.redis
+
+    def claim_commands(depth: int, spread: int) -> dict[str, int]:
+        r.flushall()
+        q = Queue("idx", connection=redis_store)
+        q.enqueue_many([Queue.prepare_data(tasks.add, (i, i),
+                                           priority=random.randint(-spread, spread))
+                        for i in range(depth)])
+        top = q.enqueue(tasks.add, 0, 0, priority=10)
+        redis_store.claim(["elsewhere"], "w", time.time())  # the script is loaded (not counted)
+        r.config_resetstat()
+        got = redis_store.claim(["idx"], "w", time.time())
+        assert got is not None and got.id == top.id
+        return {k: v["calls"] for k, v in r.info("commandstats").items()}
+
+    deep, shallow = claim_commands(5000, 3), claim_commands(10, 0)
+    assert deep == shallow  # not one command more for 500x the jobs and 7 levels
+    # no listing or scan of a list, a level set or the keyspace: the top level is ZREVRANGE 0 0
+    assert not {"cmdstat_lrange", "cmdstat_zrange", "cmdstat_scan", "cmdstat_keys"} & deep.keys()
+    assert deep["cmdstat_zrevrange"] == 1
+
+
+@pytest.mark.redis
 def test_redis_rq_worker_runs_the_priority_0_jobs_and_leaves_the_rest(redis_store, tmp_path):
     from redis import Redis
     from rq import Queue as RQQueue
