@@ -8,9 +8,12 @@ timed was checked afterwards.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,3 +42,19 @@ def test_quick_memory_run_writes_verified_results(tmp_path: Path) -> None:
         "enqueue_single", "process_1", "drain_10k",
     }
     assert all(t["status"] in ("PASS", "MISS") for t in results["targets"])
+
+
+@pytest.mark.redis
+def test_redis_beyond_benchmark_runs_and_verifies_every_job(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    out = tmp_path / "beyond.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.redis_beyond", "--measured", "100", "--runs", "1",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # each run asserts its job count
+    figures = json.loads(out.read_text())
+    assert set(figures["median"]) == {"plain", "priority", "ratelimit"}
+    assert all(rate > 0 for rate in figures["median"].values())

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from _cli_helpers import PLUGQ, clean_env
-from plugq import JobStatus, ManualClock, NotSupportedError, Queue, Unique, cron
+from plugq import JobStatus, ManualClock, Queue, Unique, cron
 from plugq._engine import engine_for
 from plugq.testing import tasks
 from plugq_memory import MemoryStorage
@@ -172,15 +172,123 @@ def test_a_unique_keys_period_on_the_manual_clock(clocked):
         Unique("")
 
 
-def test_beyond_features_on_redis_refuse_clearly():
-    q = Queue("x", connection=f"fakeredis://beyond-{uuid.uuid4().hex}")
-    with pytest.raises(NotSupportedError, match="priority"):
-        q.enqueue(tasks.add, 1, 2, priority=3)
-    q.enqueue(tasks.add, 1, 2, priority=0)  # the default is no request
-    with pytest.raises(NotSupportedError):
-        q.enqueue(tasks.add, 1, 2, unique=Unique("k"))
-    with pytest.raises(NotSupportedError, match="cron"):
-        cron.Scheduler(q.backend)
+# -- Redis: issue 16 natively, beside rq's own keys ---------------------------------------------
+# The contract itself runs on Redis through StorageConformance (tests/test_redis_storage.py)
+# and BackendConformance (tests/test_rq_backend.py), real server and fakeredis; these
+# check the layout rq's tools see (docs/redis.md, "Beyond rq").
+
+REDIS_FEATURES = {"priority", "unique_keys", "progress", "values", "rate_limit", "workflows"}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["redis", "fakeredis"])
+def test_redis_runs_every_beyond_feature(request, kind):
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flushall()
+        url = server.url
+    else:
+        url = f"fakeredis://beyond-{uuid.uuid4().hex}"
+    q = Queue("x", connection=url)
+    assert q.backend.features >= REDIS_FEATURES  # so the conformance runs, never skips
+    cron.Scheduler(q.backend)  # no refusal
+
+
+@pytest.fixture
+def redis_store(redis_server):
+    from plugq_rq.storage import RedisStorage
+
+    redis_server.flushall()
+    storage = RedisStorage(redis_server.url)
+    yield storage
+    storage.close()
+
+
+@pytest.mark.redis
+def test_redis_priority_0_stays_in_rqs_list_other_levels_beside_it(redis_store):
+    r = redis_store.redis
+    q = Queue("lv", connection=redis_store)
+    zero = q.enqueue(tasks.add, 0, 0)
+    high = q.enqueue(tasks.add, 5, 5, priority=5)
+    low = q.enqueue(tasks.add, -1, -1, priority=-1)
+    assert r.lrange("rq:queue:lv", 0, -1) == [zero.id.encode()]  # what rq's worker pops
+    assert r.lrange("plugq:priority:lv:5", 0, -1) == [high.id.encode()]
+    assert r.lrange("plugq:priority:lv:-1", 0, -1) == [low.id.encode()]
+    assert r.zrange("plugq:levels:lv", 0, -1, withscores=True) == [(b"-1", -1.0), (b"5", 5.0)]
+    assert q.get_job_ids() == [high.id, zero.id, low.id] and q.count == 3
+    taken = [redis_store.claim(["lv"], "w", time.time()) for _ in range(3)]
+    assert [t.id for t in taken if t] == [high.id, zero.id, low.id]
+    # emptied levels leave the index: the next claim looks at rq's list alone
+    assert not r.exists("plugq:levels:lv", "plugq:priority:lv:5", "plugq:priority:lv:-1")
+
+
+@pytest.mark.redis
+def test_redis_priority_claim_is_an_index_lookup(redis_store):
+    """A claim sends Redis the same commands whatever the depth and spread of levels."""
+    r = redis_store.redis
+
+    def claim_commands(depth: int, spread: int) -> dict[str, int]:
+        r.flushall()
+        q = Queue("idx", connection=redis_store)
+        q.enqueue_many([Queue.prepare_data(tasks.add, (i, i),
+                                           priority=random.randint(-spread, spread))
+                        for i in range(depth)])
+        top = q.enqueue(tasks.add, 0, 0, priority=10)
+        redis_store.claim(["elsewhere"], "w", time.time())  # the script is loaded (not counted)
+        r.config_resetstat()
+        got = redis_store.claim(["idx"], "w", time.time())
+        assert got is not None and got.id == top.id
+        return {k: v["calls"] for k, v in r.info("commandstats").items()}
+
+    deep, shallow = claim_commands(5000, 3), claim_commands(10, 0)
+    assert deep == shallow  # not one command more for 500x the jobs and 7 levels
+    # no listing or scan of a list, a level set or the keyspace: the top level is ZREVRANGE 0 0
+    assert not {"cmdstat_lrange", "cmdstat_zrange", "cmdstat_scan", "cmdstat_keys"} & deep.keys()
+    assert deep["cmdstat_zrevrange"] == 1
+
+
+@pytest.mark.redis
+def test_redis_rq_worker_runs_the_priority_0_jobs_and_leaves_the_rest(redis_store, tmp_path):
+    from redis import Redis
+    from rq import Queue as RQQueue
+    from rq import SimpleWorker
+
+    out = tmp_path / "rq.txt"
+    q = Queue("mix", connection=redis_store)
+    q.enqueue(tasks.append_line, str(out), "zero")
+    high = q.enqueue(tasks.append_line, str(out), "high", priority=3)
+    conn = Redis.from_url(redis_store.url)
+    assert RQQueue("mix", connection=conn).count == 1  # rq sees level 0 only
+    SimpleWorker([RQQueue("mix", connection=conn)], connection=conn).work(burst=True)
+    assert out.read_text().splitlines() == ["zero"]
+    assert q.get_job_ids() == [high.id]
+
+
+@pytest.mark.redis
+def test_redis_unique_key_index_progress_field_values_and_rate_limited_registry(redis_store):
+    from plugq import RateLimit, Worker
+
+    r = redis_store.redis
+    q = Queue("u", connection=redis_store)
+    job = q.enqueue(tasks.add, 1, 1, unique=Unique("report"))
+    assert r.zrange("plugq:unique:report", 0, -1) == [job.id.encode()]
+    assert q.enqueue(tasks.add, 1, 1, unique=Unique("report")).id == job.id
+    data = r.hget(f"rq:job:{job.id}", "data")
+    job.set_progress(0.5, message="half")
+    assert b"half" in r.hget(f"rq:job:{job.id}", "plugq_progress")
+    assert r.hget(f"rq:job:{job.id}", "data") == data  # one field written, not the record
+    job.delete()
+    assert not r.exists("plugq:unique:report")  # a deleted job leaves the index
+    hourly = RateLimit("api", limit=1, period=3600)
+    jobs = [q.enqueue(tasks.add, i, i, rate_limit=hourly) for i in range(3)]
+    Worker([q], connection=redis_store).work(burst=True)
+    assert [j.get_status() for j in jobs] == [JobStatus.FINISHED] + [JobStatus.RATE_LIMITED] * 2
+    waiting = [j.id.encode() for j in jobs[1:]]
+    assert r.zrange("plugq:rate_limited:u", 0, -1) == waiting  # in the order they waited
+    assert q.backend.job_ids("u", JobStatus.RATE_LIMITED) == [j.id for j in jobs[1:]]
+    assert r.hget(f"rq:job:{jobs[1].id}", "status") == b"rate_limited"
+    assert list(redis_store.values("limit:")) == ["limit:api"]
+    assert r.hexists("plugq:values", "limit:api")  # the limit's state, one named value
 
 
 # -- the claim stays an index lookup ----------------------------------------------------------
@@ -243,14 +351,24 @@ def test_postgres_priority_claim_is_an_index_lookup(postgres_url):
 # -- many processes ---------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def shared_url(request, tmp_path) -> str:
+    """A store every process of a test shares: a SQLite file, or a real redis-server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    server = request.getfixturevalue("redis_server")
+    server.flushall()
+    return server.url
+
+
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
 @pytest.mark.slow
-def test_three_workers_with_cron_enqueue_each_tick_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'cron.db'}"
+def test_three_workers_with_cron_enqueue_each_tick_once(tmp_path, shared_url):
+    url = shared_url
     out = tmp_path / "ran.txt"
     conf = tmp_path / "cron_conf.py"
     conf.write_text(textwrap.dedent(f"""
@@ -271,13 +389,9 @@ def test_three_workers_with_cron_enqueue_each_tick_once(tmp_path):
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(timeout=30)
-    storage = SqliteStorage(url)
-    try:
-        ids = [i for status in JobStatus for i in storage.ids("cronq", status)]
-        recs = [r for r in storage.get_many(ids) if r is not None]
-    finally:
-        storage.close()
     q = Queue("cronq", connection=url)
+    ids = [i for status in JobStatus for i in q.backend.job_ids("cronq", status)]
+    recs = [r for r in q.backend.fetch_jobs(ids) if r is not None]
     ticks = [q.fetch_job(r.id).meta["cron_tick"] for r in recs]  # type: ignore[union-attr]
     logs = "\n".join((tmp_path / f"w{i}.log").read_text() for i in range(3))
     assert len(ticks) == len(set(ticks)), logs  # no tick enqueued twice
@@ -319,8 +433,8 @@ def _race(url: str) -> None:
 
 
 @pytest.mark.slow
-def test_racing_producer_processes_get_one_unique_job_sqlite(tmp_path):
-    _race(f"sqlite:///{tmp_path / 'race.db'}")
+def test_racing_producer_processes_get_one_unique_job(shared_url):
+    _race(shared_url)
 
 
 @pytest.mark.slow
@@ -330,8 +444,8 @@ def test_racing_producer_processes_get_one_unique_job_postgres(postgres_url):
 
 
 @pytest.mark.slow
-def test_a_worker_process_takes_jobs_by_priority(tmp_path):
-    url = f"sqlite:///{tmp_path / 'prio.db'}"
+def test_a_worker_process_takes_jobs_by_priority(tmp_path, shared_url):
+    url = shared_url
     out = tmp_path / "order.txt"
     q = Queue("prio", connection=url)
     prios = [random.randint(-5, 5) for _ in range(30)]
@@ -422,10 +536,10 @@ def _overlap(spans: list[tuple[float, float]]) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["concurrency", "rate"])
-def test_rate_limit_holds_across_three_worker_processes(tmp_path, form):
+def test_rate_limit_holds_across_three_worker_processes(tmp_path, form, shared_url):
     from plugq import RateLimit
 
-    url = f"sqlite:///{tmp_path / 'rl.db'}"
+    url = shared_url
     out = tmp_path / "spans.txt"
     q = Queue("rl", connection=url)
     if form == "concurrency":

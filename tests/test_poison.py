@@ -198,6 +198,7 @@ REDIS_JOB_CORRUPTIONS: dict[str, bytes] = {
     "exc_info": b"\xff\xfe",
     "plugq_retry_intervals": b"[-1]",
     "plugq_attempts": b"many",
+    "plugq_priority": b"high",
     "plugq_sig": b"\xff",
 }
 

@@ -15,7 +15,14 @@ write rq 2.x's own keys (see docs/redis.md, "Data layout"):
   stream, ``rq:worker:<name>`` hashes with ``rq:workers`` and
   ``rq:workers:<queue>``;
 * one plugq key: ``plugq:expires``, a sorted set of the records that carry an
-  ``expires_at`` (so :meth:`expired` is one range query).
+  ``expires_at`` (so :meth:`expired` is one range query);
+* plugq's features beyond rq (docs/redis.md, "Beyond rq"): queued jobs of a
+  priority other than 0 in ``plugq:priority:<queue>:<priority>`` lists, with
+  ``plugq:levels:<queue>`` (a sorted set of the levels that hold jobs, so a
+  claim finds the highest without a scan; priority 0 stays in rq's list);
+  ``plugq:unique:<key>`` (sorted set of the jobs carrying a unique key, by
+  creation time); ``plugq:rate_limited:<queue>`` (the jobs waiting for a
+  RateLimit slot, by entry time); ``plugq:values`` (named values, one hash).
 
 The scripts decide nothing about a job's lifecycle: they store, place, compare
 and take, as the :class:`plugq.storage.Storage` contract says.
@@ -29,18 +36,78 @@ local J, Q = 'rq:job:', 'rq:queue:'
 local EXP = 'plugq:expires'
 local REG = {started = 'rq:wip:', finished = 'rq:finished:', failed = 'rq:failed:',
              stopped = 'rq:failed:', deferred = 'rq:deferred:', scheduled = 'rq:scheduled:',
-             canceled = 'rq:canceled:'}
+             canceled = 'rq:canceled:', rate_limited = 'plugq:rate_limited:'}
+-- plugq's priority levels (see the module docstring): level lists and the levels in use.
+local PQ, LV = 'plugq:priority:', 'plugq:levels:'
 
 local function norm(status)
   if status == 'created' then return 'queued' end
   return status
 end
 
+-- A queued job of another priority than 0 leaves its level's list (the level
+-- is not asked: a record rewritten before it is unplaced no longer says it).
+local function unqueue_level(id, origin)
+  local lv = LV .. origin
+  for _, level in ipairs(redis.call('ZRANGE', lv, 0, -1)) do
+    local lk = PQ .. origin .. ':' .. level
+    if redis.call('LREM', lk, 0, id) > 0 then
+      if redis.call('LLEN', lk) == 0 then redis.call('ZREM', lv, level) end
+      return
+    end
+  end
+end
+
+-- Queue a job at the back (front: at its front) of its priority level: rq's
+-- list for 0 (rq's workers and tools see it), plugq's level list otherwise.
+local function enqueue_id(id, origin, front)
+  -- the stored text (whole numbers, as Python writes them) names the level
+  local p = redis.call('HGET', J .. id, 'plugq_priority')
+  local lk = Q .. origin
+  if p and p ~= '0' then
+    lk = PQ .. origin .. ':' .. p
+    redis.call('ZADD', LV .. origin, p, p)
+  end
+  if front == '1' then redis.call('LPUSH', lk, id) else redis.call('RPUSH', lk, id) end
+end
+
+-- Pop the head of queue q: the highest level first, rq's list as level 0.
+local function pop_queued(q)
+  local lv = LV .. q
+  while true do
+    local top = redis.call('ZREVRANGE', lv, 0, 0, 'WITHSCORES')
+    local level = top[1]
+    if not level or tonumber(top[2]) < 0 then
+      local id = redis.call('LPOP', Q .. q)
+      if id or not level then return id end
+    end
+    local lk = PQ .. q .. ':' .. level
+    local id = redis.call('LPOP', lk)
+    if redis.call('LLEN', lk) == 0 then redis.call('ZREM', lv, level) end
+    if id then return id end
+  end
+end
+
+-- Every queued id of q in queue order: levels above 0, rq's list, levels below.
+local function queued_ids(q)
+  local levels = redis.call('ZREVRANGE', LV .. q, 0, -1, 'WITHSCORES')
+  local out, zero_done = {}, false
+  local function add(key)
+    for _, id in ipairs(redis.call('LRANGE', key, 0, -1)) do out[#out + 1] = id end
+  end
+  for k = 1, #levels, 2 do
+    if not zero_done and tonumber(levels[k + 1]) < 0 then add(Q .. q); zero_done = true end
+    add(PQ .. q .. ':' .. levels[k])
+  end
+  if not zero_done then add(Q .. q) end
+  return out
+end
+
 -- Take a record out of the list or registry its status puts it in.
 local function unplace(id, origin, status)
   status = norm(status)
   if status == 'queued' then
-    redis.call('LREM', Q .. origin, 0, id)
+    if redis.call('LREM', Q .. origin, 0, id) == 0 then unqueue_level(id, origin) end
   elseif status == 'started' then
     local ekey = 'rq:executions:' .. id
     for _, e in ipairs(redis.call('ZRANGE', ekey, 0, -1)) do
@@ -57,8 +124,7 @@ end
 local function place(id, origin, status, front, score, now, lease, exec, worker)
   if origin ~= '' then redis.call('SADD', 'rq:queues', Q .. origin) end
   if status == 'queued' then
-    if front == '1' then redis.call('LPUSH', Q .. origin, id)
-    else redis.call('RPUSH', Q .. origin, id) end
+    enqueue_id(id, origin, front)
     -- wakes idle plugq workers of the queue (see RedisStorage.wait)
     redis.call('PUBLISH', 'plugq:wake:' .. origin, '1')
   elseif status == 'started' then
@@ -111,9 +177,41 @@ local function set_expiry(id, exp, fresh)
   if exp ~= '' then redis.call('ZADD', EXP, exp, id) elseif not fresh then redis.call('ZREM', EXP, id) end
 end
 
+-- The unique-key index: plugq:unique:<key> holds the ids of the jobs carrying
+-- that key, scored by creation time (read by unique_holder).
+local function unindex_unique(id)
+  local k = redis.call('HGET', J .. id, 'plugq_unique_key')
+  if k then redis.call('ZREM', 'plugq:unique:' .. k, id) end
+end
+
+local function index_unique(id, created)
+  local k = redis.call('HGET', J .. id, 'plugq_unique_key')
+  if k then redis.call('ZADD', 'plugq:unique:' .. k, created, id) end
+end
+
+-- The id of a job holding unique key k in one of statuses (a set) created
+-- after since (a number, or nil), or nil. Members whose hash no longer
+-- carries the key (deleted, expired) are dropped as they are met.
+local function unique_holder(k, statuses, since)
+  local ukey = 'plugq:unique:' .. k
+  local members
+  if since then members = redis.call('ZRANGEBYSCORE', ukey, '(' .. since, '+inf')
+  else members = redis.call('ZRANGE', ukey, 0, -1) end
+  for _, id in ipairs(members) do
+    local h = redis.call('HMGET', J .. id, 'status', 'plugq_unique_key')
+    if h[2] ~= k then
+      redis.call('ZREM', ukey, id)
+    elseif statuses[norm(h[1])] then
+      return id, norm(h[1])
+    end
+  end
+  return nil
+end
+
 -- Everything of a job but its hash: list or registry, results, dependency sets, expiry.
 local function forget(id, origin, status)
   unplace(id, origin or '', status)
+  unindex_unique(id)
   redis.call('DEL', 'rq:results:' .. id)
   drop_deps(id)
   redis.call('ZREM', EXP, id)
@@ -194,7 +292,7 @@ local function claim_next(now, lease, worker, exec, started, first, last)
   for qi = first, last do
     local q = ARGV[qi]
     while true do
-      local id = redis.call('LPOP', Q .. q)
+      local id = pop_queued(q)
       if not id then break end
       local key = J .. id
       local st = norm(redis.call('HGET', key, 'status'))
@@ -238,6 +336,20 @@ for k = i, i + nu - 1 do
   if st == 'queued' or st == 'started' then return {'dup', A[k], st} end
 end
 i = i + nu
+-- plugq's unique keys (ARGV[4], packed; absent when none): n conditions
+-- (key, statuses, since or ''), then n records to index (id, created_at).
+local U, u = {}, 1
+if ARGV[4] then U = unpack_values(ARGV[4]) end
+local nc = tonumber(U[u] or '0'); u = u + 1
+for _ = 1, nc do
+  local statuses = {}
+  for s in string.gmatch(U[u + 1], '[^,]+') do statuses[s] = true end
+  local since = nil
+  if U[u + 2] ~= '' then since = U[u + 2] end
+  local holder, st = unique_holder(U[u], statuses, since)
+  if holder then return {'dupkey', holder, st, U[u]} end
+  u = u + 3
+end
 local nr = tonumber(A[i]); i = i + 1
 for _ = 1, nr do
   local b
@@ -250,6 +362,11 @@ for _ = 1, nr do
   set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
   add_deps(b.id, b.deps)
   set_expiry(b.id, b.exp, b.fresh)
+end
+local ni = tonumber(U[u] or '0'); u = u + 1
+for _ = 1, ni do
+  index_unique(U[u], U[u + 1])
+  u = u + 2
 end
 return {'ok'}
 """
@@ -264,7 +381,8 @@ local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
 local b = read_block(unpack_values(ARGV[10 + nq]), 1)
 local key = J .. b.id
-local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts')
+local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts', 'plugq_priority',
+                       'plugq_unique_key')
 if not cur[1] then return {0} end
 local st, origin = norm(cur[1]), cur[2] or ''
 if ARGV[3] == '1' then
@@ -274,7 +392,14 @@ if ARGV[3] == '1' then
 end
 if ARGV[5] ~= '' and tonumber(cur[3] or '0') ~= tonumber(ARGV[5]) then return {0} end
 write_hash(key, b)
-if st == b.status and origin == b.origin and (st == 'queued' or st == 'started') then
+local now_uk = redis.call('HGET', key, 'plugq_unique_key')
+if now_uk ~= cur[5] then
+  -- the unique key changed (ARGV after the block: the record's created_at)
+  if cur[5] then redis.call('ZREM', 'plugq:unique:' .. cur[5], b.id) end
+  index_unique(b.id, ARGV[11 + nq])
+end
+if st == b.status and origin == b.origin and (st == 'started' or (st == 'queued'
+    and redis.call('HGET', key, 'plugq_priority') == cur[4])) then
   -- keeps its place in the queue, or its execution in the started registry
 else
   unplace(b.id, origin, st)
@@ -319,7 +444,7 @@ return 1
 REMOVE_QUEUED = COMMON + r"""
 local q = ARGV[1]
 local n = 0
-for _, id in ipairs(redis.call('LRANGE', Q .. q, 0, -1)) do
+for _, id in ipairs(queued_ids(q)) do
   local key = J .. id
   if norm(redis.call('HGET', key, 'status')) == 'queued' then
     forget(id, q, 'gone')
@@ -327,7 +452,10 @@ for _, id in ipairs(redis.call('LRANGE', Q .. q, 0, -1)) do
     n = n + 1
   end
 end
-redis.call('DEL', Q .. q)
+for _, level in ipairs(redis.call('ZRANGE', LV .. q, 0, -1)) do
+  redis.call('DEL', PQ .. q .. ':' .. level)
+end
+redis.call('DEL', Q .. q, LV .. q)
 return n
 """
 
@@ -338,7 +466,9 @@ local offset, length, count_only = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local filter_status = status == 'started' or status == 'failed' or status == 'stopped'
 local filter_exp = now ~= '' and redis.call('ZCARD', EXP) > 0
 local key = (status == 'queued') and (Q .. q) or (REG[status] .. q)
-if not filter_status and not filter_exp then
+-- queued jobs of other priorities than 0: the listing walks every level
+local levels = status == 'queued' and redis.call('EXISTS', LV .. q) == 1
+if not filter_status and not filter_exp and not levels then
   if count_only then
     if status == 'queued' then return redis.call('LLEN', key) end
     return redis.call('ZCARD', key)
@@ -349,7 +479,8 @@ if not filter_status and not filter_exp then
   return redis.call('ZRANGE', key, offset, last)
 end
 local raw
-if status == 'queued' then raw = redis.call('LRANGE', key, 0, -1)
+if levels then raw = queued_ids(q)
+elseif status == 'queued' then raw = redis.call('LRANGE', key, 0, -1)
 else raw = redis.call('ZRANGE', key, 0, -1) end
 local out, seen = {}, {}
 local limit = tonumber(now)
@@ -380,7 +511,8 @@ local out = {}
 for _, qkey in ipairs(redis.call('SMEMBERS', 'rq:queues')) do
   local name = string.sub(qkey, 10)
   if redis.call('EXISTS', qkey, 'rq:wip:' .. name, 'rq:finished:' .. name, 'rq:failed:' .. name,
-                'rq:deferred:' .. name, 'rq:scheduled:' .. name, 'rq:canceled:' .. name) > 0 then
+                'rq:deferred:' .. name, 'rq:scheduled:' .. name, 'rq:canceled:' .. name,
+                'plugq:levels:' .. name, 'plugq:rate_limited:' .. name) > 0 then
     out[#out + 1] = name
   end
 end
@@ -442,7 +574,7 @@ for i = 4, #ARGV, 2 do
 end
 local exp = redis.call('HGET', key, 'plugq_expires_at')
 if exp then redis.call('ZADD', EXP, exp, id) end
-redis.call('LPUSH', Q .. (cur[4] or ''), id)
+enqueue_id(id, cur[4] or '', '1')
 return 1
 """
 
@@ -469,4 +601,28 @@ for _, qkey in ipairs(redis.call('SMEMBERS', 'rq:queues')) do
   end
 end
 return out
+"""
+
+
+# -- plugq's features beyond rq (priority and unique keys live in the scripts above) --
+
+#: set_progress(id, text): one HSET of ``plugq_progress`` on the job hash (no record
+#: write); returns 1 if the job exists.
+SET_PROGRESS = r"""
+local key = 'rq:job:' .. ARGV[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'plugq_progress', ARGV[2])
+return 1
+"""
+
+#: swap_value(key, expected, new): ARGV key, has expected ('1'/'0'), expected,
+#: has new ('1'/'0'), new. Compare-and-set of one field of ``plugq:values``.
+SWAP_VALUE = r"""
+local cur = redis.call('HGET', 'plugq:values', ARGV[1])
+if ARGV[2] == '1' then
+  if cur ~= ARGV[3] then return 0 end
+elseif cur then return 0 end
+if ARGV[4] == '1' then redis.call('HSET', 'plugq:values', ARGV[1], ARGV[5])
+else redis.call('HDEL', 'plugq:values', ARGV[1]) end
+return 1
 """

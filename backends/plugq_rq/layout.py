@@ -15,7 +15,9 @@ dashboard read plugq's jobs and plugq reads rq's:
   ``rq:results:<id>`` stream (base64 as rq writes them).
 * plugq-only fields: ``plugq_attempts``, ``plugq_expires_at``,
   ``plugq_scheduled_for``, ``plugq_retry_intervals``, ``plugq_timeout`` (a
-  fractional timeout), and for a payload that is not ``(args, kwargs)`` in its
+  fractional timeout), issue 16's ``plugq_priority``, ``plugq_unique_key``,
+  ``plugq_rate_limit``, ``plugq_pipe`` (only when set), ``plugq_progress``
+  (written apart, by ``set_progress``), and for a payload that is not ``(args, kwargs)`` in its
   serializer, ``plugq_opaque`` with ``plugq_func``/``plugq_serializer`` (the
   bytes are then kept as they are).
 
@@ -196,6 +198,15 @@ def to_fields(
         f["plugq_expires_at"] = _num(rec.expires_at)
     if rec.scheduled_for is not None:
         f["plugq_scheduled_for"] = _num(rec.scheduled_for)
+    # Issue 16's fields, only when set: a plain job's hash is as before.
+    if rec.priority:
+        f["plugq_priority"] = str(int(rec.priority))
+    if rec.unique_key is not None:
+        f["plugq_unique_key"] = rec.unique_key
+    if rec.rate_limit is not None:
+        f["plugq_rate_limit"] = rec.rate_limit
+    if rec.pipe is not None:
+        f["plugq_pipe"] = rec.pipe
     if keep or (opaque and data_stored):
         pass
     elif opaque:
@@ -219,7 +230,8 @@ KEEP_WHEN_REFUSED = ("data", SIG_FIELD, "plugq_opaque", "plugq_func", "plugq_ser
 
 def kept_fields(rec: JobRecord, *, with_meta: bool, data_stored: bool = False) -> str:
     """The stored fields a rewrite of ``rec`` keeps (comma-separated, for the scripts)."""
-    names = [] if with_meta else ["meta"]
+    # A rewrite (put) keeps meta and the progress, which are written apart.
+    names = [] if with_meta else ["meta", "plugq_progress"]
     if not unseal(rec.payload):
         names.extend(KEEP_WHEN_REFUSED)
     elif data_stored:
@@ -348,6 +360,10 @@ def _build(
         expires_at=_float(h, b"plugq_expires_at"),
         at_front=h.get(b"enqueue_at_front") == b"1",
         attempts=_int(h, b"plugq_attempts", 0) or 0,
+        priority=_int(h, b"plugq_priority", 0) or 0,
+        unique_key=h[b"plugq_unique_key"].decode("utf-8", "replace") if b"plugq_unique_key" in h else None,
+        rate_limit=h[b"plugq_rate_limit"].decode("utf-8", "replace") if b"plugq_rate_limit" in h else None,
+        pipe=h[b"plugq_pipe"].decode("utf-8", "replace") if b"plugq_pipe" in h else None,
     )
     if rec.retries_left is None and not h.get(b"plugq_retry_intervals"):
         rec.retry_intervals = []

@@ -75,8 +75,12 @@ def _timeout(raw: bytes) -> object:
     return value
 
 
-def _status(raw: bytes) -> RQStatus:
-    return RQStatus(raw.decode("utf-8"))
+def _status(raw: bytes) -> object:
+    text = raw.decode("utf-8")
+    if text == "rate_limited":
+        # plugq's RateLimit status (rq 2.x has none; its unreleased one names it so)
+        return text
+    return RQStatus(text)
 
 
 def _exc_info(raw: bytes) -> str:
@@ -126,6 +130,7 @@ JOB_FIELDS: dict[str, Parse] = {
     "exc_info": _exc_info,
     "plugq_retry_intervals": _numbers,
     "plugq_attempts": _int,
+    "plugq_priority": _int,
     "plugq_sig": _ascii,
 }
 

@@ -32,7 +32,6 @@ from plugq.exceptions import (
     BackendUnavailableError,
     ConfigurationError,
     DuplicateJobError,
-    NotSupportedError,
 )
 from plugq.security import secret_key
 from plugq.storage import (
@@ -61,6 +60,8 @@ from .poison import WORKER_FIELDS, describe, field_problems, job_field_problems
 F = TypeVar("F", bound=Callable[..., Any])
 
 WORKERS_KEY = "rq:workers"
+#: plugq's named values (cron entries, rate-limit state): one hash.
+VALUES_KEY = "plugq:values"
 WORKER_PREFIX = "rq:worker:"
 #: Records whose rq ``data`` was made from a payload this process read, kept so
 #: that writing the record back does not serialize the arguments again.
@@ -68,7 +69,7 @@ MADE_CACHE = 4096
 #: How often an idle ``wait`` looks at the queues' lengths (jobs queued by rq publish nothing).
 POLL_IDLE = 0.25
 
-_REGISTRY_SCORE_NOW = (JobStatus.DEFERRED, JobStatus.CANCELED)
+_REGISTRY_SCORE_NOW = (JobStatus.DEFERRED, JobStatus.CANCELED, JobStatus.RATE_LIMITED)
 _REGISTRY_SCORE_EXPIRY = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
@@ -123,7 +124,10 @@ class RedisStorage(Storage):
     """Jobs and workers in Redis, as rq 2.x keeps them; see the module docstring."""
 
     scheme: ClassVar[str] = "redis"
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: Issue 16's primitives, native (docs/redis.md, "Beyond rq").
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"priority", "unique_keys", "progress", "values", "pipes"}
+    )
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
         super().__init__(url, clock)
@@ -138,7 +142,7 @@ class RedisStorage(Storage):
         self.is_fake = self.scheme == "fakeredis"
         if self.is_fake:
             # fakeredis keeps its data in this process: no fork or spawn worker.
-            self.capabilities = frozenset({"process_local"})  # type: ignore[misc]
+            self.capabilities = type(self).capabilities | {"process_local"}  # type: ignore[misc]
         #: ``?worker_class=``: the class a ``Worker(worker_class=None)`` runs with.
         self.default_worker_class = options.get("worker_class") or "simple"
         if self.default_worker_class not in ("fork", "simple", "spawn"):
@@ -191,6 +195,8 @@ class RedisStorage(Storage):
         self._unregister = reg(_lua.UNREGISTER)
         self._unclaim = reg(_lua.UNCLAIM)
         self._started = reg(_lua.STARTED)
+        self._set_progress = reg(_lua.SET_PROGRESS)
+        self._swap_value = reg(_lua.SWAP_VALUE)
         self._check_scripting(url)
         self._made: dict[str, tuple[bytes, bytes, bool]] = {}
         #: Dependents a put of an ending record found waiting (handed to the next dependents()).
@@ -281,17 +287,41 @@ class RedisStorage(Storage):
         self, records: Sequence[JobRecord], *, unique_ids: Collection[str] = (),
         unique_keys: Sequence[UniqueKey] = (),
     ) -> None:
-        if unique_keys:
-            # Not declared (capability ``unique_keys``): the engine never passes them.
-            raise NotSupportedError(f"{self.safe_url()} keeps no unique keys (plugq.Unique)")
         key = secret_key()
         now = self.clock.now()
         values: list[Any] = [len(unique_ids), *unique_ids, len(records)]
         for rec in records:
             values.extend(self._block(rec, key, now, with_meta=True))
-        answer = self._insert(args=[now, self.lease, pack(values)])
+        args: list[Any] = [now, self.lease, pack(values)]
+        keyed = [rec for rec in records if rec.unique_key is not None]
+        if unique_keys or keyed:
+            args.append(self._unique_arg(unique_keys, keyed))
+        answer = self._insert(args=args)
         if answer and answer[0] == b"dup":
             raise DuplicateJobError(f"Job {answer[1].decode()} is already {answer[2].decode()}")
+        if answer and answer[0] == b"dupkey":
+            holder = answer[1].decode()
+            raise DuplicateJobError(
+                f"Job {holder} holds unique key {answer[3].decode()!r} ({answer[2].decode()})",
+                job_id=holder,
+            )
+
+    @staticmethod
+    def _unique_arg(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> bytes:
+        """INSERT's unique-key argument: the conditions to check, then the records to index.
+
+        A record's ``created_at`` is its score in ``plugq:unique:<key>``, so a
+        condition's ``since`` is one range query (the records were rounded to
+        the microsecond by ``_block`` already, as they are stored).
+        """
+        values: list[Any] = [len(conditions)]
+        for cond in conditions:
+            values += [cond.key, ",".join(sorted(s.value for s in cond.statuses)),
+                       "" if cond.since is None else repr(float(cond.since))]
+        values.append(len(keyed))
+        for rec in keyed:
+            values += [rec.id, repr(float(rec.created_at))]
+        return pack(values)
 
     @_translated
     def get(self, job_id: str) -> JobRecord | None:
@@ -325,6 +355,7 @@ class RedisStorage(Storage):
             ",".join(s.value for s in expected or ()),
             "" if expected_attempts is None else expected_attempts,
             *ahead, pack(self._block(record, secret_key(), now, with_meta=False)),
+            repr(float(record.created_at)),  # its unique-key score, should the key change
         ]
         answer = self._put(args=argv)
         if not answer or not int(answer[0]):
@@ -553,14 +584,10 @@ class RedisStorage(Storage):
         self, queue: str, status: JobStatus, offset: int = 0, length: int = -1, *,
         now: float | None = None,
     ) -> list[str]:
-        if status is JobStatus.RATE_LIMITED:
-            return []  # plugq's RateLimit is refused here, so no job ever waits for one
         return [i.decode() for i in self._list(queue, status, offset, length, now, False)]
 
     @_translated
     def count_status(self, queue: str, status: JobStatus, *, now: float | None = None) -> int:
-        if status is JobStatus.RATE_LIMITED:
-            return 0  # plugq's RateLimit is refused here, so no job ever waits for one
         return int(self._list(queue, status, 0, -1, now, True))
 
     @_translated
@@ -689,6 +716,47 @@ class RedisStorage(Storage):
             ))
         return found
 
+    # -- progress and named values (issue 16) -----------------------------------------
+    # Progress is one field of the job hash (``plugq_progress``), written by a
+    # single HSET and kept by every rewrite of the record; named values are the
+    # fields of one hash, ``plugq:values``, compare-and-set by a script.
+
+    @_translated
+    def set_progress(self, job_id: str, progress: str) -> bool:
+        return bool(self._set_progress(args=[job_id, progress]))
+
+    @_translated
+    def get_progress(self, job_ids: Sequence[str]) -> list[str | None]:
+        if not job_ids:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(f"rq:job:{job_id}", "plugq_progress")
+            raw = pipe.execute()
+        return [None if v is None else v.decode("utf-8", "replace") for v in raw]
+
+    @_translated
+    def get_value(self, key: str) -> str | None:
+        raw = self.redis.hget(VALUES_KEY, key)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    @_translated
+    def swap_value(self, key: str, expected: str | None, new: str | None) -> bool:
+        return bool(self._swap_value(args=[
+            key, "0" if expected is None else "1", expected or "",
+            "0" if new is None else "1", new or "",
+        ]))
+
+    @_translated
+    def values(self, prefix: str) -> dict[str, str]:
+        # One hash of a few entries (cron entries, rate-limit keys): read whole.
+        out = {}
+        for k, v in self.redis.hgetall(VALUES_KEY).items():
+            name = k.decode("utf-8", "replace")
+            if name.startswith(prefix):
+                out[name] = v.decode("utf-8", "replace")
+        return out
+
     # -- waiting and closing -------------------------------------------------------------
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -706,6 +774,8 @@ class RedisStorage(Storage):
                 with self.redis.pipeline(transaction=False) as pipe:
                     for k in keys:
                         pipe.llen(k)
+                    for q in queues:
+                        pipe.exists(f"plugq:levels:{q}")  # jobs of other priorities than 0
                     if any(pipe.execute()):
                         return
                 left = end - time.monotonic()

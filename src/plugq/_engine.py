@@ -64,7 +64,7 @@ class Engine(Backend):
         self.storage = storage
         self.scheme = storage.scheme  # type: ignore[misc]
         # rq 2.x's features run on every storage; plugq's beyond RQ follow
-        # the storage's capabilities (Redis keeps none of them: NotSupportedError).
+        # the storage's capabilities (a feature without its capability: NotSupportedError).
         self.features = type(self).features | frozenset(
             f for f, cap in _FEATURE_CAPABILITY.items() if cap in storage.capabilities
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 from . import _rules
@@ -25,6 +26,12 @@ log = logging.getLogger("plugq.limits")
 PREFIX = "limit:"
 #: A waiting job still counts as in line in these statuses (queued: woken, not yet claimed).
 _IN_LINE = frozenset({JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.STARTED})
+
+#: Per storage, the value of each limit key as this process last read or wrote it.
+#: An admission compare-and-sets against it before reading: when no other
+#: process changed the key (one worker, or a quiet limit) that saves a round
+#: trip per job; a stale guess only fails the swap, and the loop then reads.
+_seen: weakref.WeakKeyDictionary[Storage, dict[str, str | None]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -70,8 +77,9 @@ def admit(storage: Storage, rec: JobRecord) -> bool:
     assert rec.rate_limit is not None
     limit = RateLimit.loads(rec.rate_limit)
     key = PREFIX + limit.key
-    for _ in range(50):
-        raw = storage.get_value(key)
+    seen = _seen.setdefault(storage, {})
+    for attempt in range(50):
+        raw = seen[key] if attempt == 0 and key in seen else storage.get_value(key)
         now = storage.clock.now()
         st = _State.loads(raw)
         if rec.id in st.holders:
@@ -90,12 +98,16 @@ def admit(storage: Storage, rec: JobRecord) -> bool:
                 st.starts.append(now)
             if rec.id in st.waiting:
                 st.waiting.remove(rec.id)
-            if storage.swap_value(key, raw, st.dumps()):
+            new = st.dumps()
+            if storage.swap_value(key, raw, new):
+                seen[key] = new
                 return True
             continue
         if rec.id not in st.waiting:
             st.waiting.append(rec.id)
-        if storage.swap_value(key, raw, st.dumps()):
+        new = st.dumps()
+        if storage.swap_value(key, raw, new):
+            seen[key] = new
             _wait(storage, rec)
             return False
     # Lost 50 races in a row: put it back in line rather than run over the limit.
@@ -123,6 +135,7 @@ def release(storage: Storage, rec: JobRecord) -> None:
     assert rec.rate_limit is not None
     limit = RateLimit.loads(rec.rate_limit)
     raw = storage.get_value(PREFIX + limit.key)
+    _seen.setdefault(storage, {})[PREFIX + limit.key] = raw
     if raw is not None and _State.loads(raw).waiting:
         wake(storage, limit)
 

@@ -584,7 +584,7 @@ class Job:
         Raises:
             ValueError: a fraction outside [0, 1], done without total, nothing given.
             NoSuchJobError: the job no longer exists.
-            NotSupportedError: the backend keeps no progress (Redis, for now).
+            NotSupportedError: the backend keeps no progress (a storage without ``progress``).
         """
         from .progress import make
 

@@ -53,7 +53,7 @@ def chain(queue: Queue, steps: Sequence[EnqueueData]) -> list[Job]:
 
     Raises:
         ValueError: no step, or a step with its own ``depends_on``.
-        NotSupportedError: the backend has no workflows (Redis, for now).
+        NotSupportedError: the backend has no workflows (a storage without ``pipes``).
     """
     queue.backend.require("workflows")
     if not steps:
@@ -83,7 +83,7 @@ def group(
 
     Raises:
         ValueError: no member.
-        NotSupportedError: the backend has no workflows (Redis, for now).
+        NotSupportedError: the backend has no workflows (a storage without ``pipes``).
     """
     queue.backend.require("workflows")
     if not members:
