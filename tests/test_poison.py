@@ -542,3 +542,46 @@ def test_quarantine_is_reported_as_a_failure(store):
     assert cls is CorruptRecordError and "field 'timeout'" in text
     # Claimed in queue order: the job that ran first, then the poison one.
     assert [job_id for job_id, _, _ in failed] == [parents["ran"].id, poison]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_store(request, tmp_path):
+    if request.param == "sqlite":
+        return "sqlite", f"sqlite:///{tmp_path / 'q.db'}"
+    return "postgres", request.getfixturevalue("postgres_url")
+
+
+def test_corrupt_abandoned_job_is_reported_by_maintenance(sql_store):
+    """A corrupt started job of a dead worker: failed by the recovery, reported as a failure."""
+    kind, url = sql_store
+    failed: list[tuple[str, type, str]] = []
+
+    class Recorder:
+        @hookimpl
+        def plugq_job_failed(self, job, exc_info):
+            failed.append((job.id, exc_info[0], str(exc_info[1])))
+
+    q = Queue("ab", connection=url)
+    job = q.enqueue(tasks.add, 1, 1)
+    lenient = q.enqueue(tasks.add, 2, 2, depends_on=Dependency([job], allow_failure=True))
+    # Started by a worker that is not registered (dead), with a corrupt timeout.
+    if kind == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("UPDATE jobs SET status = 'started', worker_name = 'ghost', "
+                     "started_at = 1.0, timeout = 'x' WHERE id = ?", (job.id,))
+        conn.close()
+    else:
+        with _pg(url) as pg:
+            pg.execute("UPDATE jobs SET status = 'started', worker_name = 'ghost', "
+                       "started_at = 1.0, timeout = -1 WHERE id = %s", (job.id,))
+
+    register(Recorder(), name="abandoned-recorder")
+    try:
+        Worker([q], connection=url).work(burst=True)
+    finally:
+        unregister(name="abandoned-recorder")
+
+    assert job.get_status() == FAILED and "field 'timeout'" in (job.exc_info or "")
+    assert [(i, c) for i, c, _ in failed] == [(job.id, CorruptRecordError)], failed
+    assert "field 'timeout'" in failed[0][2]
+    assert (lenient.get_status(), lenient.result) == (FINISHED, 4)

@@ -83,6 +83,7 @@ __all__ = [
     "AbandonedJobError",
     "BackendUnavailableError",
     "ConfigurationError",
+    "CorruptRecordError",
     "DuplicateJobError",
     "InvalidJobOperation",
     "InvalidTaskError",

@@ -456,6 +456,9 @@ class Storage(ABC):
             The record as stored, or None when no queue has a runnable job.
 
         Atomic: exactly one caller gets each job, however many claim at once.
+        A record with an unusable field (:func:`plugq._quarantine.job_problem`)
+        is never returned: the storage fails it in the store, hands it to
+        :meth:`report_quarantined` and takes the next.
         """
 
     # -- listings (reads; none of them writes) -----------------------------
