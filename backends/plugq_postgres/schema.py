@@ -193,12 +193,22 @@ $body$;
 """
 
 
-# Version 3: the claim never raises on a row someone wrote by hand. An
-# ``attempts`` of 2**31 - 1 made ``attempts + 1`` overflow inside the function,
-# and that one row at the head of a queue stopped every claim on it; it now
-# keeps its count (the claim writes the field itself, as it does started_at).
-# Every other unusable value is read back and quarantined by the storage.
+# Version 3: no statement raises on a value the columns admit. An ``attempts``
+# of 2**31 - 1 made ``attempts + 1`` overflow inside the claim, and that one
+# row at the head of a queue stopped every claim on it; it now keeps its count
+# (the claim writes the field itself, as it does started_at). A priority of
+# -2**31 (which the API accepts) made ``-priority`` overflow when the row was
+# queued, so it could be neither enqueued nor promoted: qrank now clamps it
+# (-2**31 sorts with -2**31 + 1). Dropping and adding the generated column
+# rewrites the table once. Every other unusable value is read back and
+# quarantined by the storage.
 _V3 = """
+DROP INDEX {s}.jobs_by_status;
+ALTER TABLE {s}.jobs DROP COLUMN qrank;
+ALTER TABLE {s}.jobs ADD COLUMN qrank integer GENERATED ALWAYS AS
+    (CASE WHEN status = 'queued' THEN -GREATEST(priority, -2147483647) ELSE 0 END) STORED;
+CREATE INDEX jobs_by_status ON {s}.jobs (origin, status, qrank, pos);
+
 CREATE OR REPLACE FUNCTION {s}.claim(p_queues text[], p_worker text, p_now double precision)
 RETURNS SETOF {s}.jobs LANGUAGE plpgsql AS $body$
 DECLARE
