@@ -203,6 +203,37 @@ class TestSchema:
         # One row per migration step, each made once.
         assert rows == [(v,) for v in range(1, schema.SCHEMA_VERSION + 1)]
 
+    def test_upgrade_from_version_2_keeps_queued_jobs_in_priority_order(self, postgres_url):
+        """Version 3 rebuilds qrank (so -2**31 no longer overflows); queued rows keep their order."""
+        from plugq.storage import JobRecord
+        from plugq_postgres.storage import _params, _Sql
+
+        name = parse_url(postgres_url).schema
+        with admin(postgres_url) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+            conn.execute(f'CREATE TABLE "{name}".plugq_schema (version integer NOT NULL, '
+                         "migrated_at timestamptz NOT NULL DEFAULT now())")
+            steps = schema.migrations(name)
+            for version in (1, 2):
+                conn.execute(steps[version])
+                conn.execute(f'INSERT INTO "{name}".plugq_schema (version) VALUES (%s)',
+                             (version,))
+            insert = _Sql(name).insert
+            for job_id, priority in [("mid", 0), ("low", -(2**31) + 1), ("high", 5)]:
+                rec = JobRecord(id=job_id, func_name="plugq.testing.tasks.add", origin="up",
+                                payload=b"", status=JobStatus.QUEUED, priority=priority)
+                conn.execute(insert, (*_params(rec), False))
+        upgraded = PostgresStorage(postgres_url)
+        try:
+            lowest = Queue("up", connection=upgraded).enqueue(tasks.add, 1, 2, priority=-(2**31))
+            taken = [upgraded.claim(["up"], "w", 1.0) for _ in range(5)]
+        finally:
+            upgraded.close()
+        assert [r.id if r else None for r in taken] == ["high", "mid", "low", lowest.id, None]
+        with admin(postgres_url) as conn:
+            versions = conn.execute(f'SELECT version FROM "{name}".plugq_schema').fetchall()
+        assert versions == [(v,) for v in range(1, schema.SCHEMA_VERSION + 1)]
+
 
 # -- the claim --------------------------------------------------------------------------
 

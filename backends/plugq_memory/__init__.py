@@ -228,7 +228,9 @@ class MemoryStorage(Storage):
                         problem = job_problem(rec)
                         if problem is not None:
                             # A poison record never reaches the engine: failed here, next job.
-                            self._index(quarantined(rec, problem, now))
+                            poison = quarantined(rec, problem, now)
+                            self._index(poison)
+                            self.report_quarantined(poison.copy())
                             continue
                         rec.status = JobStatus.STARTED
                         rec.started_at = now

@@ -18,7 +18,7 @@ from typing import Any
 from plugq.exceptions import BackendUnavailableError
 
 #: Bump and add a step to :func:`migrations` when the layout changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Column order is JobRecord's field order, so a row becomes a record positionally.
 JOB_COLUMNS = (
@@ -193,10 +193,54 @@ $body$;
 """
 
 
+# Version 3: no statement raises on a value the columns admit. An ``attempts``
+# of 2**31 - 1 made ``attempts + 1`` overflow inside the claim, and that one
+# row at the head of a queue stopped every claim on it; it now keeps its count
+# (the claim writes the field itself, as it does started_at). A priority of
+# -2**31 (which the API accepts) made ``-priority`` overflow when the row was
+# queued, so it could be neither enqueued nor promoted: qrank now clamps it
+# (-2**31 sorts with -2**31 + 1). Dropping and adding the generated column
+# rewrites the table once. Every other unusable value is read back and
+# quarantined by the storage.
+_V3 = """
+DROP INDEX {s}.jobs_by_status;
+ALTER TABLE {s}.jobs DROP COLUMN qrank;
+ALTER TABLE {s}.jobs ADD COLUMN qrank integer GENERATED ALWAYS AS
+    (CASE WHEN status = 'queued' THEN -GREATEST(priority, -2147483647) ELSE 0 END) STORED;
+CREATE INDEX jobs_by_status ON {s}.jobs (origin, status, qrank, pos);
+
+CREATE OR REPLACE FUNCTION {s}.claim(p_queues text[], p_worker text, p_now double precision)
+RETURNS SETOF {s}.jobs LANGUAGE plpgsql AS $body$
+DECLARE
+    q text;
+    r {s}.jobs;
+BEGIN
+    FOREACH q IN ARRAY p_queues LOOP
+        UPDATE {s}.jobs j
+        SET status = 'started', started_at = p_now, worker_name = p_worker,
+            expires_at = NULL, pos = nextval('{s}.job_pos'),
+            attempts = CASE WHEN j.attempts < 2147483647 THEN j.attempts + 1 ELSE j.attempts END
+        WHERE j.id = (
+            SELECT c.id FROM {s}.jobs c
+            WHERE c.origin = q AND c.status = 'queued'
+              AND (c.expires_at IS NULL OR c.expires_at > p_now)
+            ORDER BY c.qrank, c.pos LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+        RETURNING j.* INTO r;
+        IF FOUND THEN
+            RETURN NEXT r;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$body$;
+"""
+
+
 def migrations(schema: str) -> dict[int, str]:
     """Statements that bring the schema from version ``n - 1`` to ``n`` (key ``n``)."""
     s = quote_ident(schema)
-    return {1: _V1.format(s=s), 2: _V2.format(s=s)}
+    return {1: _V1.format(s=s), 2: _V2.format(s=s), 3: _V3.format(s=s)}
 
 
 def inspect(cur: Any, schema: str) -> int:

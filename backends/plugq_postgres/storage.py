@@ -29,6 +29,14 @@ from psycopg import errors
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from plugq._quarantine import (
+    Unparsable,
+    job_problem,
+    quarantine_exc_info,
+    quarantined,
+    quarantined_worker,
+    worker_problem,
+)
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
 from plugq.storage import Clock, JobRecord, JobStatus, Storage, UniqueKey, WorkerRecord
 
@@ -72,19 +80,30 @@ def _params(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def _record(row: Sequence[Any]) -> JobRecord:
-    """A row (in :data:`schema.JOB_COLUMNS` order) as a record."""
+def _record(row: Sequence[Any]) -> tuple[JobRecord, str | None]:
+    """A row (in :data:`schema.JOB_COLUMNS` order) as a record, and its first unusable field.
+
+    Never raises: the column types still let whoever can write the table
+    store a status that is not one, NaN or a negative count, an array with
+    NULLs or of two dimensions; one such row must not stop the worker that
+    reads it (:mod:`plugq._quarantine` says which field is unusable).
+    """
     rec = JobRecord(*row)
-    rec.status = _STATUS[row[5]]
+    status = _STATUS.get(row[5]) if isinstance(row[5], str) else None
+    rec.status = status if status is not None else Unparsable(  # type: ignore[assignment]
+        f"{row[5]!r:.40} is not a job status"
+    )
+    # A two-dimensional array reads as a list of lists, which the checks refuse.
     rec.retry_intervals = list(row[20]) if row[20] else []
     rec.depends_on = list(row[21]) if row[21] else []
-    return rec
+    return rec, job_problem(rec)
 
 
 def _worker(row: Sequence[Any]) -> WorkerRecord:
     w = WorkerRecord(*row)
     w.queues = list(row[1])
-    return w
+    problem = worker_problem(w)
+    return w if problem is None else quarantined_worker(w, problem)
 
 
 def _oneline(exc: BaseException) -> str:
@@ -493,7 +512,7 @@ class PostgresStorage(Storage):
             return c.execute(self._sql.get, (job_id,)).fetchone()
 
         row = self._run(read)
-        return None if row is None else _record(row)
+        return None if row is None else self._decode(row)
 
     def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         ids = list(job_ids)
@@ -505,7 +524,7 @@ class PostgresStorage(Storage):
                 return c.execute(self._sql.get_many, (chunk,)).fetchall()
 
             for row in self._run(read):
-                found[row[0]] = _record(row)
+                found[row[0]] = self._decode(row)
         return [found.get(job_id) for job_id in ids]
 
     def put(
@@ -542,7 +561,7 @@ class PostgresStorage(Storage):
             row = c.execute(self._sql.get, (record.id,)).fetchone()
             if row is None:
                 return False
-            stored = _record(row)
+            stored, _ = _record(row)
             return (stored.status is record.status and stored.attempts == record.attempts
                     and stored.ended_at == record.ended_at
                     and stored.worker_name == record.worker_name)
@@ -569,17 +588,37 @@ class PostgresStorage(Storage):
         params = (list(queues), worker_name, now)
         sql = self._sql
 
-        def take(c: psycopg.Cursor[Any]) -> Any:
-            return c.execute(sql.claim, params).fetchone()
+        failed: list[JobRecord] = []
 
-        def take_again(c: psycopg.Cursor[Any]) -> Any:
+        def take(c: psycopg.Cursor[Any]) -> JobRecord | None:
+            # A poison row is failed in this same transaction and the next job
+            # taken: it is never seen started, and never blocks the queue.
+            failed.clear()
+            while True:
+                row = c.execute(sql.claim, params).fetchone()
+                if row is None:
+                    return None
+                rec, problem = _record(row)
+                if problem is None:
+                    return rec
+                poison = self._quarantine(c, rec, problem)
+                if poison is not None:
+                    failed.append(poison)
+
+        def take_again(c: psycopg.Cursor[Any]) -> JobRecord | None:
             # A claim that committed before the connection dropped left its row
             # started by us at ``now``: take that one rather than strand it.
             row = c.execute(sql.claimed, (worker_name, now)).fetchone()
-            return row if row is not None else take(c)
+            if row is not None:
+                rec, problem = _record(row)
+                if problem is None:
+                    return rec
+            return take(c)
 
-        row = self._run(take, again=take_again)
-        return None if row is None else _record(row)
+        rec = self._run(take, tx=True, again=take_again)
+        for poison in failed:
+            self.report_quarantined(poison)
+        return rec
 
     # -- primitives: listings -------------------------------------------------------------
 
@@ -654,7 +693,44 @@ class PostgresStorage(Storage):
             "AND (w.name IS NULL OR w.last_heartbeat + %s <= %s) ORDER BY j.pos"
         )
         rows = self._run(lambda c: c.execute(query, (exclude, self.lease, now)).fetchall())
-        return [_record(row) for row in rows]
+        found = []
+        for row in rows:
+            rec, problem = _record(row)
+            if problem is None:
+                found.append(rec)
+                continue
+            # Called by maintenance, which writes what it finds: a corrupt
+            # started row is failed in the table here rather than listed.
+            def fail(c: psycopg.Cursor[Any], rec: JobRecord = rec, problem: str = problem) -> Any:
+                return self._quarantine(c, rec, problem)
+
+            poison = self._run(fail, tx=True)
+            if poison is not None:
+                self.report_quarantined(poison)
+        return found
+
+    def _decode(self, row: Sequence[Any]) -> JobRecord:
+        """``row`` as a record; a corrupt row reads as failed, naming the field. Never writes."""
+        rec, problem = _record(row)
+        return rec if problem is None else quarantined(rec, problem, self.clock.now())
+
+    def _quarantine(
+        self, c: psycopg.Cursor[Any], rec: JobRecord, problem: str
+    ) -> JobRecord | None:
+        """Fail a corrupt started row in place, naming the field; other columns stay as found.
+
+        None when the row is no longer started (another maintenance run failed it first).
+        """
+        now = self.clock.now()
+        raw_id = rec.id
+        failed = quarantined(rec, problem, now)
+        c.execute(
+            f"UPDATE {self._sql.s}.jobs SET status = 'failed', exc_info = %s, ended_at = %s, "
+            f"expires_at = NULL, pos = nextval('{self._sql.s}.job_pos') "
+            "WHERE id = %s AND status = 'started'",
+            (_text(quarantine_exc_info(failed.id, problem)), now, raw_id),
+        )
+        return failed if c.rowcount == 1 else None
 
     # -- primitives: progress and named values -----------------------------------------
 

@@ -419,6 +419,7 @@ class RedisStorage(Storage):
         if problem is not None:
             self._corrupt[job_id] = problem
             self.put(rec)
+            self.report_quarantined(rec)
             return None
         self._remember(job_id, rec.payload, made)
         return rec, before

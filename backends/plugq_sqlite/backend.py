@@ -865,6 +865,7 @@ class SqliteStorage(Storage):
                     params,
                 )
             )
+            self.report_quarantined(failed)
         return failed
 
     # -- primitives: progress and named values -----------------------------------------

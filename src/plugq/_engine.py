@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from . import _lifecycle
-from ._worker_loop import WorkerLoop, run_sync
+from ._worker_loop import WorkerLoop, report_quarantined, run_sync
 from .backend import Backend, WorkerSpec
 from .exceptions import NoSuchJobError
 from .storage import (
@@ -172,6 +172,7 @@ class Engine(Backend):
 
     def maintenance(self) -> None:
         _lifecycle.maintenance(self.storage)
+        report_quarantined(self, None)
 
     def close(self) -> None:
         self.storage.close()

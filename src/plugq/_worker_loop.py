@@ -22,7 +22,12 @@ from ._process import Horse, HorseEnd, child_options, run_isolated, worker_class
 from ._supervisor import JobBeacon
 from .backend import WorkerSpec
 from .config import current_settings
-from .exceptions import BackendUnavailableError, JobStoppedException, WorkHorseKilledException
+from .exceptions import (
+    BackendUnavailableError,
+    CorruptRecordError,
+    JobStoppedException,
+    WorkHorseKilledException,
+)
 from .retry import Retry
 from .security import (
     UntrustedJobError,
@@ -183,6 +188,29 @@ def _failed(
         worker.stats.failed += 1
 
 
+def report_quarantined(engine: Engine, worker: WorkerSpec | None) -> int:
+    """Report the poison records the storage failed unrun, as any failed job is reported.
+
+    ``plugq_job_failed`` fires with a :class:`~plugq.exceptions.CorruptRecordError`
+    naming the field, and the job's dependents are released or left exactly
+    as a failed parent's are (``allow_failure`` ones run). What a failed
+    *run* does beyond that is skipped on purpose: the record's own
+    callbacks, webhooks and meta are untrusted, and the worker's exception
+    handlers are for exceptions its jobs raised. Returns how many were reported.
+    """
+    taken = engine.storage.take_quarantined()
+    for rec in taken:
+        lines = (rec.exc_info or "").strip().splitlines()
+        message = lines[-1].split(": ", 1)[-1] if lines else f"job {rec.id!r}: corrupt record"
+        log.error("%s: %s quarantined: %s", rec.origin, rec.id, message)
+        _lifecycle.enqueue_dependents(engine.storage, rec)
+        exc = CorruptRecordError(message)
+        _events.failed(_events.job_for(engine, rec), (CorruptRecordError, exc, None))
+        if worker is not None:
+            worker.stats.failed += 1
+    return len(taken)
+
+
 def fail_outside(
     engine: Engine, rec: JobRecord, exc: BaseException, worker: WorkerSpec | None, exc_info: str,
     horse: HorseEnd | None = None,
@@ -312,6 +340,7 @@ class WorkerLoop:
 
     def _maintain(self, scheduler: bool) -> None:
         _lifecycle.maintenance(self.storage, scheduler=scheduler, me=self.worker.name)
+        report_quarantined(self.engine, self.worker)
 
     def _step(self, kind: str, burst: bool, with_scheduler: bool) -> bool | None:
         """Claim and run one job. True: one ran; False: none yet; None: burst found no work."""
@@ -328,6 +357,8 @@ class WorkerLoop:
             self._maintain(with_scheduler)
             self._last_maint = time.monotonic()
             rec = b.claim(self.queues, self.worker.name, b.clock.now())
+        # Poison records the claims failed on their way to this one (or to none).
+        report_quarantined(self.engine, self.worker)
         if rec is None:
             if burst:
                 return None

@@ -48,6 +48,13 @@ class AbandonedJobError(PlugqError):
     """The worker running the job stopped heartbeating (it died or hung)."""
 
 
+class CorruptRecordError(PlugqError):
+    """A stored job's fields are corrupt or forged: it was failed unrun ("quarantined").
+
+    The message names the unusable field; nothing of the job was run or deserialized.
+    """
+
+
 class UnknownBackendError(PlugqError, ValueError):
     """A URL names a scheme no installed backend plugin registered."""
 
@@ -76,6 +83,7 @@ __all__ = [
     "AbandonedJobError",
     "BackendUnavailableError",
     "ConfigurationError",
+    "CorruptRecordError",
     "DuplicateJobError",
     "InvalidJobOperation",
     "InvalidTaskError",

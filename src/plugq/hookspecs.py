@@ -69,5 +69,8 @@ def plugq_job_failed(
     """An attempt of ``job`` raised; ``exc_info`` is ``sys.exc_info()``'s triple.
 
     Called on every failed attempt, including ones that will be retried; check
-    ``job.get_status()`` to tell a final failure from a retry.
+    ``job.get_status()`` to tell a final failure from a retry. A stored job
+    whose fields are corrupt is failed unrun and reported here too, with a
+    :class:`~plugq.exceptions.CorruptRecordError` naming the field and no
+    traceback; treat such a ``job``'s arguments as untrusted.
     """

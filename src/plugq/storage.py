@@ -41,6 +41,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -328,6 +329,38 @@ class Storage(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.safe_url()}>"
 
+    # -- poison records (see plugq._quarantine) ------------------------------
+
+    #: Most quarantines kept for the engine to report; a store that no worker
+    #: drains (a script that only claims) does not grow without bound.
+    QUARANTINE_BACKLOG: ClassVar[int] = 1000
+
+    def report_quarantined(self, rec: JobRecord) -> None:
+        """Called by the storage once it has failed a poison record in the store.
+
+        ``rec`` is the quarantined stand-in (:func:`plugq._quarantine.quarantined`).
+        The engine takes it with :meth:`take_quarantined` and reports it as
+        any failed job (hook, dependents): that policy stays in one place,
+        however many storages quarantine. A stand-in only read (``get``) is
+        not reported: nothing was stored.
+        """
+        backlog = self.__dict__.get("_quarantined")
+        if backlog is None:
+            backlog = self.__dict__.setdefault(
+                "_quarantined", deque(maxlen=self.QUARANTINE_BACKLOG))
+        backlog.append(rec)
+
+    def take_quarantined(self) -> list[JobRecord]:
+        """The records quarantined since the last call, each given out once (thread-safe)."""
+        backlog = self.__dict__.get("_quarantined")
+        taken: list[JobRecord] = []
+        while backlog:
+            try:
+                taken.append(backlog.popleft())
+            except IndexError:  # another thread took the last one
+                break
+        return taken
+
     def _unsupported(self, capability: str) -> NotSupportedError:
         return NotSupportedError(
             f"{type(self).__name__} ({self.safe_url()}) does not declare the {capability!r} "
@@ -423,6 +456,9 @@ class Storage(ABC):
             The record as stored, or None when no queue has a runnable job.
 
         Atomic: exactly one caller gets each job, however many claim at once.
+        A record with an unusable field (:func:`plugq._quarantine.job_problem`)
+        is never returned: the storage fails it in the store, hands it to
+        :meth:`report_quarantined` and takes the next.
         """
 
     # -- listings (reads; none of them writes) -----------------------------
