@@ -128,14 +128,6 @@ _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = (
 )
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    msg = str(exc)
-    return "locked" in msg or "busy" in msg
-
-
 def _params(r: JobRecord) -> tuple[Any, ...]:
     """A record as a row, in :data:`schema.JOB_COLUMNS` order."""
     return (
@@ -535,7 +527,7 @@ class SqliteStorage(Storage):
             try:
                 return fn(conn)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not schema.is_busy(exc):
                     self._raise_for(exc)
                 if first is None:
                     first, deadline, pause = exc, time.monotonic() + self.busy_timeout, 0.001
