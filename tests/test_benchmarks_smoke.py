@@ -39,3 +39,14 @@ def test_quick_memory_run_writes_verified_results(tmp_path: Path) -> None:
         "enqueue_single", "process_1", "drain_10k",
     }
     assert all(t["status"] in ("PASS", "MISS") for t in results["targets"])
+
+
+def test_sqlite_features_mode_runs_every_row() -> None:
+    """``bench_sqlite.py --features``: plain, priority and each RateLimit form, all jobs done."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_sqlite.py", "--features", "--jobs", "60", "--runs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    assert rows == ["plain", "priority", "concurrency", "rate", "both"]
