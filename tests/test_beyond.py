@@ -384,10 +384,22 @@ def test_a_version_1_sqlite_file_is_upgraded_in_place(tmp_path):
 # -- rate limits ----------------------------------------------------------------------------------
 
 
-def test_a_rate_limits_period_on_the_manual_clock(clocked):
+@pytest.fixture(params=["memory", "sqlite"])
+def clocked_both(request, tmp_path):
+    """Memory admits through compare-and-set; SQLite inside its claim (gated_claim)."""
+    clock = ManualClock(MIDNIGHT + 90)
+    if request.param == "memory":
+        storage = MemoryStorage(f"memory://beyond-{uuid.uuid4().hex}", clock=clock)
+    else:
+        storage = SqliteStorage(f"sqlite:///{tmp_path / 'clocked.db'}", clock=clock)
+    yield engine_for(storage), clock
+    storage.close()
+
+
+def test_a_rate_limits_period_on_the_manual_clock(clocked_both):
     from plugq import RateLimit, Worker
 
-    backend, clock = clocked
+    backend, clock = clocked_both
     q = Queue("rl", connection=backend)
     per_minute = RateLimit("partner-api", limit=2, period=60)
     jobs = [q.enqueue(tasks.add, i, 0, rate_limit=per_minute) for i in range(5)]
@@ -409,6 +421,49 @@ def test_a_rate_limits_period_on_the_manual_clock(clocked):
     backend.maintenance()
     Worker([q], connection=backend).work(burst=True)
     assert statuses() == ["finished"] * 5
+
+
+def test_a_high_concurrency_keeps_its_holder_list_short(clocked_both):
+    from plugq import RateLimit, Worker
+    from plugq._limits import TIDY_AT, _State
+
+    backend, _ = clocked_both
+    q = Queue("rl", connection=backend)
+    jobs = [q.enqueue(tasks.add, i, 0, rate_limit=RateLimit("wide", concurrency=1000))
+            for i in range(3 * TIDY_AT)]
+    Worker([q], connection=backend).work(burst=True)
+    assert all(j.get_status() == JobStatus.FINISHED for j in jobs)
+    state = _State.loads(backend.storage.get_value("limit:wide"))
+    assert 1 <= len(state.holders) <= TIDY_AT  # ended holders were swept, not kept by the 1000
+
+
+def test_a_large_rate_limit_keeps_a_bounded_state_and_never_runs_over():
+    """Past STARTS_EXACT starts per period, merged starts leave late, never early."""
+    from plugq import RateLimit
+    from plugq._limits import STARTS_EXACT, STARTS_SLICES, _decide
+
+    limit = RateLimit("big", limit=300, period=10.0)
+    rnd = random.Random(16)
+    arrivals, t = [], 0.0
+    for _ in range(4000):
+        t += rnd.uniform(0.0, 0.02)  # about 100 a second: the limit of 30 a second binds
+        arrivals.append(t)
+    raw, ours = None, []
+    for n, now in enumerate(arrivals):
+        admitted, st = _decide(limit, raw, f"j{n}", now, lambda ids: {})
+        raw = st.dumps()
+        assert len(st.starts) // 2 <= STARTS_EXACT + STARTS_SLICES + 1  # (time, count) pairs
+        if admitted:
+            ours.append(now)
+    exact: list[float] = []  # the exact sliding log, for comparison
+    for now in arrivals:
+        if sum(1 for a in exact if a > now - 10.0) < 300:
+            exact.append(now)
+    for i, a in enumerate(ours):
+        window = [b for b in ours[: i + 1] if b > a - 10.0]
+        assert len(window) <= 300, (a, len(window))
+    assert len(ours) <= len(exact)
+    assert len(ours) >= 0.95 * len(exact), (len(ours), len(exact))
 
 
 def _overlap(spans: list[tuple[float, float]]) -> int:

@@ -8,29 +8,59 @@ agree. State is repaired as it is read: a holder that is no longer started
 waiting job that no longer waits leaves the line. So a job's end writes
 nothing (one write per limited job, at admission), and a crashed worker never
 leaks a slot for longer than its lease.
+
+A storage with the ``gated_claim`` capability runs the admission inside its
+claim (:meth:`~plugq.storage.Storage.claim_gated` with :func:`gate`): the
+claim, the key's new state and a refused job's ``rate_limited`` record commit
+together, in one transaction. Elsewhere the worker claims, then :func:`admit`
+compare-and-sets the key. Both go through :func:`_decide`, the one policy.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import _rules
 from .ratelimit import RateLimit
-from .storage import JobRecord, JobStatus, Storage
+from .storage import ClaimValues, JobRecord, JobStatus, Storage
 
 log = logging.getLogger("plugq.limits")
 
 PREFIX = "limit:"
 #: A waiting job still counts as in line in these statuses (queued: woken, not yet claimed).
 _IN_LINE = frozenset({JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.STARTED})
+#: The rate form keeps this many start times of a period one by one, then
+#: merges starts closer than period / STARTS_SLICES (see :meth:`_State.add_start`).
+STARTS_EXACT = 16
+STARTS_SLICES = 32
+#: Holders listed before the dead ones are swept out even with slots free,
+#: so a high ``concurrency`` does not grow the state with every job that ran.
+TIDY_AT = 32
+
+#: Job id -> status, for the ids given that still exist.
+StatusesOf = Callable[[list[str]], dict[str, JobStatus]]
+
+
+def _ms(moment: float) -> int:
+    """``moment`` in whole milliseconds, rounded up: a start is never counted as earlier."""
+    return math.ceil(moment * 1000)
 
 
 @dataclass
 class _State:
     holders: list[str] = field(default_factory=list)
-    starts: list[float] = field(default_factory=list)
+    #: ``[time, count, time, count, …]``, times ascending: ``count`` starts
+    #: counted as made at ``time``, in whole milliseconds rounded up (a slot
+    #: comes free at most 1 ms late). Flat ints, because the state is parsed
+    #: and written at every limited start and ints in one list cost a
+    #: fraction of floats in nested lists.
+    starts: list[int] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
 
     def dumps(self) -> str:
@@ -41,19 +71,67 @@ class _State:
         if raw is None:
             return cls()
         holders, starts, waiting = json.loads(raw)
-        return cls(list(holders), [float(t) for t in starts], list(waiting))
+        return cls(holders, starts, waiting)
+
+    def started(self) -> int:
+        return sum(self.starts[1::2])
+
+    def expire(self, limit: RateLimit, now: float) -> None:
+        if limit.period is not None and self.starts:
+            gone = bisect_right(self.starts[0::2], (now - limit.period) * 1000)
+            if gone:
+                del self.starts[: 2 * gone]
+
+    def add_start(self, limit: RateLimit, now: float) -> None:
+        """Count a start at ``now``, keeping the rate form's state small.
+
+        The first :data:`STARTS_EXACT` starts of a period are kept one by
+        one, so a limit up to that many per period is exact (to the
+        millisecond). Past them, a start in the same slice of the clock
+        (``period / STARTS_SLICES`` wide) as the last entry joins it, and the
+        entry takes the later time: its starts then leave the period a
+        little late, never early, so the limit is never exceeded; a slot may
+        come free up to ``period / STARTS_SLICES`` late. So a period holds at
+        most STARTS_EXACT + STARTS_SLICES + 1 entries whatever the limit, and
+        adding one is O(1).
+        """
+        assert limit.period is not None
+        at, starts = _ms(now), self.starts
+        if not starts or at >= starts[-2]:
+            width = limit.period * 1000 / STARTS_SLICES
+            # The same slice of the clock, not "close to the last entry": that
+            # would let one entry creep forward and swallow a whole period.
+            if len(starts) >= 2 * STARTS_EXACT and at // width == starts[-2] // width:
+                starts[-2] = at
+                starts[-1] += 1
+            else:
+                starts += (at, 1)
+        else:
+            # Another process's clock (or claim) was a little behind: keep the order.
+            i = 2 * bisect_right(starts[0::2], at)
+            starts[i:i] = (at, 1)
 
 
-def _repaired(storage: Storage, limit: RateLimit, st: _State, now: float) -> _State:
+@lru_cache(maxsize=256)
+def _limit(text: str) -> RateLimit:
+    # Read on every claim and end of a limited job; a few distinct values.
+    return RateLimit.loads(text)
+
+
+def _repaired(statuses_of: StatusesOf, limit: RateLimit, st: _State, now: float) -> _State:
     ids = list(dict.fromkeys(st.holders + st.waiting))
-    found = dict(zip(ids, storage.get_many(ids), strict=True)) if ids else {}
-    holders = [i for i in st.holders
-               if (r := found.get(i)) is not None and r.status is JobStatus.STARTED]
-    waiting = [i for i in st.waiting if (r := found.get(i)) is not None and r.status in _IN_LINE]
-    starts = st.starts
-    if limit.period is not None:
-        starts = [t for t in starts if t > now - limit.period]
-    return _State(holders, starts, waiting)
+    found = statuses_of(ids) if ids else {}
+    holders = [i for i in st.holders if found.get(i) is JobStatus.STARTED]
+    waiting = [i for i in st.waiting if found.get(i) in _IN_LINE]
+    repaired = _State(holders, st.starts, waiting)
+    repaired.expire(limit, now)
+    return repaired
+
+
+def _statuses_via(storage: Storage) -> StatusesOf:
+    def statuses_of(ids: list[str]) -> dict[str, JobStatus]:
+        return {r.id: r.status for r in storage.get_many(ids) if r is not None}
+    return statuses_of
 
 
 def _free(limit: RateLimit, st: _State) -> int:
@@ -61,55 +139,90 @@ def _free(limit: RateLimit, st: _State) -> int:
     if limit.concurrency is not None:
         free.append(limit.concurrency - len(st.holders))
     if limit.limit is not None:
-        free.append(limit.limit - len(st.starts))
+        free.append(limit.limit - st.started())
     return max(min(free), 0)
 
 
+def _decide(
+    limit: RateLimit, raw: str | None, job_id: str, now: float, statuses_of: StatusesOf
+) -> tuple[bool, _State]:
+    """The policy: may ``job_id`` start now? With the key's state to store either way."""
+    st = _State.loads(raw)
+    if job_id in st.holders:
+        st.holders.remove(job_id)  # a retry of a job that held a slot: it asks again
+    st.expire(limit, now)
+    place = st.waiting.index(job_id) if job_id in st.waiting else len(st.waiting)
+    free = _free(limit, st)
+    if place >= free or len(st.holders) >= TIDY_AT:
+        # Only a refusal (or a long holder list) pays for reading the holders:
+        # a dead one frees a slot.
+        st = _repaired(statuses_of, limit, st, now)
+        place = st.waiting.index(job_id) if job_id in st.waiting else len(st.waiting)
+        free = _free(limit, st)
+    if place < free:
+        if limit.concurrency is not None:
+            st.holders.append(job_id)
+        if limit.limit is not None:
+            st.add_start(limit, now)
+        if job_id in st.waiting:
+            st.waiting.remove(job_id)
+        return True, st
+    if job_id not in st.waiting:
+        st.waiting.append(job_id)
+    return False, st
+
+
 def admit(storage: Storage, rec: JobRecord) -> bool:
-    """Give the claimed ``rec`` a slot, or make it ``rate_limited`` in line; True if it may run."""
+    """Give the claimed ``rec`` a slot, or make it ``rate_limited`` in line; True if it may run.
+
+    The generic path: a compare-and-set loop on the key's named value, for a
+    storage without the ``gated_claim`` capability (else :func:`gate` runs
+    inside its claim).
+    """
     assert rec.rate_limit is not None
-    limit = RateLimit.loads(rec.rate_limit)
+    limit = _limit(rec.rate_limit)
     key = PREFIX + limit.key
+    statuses_of = _statuses_via(storage)
     for _ in range(50):
         raw = storage.get_value(key)
-        now = storage.clock.now()
-        st = _State.loads(raw)
-        if rec.id in st.holders:
-            st.holders.remove(rec.id)  # a retry of a job that held a slot: it asks again
-        if limit.period is not None:
-            st.starts = [t for t in st.starts if t > now - limit.period]
-        place = st.waiting.index(rec.id) if rec.id in st.waiting else len(st.waiting)
-        if place >= _free(limit, st):
-            # Only a refusal pays for reading the holders: a dead one frees a slot.
-            st = _repaired(storage, limit, st, now)
-            place = st.waiting.index(rec.id) if rec.id in st.waiting else len(st.waiting)
-        if place < _free(limit, st):
-            if limit.concurrency is not None:
-                st.holders.append(rec.id)
-            if limit.limit is not None:
-                st.starts.append(now)
-            if rec.id in st.waiting:
-                st.waiting.remove(rec.id)
-            if storage.swap_value(key, raw, st.dumps()):
-                return True
-            continue
-        if rec.id not in st.waiting:
-            st.waiting.append(rec.id)
+        admitted, st = _decide(limit, raw, rec.id, storage.clock.now(), statuses_of)
         if storage.swap_value(key, raw, st.dumps()):
-            _wait(storage, rec)
-            return False
+            if not admitted:
+                _wait(storage, rec)
+            return admitted
     # Lost 50 races in a row: put it back in line rather than run over the limit.
     log.warning("rate limit %s: too much contention; job %s waits", limit.key, rec.id)
     _wait(storage, rec)
     return False
 
 
-def _wait(storage: Storage, rec: JobRecord) -> None:
-    claimed = rec.attempts
+def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+    """:func:`admit` for :meth:`Storage.claim_gated`: run inside the claim's transaction.
+
+    Nobody else writes the key meanwhile, so no compare-and-set: read,
+    decide, write. A refused ``rec`` is left changed into its waiting form,
+    for the storage to store with the claim.
+    """
+    assert rec.rate_limit is not None
+    limit = _limit(rec.rate_limit)
+    key = PREFIX + limit.key
+    admitted, st = _decide(limit, values.get_value(key), rec.id, now, values.statuses)
+    values.set_value(key, st.dumps())
+    if not admitted:
+        _to_waiting(rec)
+    return admitted
+
+
+def _to_waiting(rec: JobRecord) -> None:
     rec.status = JobStatus.RATE_LIMITED
     rec.attempts -= 1  # the claim did not start it
     rec.started_at = None
     rec.worker_name = None
+
+
+def _wait(storage: Storage, rec: JobRecord) -> None:
+    claimed = rec.attempts
+    _to_waiting(rec)
     storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=claimed)
 
 
@@ -121,9 +234,11 @@ def release(storage: Storage, rec: JobRecord) -> None:
     when nobody waits.
     """
     assert rec.rate_limit is not None
-    limit = RateLimit.loads(rec.rate_limit)
+    limit = _limit(rec.rate_limit)
     raw = storage.get_value(PREFIX + limit.key)
-    if raw is not None and _State.loads(raw).waiting:
+    # _State.dumps writes the line last: "…, []]" is a state nobody waits in,
+    # told without parsing it (this runs at the end of every limited job).
+    if raw is not None and not raw.endswith(", []]") and _State.loads(raw).waiting:
         wake(storage, limit)
 
 
@@ -134,7 +249,7 @@ def wake(storage: Storage, limit: RateLimit) -> int:
     if raw is None:
         return 0
     now = storage.clock.now()
-    st = _repaired(storage, limit, _State.loads(raw), now)
+    st = _repaired(_statuses_via(storage), limit, _State.loads(raw), now)
     woken = 0
     for job_id in st.waiting[: _free(limit, st)]:
         waiting = storage.get(job_id)
@@ -162,5 +277,5 @@ def wake_all(storage: Storage) -> int:
                 continue
             head = others[0]
         assert head.rate_limit is not None
-        woken += wake(storage, RateLimit.loads(head.rate_limit))
+        woken += wake(storage, _limit(head.rate_limit))
     return woken
