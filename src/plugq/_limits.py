@@ -35,10 +35,11 @@ log = logging.getLogger("plugq.limits")
 PREFIX = "limit:"
 #: A waiting job still counts as in line in these statuses (queued: woken, not yet claimed).
 _IN_LINE = frozenset({JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.STARTED})
-#: The rate form keeps this many start times of a period one by one, then
-#: merges starts closer than period / STARTS_SLICES (see :meth:`_State.add_start`).
+#: The rate form keeps every start time for a limit of up to STARTS_EXACT
+#: per period; above, one entry per period / STARTS_SLICES of the clock
+#: (see :meth:`_State.add_start`).
 STARTS_EXACT = 16
-STARTS_SLICES = 32
+STARTS_SLICES = 16
 #: Holders listed before the dead ones are swept out even with slots free,
 #: so a high ``concurrency`` does not grow the state with every job that ran.
 TIDY_AT = 32
@@ -85,23 +86,23 @@ class _State:
     def add_start(self, limit: RateLimit, now: float) -> None:
         """Count a start at ``now``, keeping the rate form's state small.
 
-        The first :data:`STARTS_EXACT` starts of a period are kept one by
-        one, so a limit up to that many per period is exact (to the
-        millisecond). Past them, a start in the same slice of the clock
-        (``period / STARTS_SLICES`` wide) as the last entry joins it, and the
-        entry takes the later time: its starts then leave the period a
-        little late, never early, so the limit is never exceeded; a slot may
-        come free up to ``period / STARTS_SLICES`` late. So a period holds at
-        most STARTS_EXACT + STARTS_SLICES + 1 entries whatever the limit, and
-        adding one is O(1).
+        A limit of up to :data:`STARTS_EXACT` starts per period keeps every
+        start (never more than the limit: a refused job adds none), so it is
+        exact to the millisecond. A larger limit keeps one entry per slice
+        of the clock ``period / STARTS_SLICES`` wide: a start joins the last
+        entry when it falls in the same slice, and the entry takes the later
+        time, so its starts leave the period a little late, never early: the
+        limit is never exceeded, and a slot may come free up to one slice
+        late. Either way a period holds at most max(STARTS_EXACT,
+        STARTS_SLICES + 1) entries whatever the limit, and adding one is O(1).
         """
-        assert limit.period is not None
+        assert limit.period is not None and limit.limit is not None
         at, starts = _ms(now), self.starts
         if not starts or at >= starts[-2]:
             width = limit.period * 1000 / STARTS_SLICES
             # The same slice of the clock, not "close to the last entry": that
             # would let one entry creep forward and swallow a whole period.
-            if len(starts) >= 2 * STARTS_EXACT and at // width == starts[-2] // width:
+            if starts and limit.limit > STARTS_EXACT and at // width == starts[-2] // width:
                 starts[-2] = at
                 starts[-1] += 1
             else:
