@@ -206,9 +206,10 @@ class _ClaimValues:
         return None if row is None else str(row[0])
 
     def set_value(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO named_values (key, value) VALUES (?, ?)", (key, value)
-        )
+        # An UPDATE in place first: REPLACE would delete and re-insert the row.
+        sql = "UPDATE named_values SET value = ? WHERE key = ?"
+        if self.conn.execute(sql, (value, key)).rowcount == 0:
+            self.conn.execute("INSERT INTO named_values (key, value) VALUES (?, ?)", (key, value))
 
     def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
         found: dict[str, JobStatus] = {}
