@@ -404,9 +404,9 @@ def test_a_start_behind_the_last_one_keeps_the_order():
     st, limit = _State(), RateLimit("k", limit=5, period=10)
     for moment in (1.0, 3.0, 2.0, 0.5, 4.0):
         st.add_start(limit, moment)
-    assert st.starts == [500, 1, 1000, 1, 2000, 1, 3000, 1, 4000, 1]
-    st.expire(limit, 12.5)  # a start at 2.5 s or before has left the period
-    assert st.starts == [3000, 1, 4000, 1] and st.started() == 2
+    assert st.starts == [0.5, 1, 1.0, 1, 2.0, 1, 3.0, 1, 4.0, 1]
+    st.expire(limit, 12.0)  # a start at 2.0 s or before has left the period
+    assert st.starts == [3.0, 1, 4.0, 1] and st.started() == 2
 
 
 def test_a_rate_limits_period_on_the_manual_clock(clocked_both):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,20 +47,15 @@ TIDY_AT = 32
 StatusesOf = Callable[[list[str]], dict[str, JobStatus]]
 
 
-def _ms(moment: float) -> int:
-    """``moment`` in whole milliseconds, rounded up: a start is never counted as earlier."""
-    return math.ceil(moment * 1000)
-
-
 @dataclass
 class _State:
     holders: list[str] = field(default_factory=list)
     #: ``[time, count, time, count, …]``, times ascending: ``count`` starts
-    #: counted as made at ``time``, in whole milliseconds rounded up (a slot
-    #: comes free at most 1 ms late). Flat ints, because the state is parsed
-    #: and written at every limited start and ints in one list cost a
-    #: fraction of floats in nested lists.
-    starts: list[int] = field(default_factory=list)
+    #: counted as made at ``time`` (the clock's own float, so a period ends
+    #: exactly when it should). One flat list, because the state is parsed
+    #: and written at every limited start and nested pairs cost several
+    #: times as much.
+    starts: list[float] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
 
     def dumps(self) -> str:
@@ -75,11 +69,11 @@ class _State:
         return cls(holders, starts, waiting)
 
     def started(self) -> int:
-        return sum(self.starts[1::2])
+        return int(sum(self.starts[1::2]))
 
     def expire(self, limit: RateLimit, now: float) -> None:
         if limit.period is not None and self.starts:
-            gone = bisect_right(self.starts[0::2], (now - limit.period) * 1000)
+            gone = bisect_right(self.starts[0::2], now - limit.period)
             if gone:
                 del self.starts[: 2 * gone]
 
@@ -88,7 +82,7 @@ class _State:
 
         A limit of up to :data:`STARTS_EXACT` starts per period keeps every
         start (never more than the limit: a refused job adds none), so it is
-        exact to the millisecond. A larger limit keeps one entry per slice
+        exact. A larger limit keeps one entry per slice
         of the clock ``period / STARTS_SLICES`` wide: a start joins the last
         entry when it falls in the same slice, and the entry takes the later
         time, so its starts leave the period a little late, never early: the
@@ -97,9 +91,9 @@ class _State:
         STARTS_SLICES + 1) entries whatever the limit, and adding one is O(1).
         """
         assert limit.period is not None and limit.limit is not None
-        at, starts = _ms(now), self.starts
+        at, starts = now, self.starts
         if not starts or at >= starts[-2]:
-            width = limit.period * 1000 / STARTS_SLICES
+            width = limit.period / STARTS_SLICES
             # The same slice of the clock, not "close to the last entry": that
             # would let one entry creep forward and swallow a whole period.
             if starts and limit.limit > STARTS_EXACT and at // width == starts[-2] // width:
