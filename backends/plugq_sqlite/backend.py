@@ -790,7 +790,10 @@ class SqliteStorage(Storage):
             rec = self._decode(rows[0], store=True)
             if rec.status is JobStatus.STARTED and rec.rate_limit is not None:
                 claimed = rec.attempts
-                if not gate(rec, _ClaimValues(c), now):
+                # The clock read now, under the write lock: a start counted
+                # at ``now`` (taken before BEGIN IMMEDIATE waited for the
+                # lock) would leave its period early by that wait.
+                if not gate(rec, _ClaimValues(c), self.clock.now()):
                     c.execute(refused_sql, _put_params(rec, (JobStatus.STARTED.value, claimed)))
             return rec
 

@@ -309,7 +309,7 @@ class ClaimValues(Protocol):
 
 
 #: The engine's admission check for :meth:`Storage.claim_gated`: called as
-#: ``gate(record, values, now)`` for a claimed record whose ``rate_limit`` is
+#: ``gate(record, values, moment)`` for a claimed record whose ``rate_limit`` is
 #: set. True: the record may run. False: the gate changed ``record`` into the
 #: form to store instead (``RATE_LIMITED``, not started).
 ClaimGate = Callable[[JobRecord, ClaimValues, float], bool]
@@ -690,9 +690,12 @@ class Storage(ABC):
         rate-limited job costs no more commits than a plain one.
 
         Takes the next runnable record exactly as :meth:`claim` does. If the
-        record's ``rate_limit`` is set, calls ``gate(record, values, now)``
+        record's ``rate_limit`` is set, calls ``gate(record, values, moment)``
         before committing, with ``values`` (:class:`ClaimValues`) bound to the
-        claim's transaction. When the gate returns False, the record it
+        claim's transaction and ``moment`` the storage's clock read inside it,
+        once the claim holds its lock (not ``now``, read before any wait for
+        the lock: a start counted that early would leave a rate limit's
+        period early). When the gate returns False, the record it
         changed is stored in place of the started one (as :meth:`put` would,
         unconditionally: the transaction still holds the claim). The storage
         decides nothing: the gate is the policy.
