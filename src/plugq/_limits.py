@@ -1,9 +1,10 @@
 """Rate and concurrency limits in the engine, over a storage's named values.
 
 Each key has one named value, ``limit:<key>``: the jobs holding a slot, the
-recent start times (rate form) and the line of waiting jobs. Every change is a
-compare-and-set of that one value, so workers in any number of processes
-agree. State is repaired as it is read: a holder that is no longer started
+recent start times (rate form) and the line of waiting jobs. Every change is
+atomic on that one value (a compare-and-set, or inside the claim's
+transaction, below), so workers in any number of processes agree. State is
+repaired as it is read: a holder that is no longer started
 (it ended, was abandoned and recovered, was deleted) frees its slot, and a
 waiting job that no longer waits leaves the line. So a job's end writes
 nothing (one write per limited job, at admission), and a crashed worker never
