@@ -14,6 +14,7 @@ Both run the task ``digit_sum(uuid4 hex)`` and keep results. Run::
 
     .venv/bin/python benchmarks/bench_sqlite.py [--jobs 5000] [--bulk 50000]
     .venv/bin/python benchmarks/bench_sqlite.py --latency   # idle CPU, wake-up delay
+    .venv/bin/python benchmarks/bench_sqlite.py --features  # priority / RateLimit overhead
 
 Not a test: numbers depend on the machine. Prints rates and ratios.
 """
@@ -30,9 +31,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from plugq import Queue, Worker
+from plugq import Queue, RateLimit, Worker
 from plugq.testing.tasks import digit_sum
 from plugq_sqlite import SqliteStorage
 
@@ -94,9 +96,50 @@ def bench_huey(folder: str, jobs: int) -> dict[str, float]:
     return out
 
 
+#: --features: what each row adds to the plain enqueue. The limits are far
+#: above what one worker reaches, so they never hold a job back: the row
+#: measures what admission costs, not throttling.
+FEATURES: dict[str, Callable[[int], dict[str, object]]] = {
+    "plain": lambda n: {},
+    "priority": lambda n: {"priority": n % 11 - 5},
+    "concurrency": lambda n: {"rate_limit": RateLimit("bench-c", concurrency=8)},
+    "rate": lambda n: {"rate_limit": RateLimit("bench-r", limit=1_000_000, period=1.0)},
+    "both": lambda n: {"priority": n % 11 - 5,
+                       "rate_limit": RateLimit("bench-b", concurrency=8, limit=1_000_000,
+                                               period=1.0)},
+}
+
+
+def bench_features(folder: str, jobs: int, first: int = 0) -> dict[str, float]:
+    """One worker draining ``jobs`` queued jobs, per row of :data:`FEATURES`, on a fresh file each.
+
+    The rows run in turn starting from row ``first``: across runs every row
+    gets to go first, so a busy moment or a cold cache favours none of them.
+    """
+    names = list(FEATURES)
+    out = {}
+    for name in names[first % len(names):] + names[: first % len(names)]:
+        extra = FEATURES[name]
+        backend = SqliteStorage(f"sqlite:///{folder}/features-{name}.db")
+        q = Queue("bench", connection=backend)
+        for n in range(jobs):
+            q.enqueue(digit_sum, uuid.uuid4().hex, **extra(n))
+
+        worker = Worker([q], connection=backend)
+        cpu = time.process_time()
+        out[name] = _rate(jobs, partial(worker.work, burst=True))
+        # CPU time as well: on a shared machine it moves far less than the
+        # wall clock (WAL with synchronous=NORMAL does not fsync per commit,
+        # so the worker's time is nearly all CPU).
+        out[f"{name} cpu"] = jobs / (time.process_time() - cpu)
+        assert q.finished_job_registry.count == jobs, name
+        backend.close()
+    return {key: out[key] for name in names for key in (name, f"{name} cpu")}
+
+
 _IDLE_WORKER = """
 import sys
-from plugq import Queue, Worker
+from plugq import Queue, RateLimit, Worker
 url = sys.argv[1]
 Worker([Queue("latency", connection=url)], connection=url, name="idle").work()
 """
@@ -155,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each; the best is shown")
     parser.add_argument("--latency", action="store_true",
                         help="instead: idle worker CPU use and enqueue-to-start delay")
+    parser.add_argument("--features", action="store_true",
+                        help="instead: processing with priorities and rate limits against plain")
     parser.add_argument("--samples", type=int, default=200, help="jobs for --latency")
     parser.add_argument("--poll", default="", help="the URL's poll= for --latency")
     opts = parser.parse_args(argv)
@@ -169,6 +214,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def best(runs: list[dict[str, float]]) -> dict[str, float]:
         return {key: max(r[key] for r in runs) for key in runs[0]}
+
+    if opts.features:
+        runs = []
+        for run in range(opts.runs):
+            with tempfile.TemporaryDirectory() as folder:
+                runs.append(bench_features(folder, opts.jobs, first=run))
+        top = best(runs)
+        print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} jobs={opts.jobs} "
+              f"best of {opts.runs} runs; 1 worker, processing (jobs/s), wall and CPU time")
+        for name in FEATURES:
+            wall, cpu = top[name], top[f"{name} cpu"]
+            print(f"{name:14}{wall:10,.0f}{wall / top['plain']:7.0%}"
+                  f"{cpu:10,.0f}{cpu / top['plain cpu']:7.0%}")
+        return 0
 
     huey_runs, our_runs, full_runs = [], [], []
     for _ in range(opts.runs):

@@ -58,3 +58,14 @@ def test_redis_beyond_benchmark_runs_and_verifies_every_job(tmp_path: Path) -> N
     figures = json.loads(out.read_text())
     assert set(figures["median"]) == {"plain", "priority", "ratelimit"}
     assert all(rate > 0 for rate in figures["median"].values())
+
+
+def test_sqlite_features_mode_runs_every_row() -> None:
+    """``bench_sqlite.py --features``: plain, priority and each RateLimit form, all jobs done."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_sqlite.py", "--features", "--jobs", "60", "--runs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    assert rows == ["plain", "priority", "concurrency", "rate", "both"]

@@ -498,10 +498,35 @@ def test_a_version_1_sqlite_file_is_upgraded_in_place(tmp_path):
 # -- rate limits ----------------------------------------------------------------------------------
 
 
-def test_a_rate_limits_period_on_the_manual_clock(clocked):
+@pytest.fixture(params=["memory", "sqlite"])
+def clocked_both(request, tmp_path):
+    """Memory admits through compare-and-set; SQLite inside its claim (gated_claim)."""
+    clock = ManualClock(MIDNIGHT + 90)
+    if request.param == "memory":
+        storage = MemoryStorage(f"memory://beyond-{uuid.uuid4().hex}", clock=clock)
+    else:
+        storage = SqliteStorage(f"sqlite:///{tmp_path / 'clocked.db'}", clock=clock)
+    yield engine_for(storage), clock
+    storage.close()
+
+
+def test_a_start_behind_the_last_one_keeps_the_order():
+    """A process whose clock is a little behind adds a start before the last: still sorted."""
+    from plugq import RateLimit
+    from plugq._limits import _State
+
+    st, limit = _State(), RateLimit("k", limit=5, period=10)
+    for moment in (1.0, 3.0, 2.0, 0.5, 4.0):
+        st.add_start(limit, moment)
+    assert st.starts == [0.5, 1, 1.0, 1, 2.0, 1, 3.0, 1, 4.0, 1]
+    st.expire(limit, 12.0)  # a start at 2.0 s or before has left the period
+    assert st.starts == [3.0, 1, 4.0, 1] and st.started() == 2
+
+
+def test_a_rate_limits_period_on_the_manual_clock(clocked_both):
     from plugq import RateLimit, Worker
 
-    backend, clock = clocked
+    backend, clock = clocked_both
     q = Queue("rl", connection=backend)
     per_minute = RateLimit("partner-api", limit=2, period=60)
     jobs = [q.enqueue(tasks.add, i, 0, rate_limit=per_minute) for i in range(5)]
@@ -523,6 +548,54 @@ def test_a_rate_limits_period_on_the_manual_clock(clocked):
     backend.maintenance()
     Worker([q], connection=backend).work(burst=True)
     assert statuses() == ["finished"] * 5
+
+
+def test_a_high_concurrency_keeps_its_holder_list_short(clocked_both):
+    from plugq import RateLimit, Worker
+    from plugq._limits import TIDY_AT, _State
+
+    backend, _ = clocked_both
+    q = Queue("rl", connection=backend)
+    jobs = [q.enqueue(tasks.add, i, 0, rate_limit=RateLimit("wide", concurrency=1000))
+            for i in range(3 * TIDY_AT)]
+    Worker([q], connection=backend).work(burst=True)
+    assert all(j.get_status() == JobStatus.FINISHED for j in jobs)
+    state = _State.loads(backend.storage.get_value("limit:wide"))
+    assert 1 <= len(state.holders) <= TIDY_AT  # ended holders were swept, not kept by the 1000
+
+
+@pytest.mark.parametrize(("limit_n", "gap", "share"), [(300, 0.02, 0.95), (16, 0.5, 1.0)])
+def test_a_rate_limits_state_stays_bounded_and_never_runs_over(limit_n, gap, share):
+    """Above STARTS_EXACT starts per period, merged starts leave late, never early.
+
+    Up to STARTS_EXACT, exactly the sliding window's admissions; above, at
+    least ``share`` of them (against an exact sliding log of the same arrivals).
+    """
+    from plugq import RateLimit
+    from plugq._limits import STARTS_EXACT, STARTS_SLICES, _decide
+
+    limit = RateLimit("big", limit=limit_n, period=10.0)
+    rnd = random.Random(16)
+    arrivals, t = [], 0.0
+    for _ in range(4000):
+        t += rnd.uniform(0.0, gap)  # arrivals outpace the limit: it binds
+        arrivals.append(t)
+    raw, ours = None, []
+    for n, now in enumerate(arrivals):
+        admitted, st = _decide(limit, raw, f"j{n}", now, lambda ids: {})
+        raw = st.dumps()
+        assert len(st.starts) // 2 <= max(STARTS_EXACT, STARTS_SLICES + 1)  # (time, count) pairs
+        if admitted:
+            ours.append(now)
+    exact: list[float] = []  # the exact sliding log, for comparison
+    for now in arrivals:
+        if sum(1 for a in exact if a > now - 10.0) < limit_n:
+            exact.append(now)
+    for i, a in enumerate(ours):
+        window = [b for b in ours[: i + 1] if b > a - 10.0]
+        assert len(window) <= limit_n, (a, len(window))
+    assert len(ours) <= len(exact)
+    assert len(ours) >= share * len(exact), (len(ours), len(exact))
 
 
 def _overlap(spans: list[tuple[float, float]]) -> int:

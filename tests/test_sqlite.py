@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import sqlite3
 import stat
@@ -275,6 +277,109 @@ class TestRefusedFiles:
         assert f"schema version {schema.SCHEMA_VERSION + 1}" in message
         assert "upgrade plugq" in message
         assert self.snapshot(tmp_path) == before
+
+
+class TestCreatingAtOnce:
+    """Processes opening one new file together: the schema appears whole or not at all."""
+
+    def test_inspect_reads_the_file_in_one_snapshot(self, db):
+        """Another process commits the whole schema between inspect()'s first two reads.
+
+        Read from one snapshot, the file is still empty (0: create it);
+        read one statement at a time, it would show the new tables without
+        the application_id read just before, and be refused as foreign.
+        """
+        creator = sqlite3.connect(db, isolation_level=None)
+        creator.execute("PRAGMA journal_mode = WAL")  # a reader's snapshot lets the writer commit
+
+        class CommitsMidway(sqlite3.Connection):
+            committed = False
+
+            def execute(self, sql, *args):  # type: ignore[override]
+                if sql == "PRAGMA user_version" and not self.committed:
+                    type(self).committed = True
+                    schema.migrate(creator, db)
+                return super().execute(sql, *args)
+
+        reader = sqlite3.connect(db, isolation_level=None, factory=CommitsMidway)
+        try:
+            assert schema.inspect(reader, db) == 0
+            assert CommitsMidway.committed
+            assert not reader.in_transaction  # the snapshot was released
+            # Afterwards, a fresh snapshot sees the finished plugq file.
+            assert schema.inspect(reader, db) == schema.SCHEMA_VERSION
+        finally:
+            reader.close()
+            creator.close()
+
+    def test_inspect_leaves_a_busy_database_to_the_retry_loop(self, db):
+        SqliteStorage(f"sqlite:///{db}").close()
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("PRAGMA journal_mode = DELETE")
+        holder.execute("BEGIN EXCLUSIVE")  # no reader may start until it ends
+        reader = sqlite3.connect(db, isolation_level=None, timeout=0)
+        try:
+            with pytest.raises(sqlite3.OperationalError) as info:
+                schema.inspect(reader, db)
+            assert schema.is_busy(info.value)  # not turned into "not a usable database"
+            assert not reader.in_transaction
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+            reader.close()
+
+    @pytest.mark.slow
+    def test_processes_creating_one_new_file_at_once_all_succeed(self, tmp_path):
+        """6 processes open the same new path at one barrier, 25 times over: none is refused."""
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        procs_n, rounds = 6, 25
+        for round_no in range(rounds):
+            path = tmp_path / f"new-{round_no}.db"
+            barrier = ctx.Barrier(procs_n)
+            errors = ctx.Queue()
+            procs = [
+                ctx.Process(target=_open_new_file_at_barrier, args=(str(path), barrier, errors, n))
+                for n in range(procs_n)
+            ]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(120)
+            if any(p.exitcode != 0 for p in procs):
+                failed = []
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        failed.append(errors.get(timeout=1))
+                pytest.fail(f"round {round_no}: exit codes {[p.exitcode for p in procs]}, {failed}")
+            check = SqliteStorage(f"sqlite:///{path}")
+            try:
+                assert sorted(check.ids("q", JobStatus.QUEUED)) == sorted(
+                    f"job-{n}" for n in range(procs_n)
+                )
+            finally:
+                check.close()
+            conn = sqlite3.connect(path)
+            try:
+                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+                assert conn.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
+            finally:
+                conn.close()
+
+
+def _open_new_file_at_barrier(path: str, barrier, errors, n: int) -> None:
+    try:
+        barrier.wait(60)
+        b = SqliteStorage(f"sqlite:///{path}")
+        try:
+            Queue("q", connection=b).enqueue(tasks.add, n, n, job_id=f"job-{n}")
+        finally:
+            b.close()
+    except BaseException as exc:  # reported to the parent, which fails the test with it
+        errors.put(f"process {n}: {exc!r}")
+        raise
 
 
 # -- queries ----------------------------------------------------------------------------

@@ -34,7 +34,15 @@ from plugq._quarantine import (
 from plugq._validate import is_queue_name
 from plugq.config import mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
-from plugq.storage import Clock, JobRecord, JobStatus, Storage, UniqueKey, WorkerRecord
+from plugq.storage import (
+    ClaimGate,
+    Clock,
+    JobRecord,
+    JobStatus,
+    Storage,
+    UniqueKey,
+    WorkerRecord,
+)
 
 from . import schema
 
@@ -128,14 +136,6 @@ _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = (
 )
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    msg = str(exc)
-    return "locked" in msg or "busy" in msg
-
-
 def _params(r: JobRecord) -> tuple[Any, ...]:
     """A record as a row, in :data:`schema.JOB_COLUMNS` order."""
     return (
@@ -179,6 +179,49 @@ def _record(row: tuple[Any, ...]) -> tuple[JobRecord, str | None]:
     rec.allow_dependency_failure = _flag(row[22])
     rec.at_front = _flag(row[27])
     return rec, job_problem(rec)
+
+
+def _put_params(record: JobRecord, conditions: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The parameters of a :func:`_put_sql` statement for ``record``."""
+    moment = _POSITIONS.next()
+    values = _params(record)
+    return (
+        *values[1:15], *values[16:],  # every column but id and meta
+        record.origin, record.status.value,
+        -moment if record.at_front and record.status is JobStatus.QUEUED else moment,
+        record.id, *conditions,
+    )
+
+
+class _ClaimValues:
+    """:class:`~plugq.storage.ClaimValues` on the connection whose transaction holds a claim."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get_value(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM named_values WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_value(self, key: str, value: str) -> None:
+        # An UPDATE in place first: REPLACE would delete and re-insert the row.
+        sql = "UPDATE named_values SET value = ? WHERE key = ?"
+        if self.conn.execute(sql, (value, key)).rowcount == 0:
+            self.conn.execute("INSERT INTO named_values (key, value) VALUES (?, ?)", (key, value))
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        found: dict[str, JobStatus] = {}
+        for start in range(0, len(job_ids), _GET_MANY_CHUNK):
+            chunk = job_ids[start:start + _GET_MANY_CHUNK]
+            rows = self.conn.execute(
+                f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            for job_id, status in rows:
+                with contextlib.suppress(ValueError):  # a corrupt status holds no slot
+                    found[job_id] = JobStatus(status)
+        return found
 
 
 def _fetchall(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
@@ -357,7 +400,8 @@ class SqliteStorage(Storage):
     scheme: ClassVar[str] = "sqlite"
     #: In one process only: other processes read the wall clock.
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"manual_clock", "priority", "unique_keys", "progress", "values", "pipes"}
+        {"manual_clock", "priority", "unique_keys", "progress", "values", "pipes",
+         "gated_claim"}
     )
 
     #: Longest pause between two ``data_version`` polls of an idle :meth:`wait`
@@ -535,7 +579,7 @@ class SqliteStorage(Storage):
             try:
                 return fn(conn)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not schema.is_busy(exc):
                     self._raise_for(exc)
                 if first is None:
                     first, deadline, pause = exc, time.monotonic() + self.busy_timeout, 0.001
@@ -689,14 +733,7 @@ class SqliteStorage(Storage):
             conditions = (*statuses, expected_attempts)
         else:
             sql = _PUT_SQL[len(statuses)]
-        moment = _POSITIONS.next()
-        values = _params(record)
-        params = (
-            *values[1:15], *values[16:],  # every column but id and meta
-            record.origin, record.status.value,
-            -moment if record.at_front and record.status is JobStatus.QUEUED else moment,
-            record.id, *conditions,
-        )
+        params = _put_params(record, conditions)
         if not record.depends_on:
             return bool(self._retry(lambda c: c.execute(sql, params).rowcount) == 1)
 
@@ -736,6 +773,38 @@ class SqliteStorage(Storage):
                     return rec
                 # A poison record was quarantined: take the next job instead.
                 params = (now, worker_name, _POSITIONS.next(), name, now)
+        return None
+
+    def claim_gated(
+        self, queues: Sequence[str], worker_name: str, now: float, gate: ClaimGate
+    ) -> JobRecord | None:
+        # One BEGIN IMMEDIATE around the claim, the gate's reads and writes of
+        # the key and the refused record: a limited job costs the one commit
+        # a plain claim costs, instead of a claim, a read and a compare-and-set.
+        refused_sql = _PUT_SQL_ATTEMPTS[1]
+
+        def body(name: str, c: sqlite3.Connection) -> JobRecord | None:
+            rows = c.execute(_CLAIM, (now, worker_name, _POSITIONS.next(), name, now)).fetchall()
+            if not rows:
+                return None
+            rec = self._decode(rows[0], store=True)
+            if rec.status is JobStatus.STARTED and rec.rate_limit is not None:
+                claimed = rec.attempts
+                # The clock read now, under the write lock: a start counted
+                # at ``now`` (taken before BEGIN IMMEDIATE waited for the
+                # lock) would leave its period early by that wait.
+                if not gate(rec, _ClaimValues(c), self.clock.now()):
+                    c.execute(refused_sql, _put_params(rec, (JobStatus.STARTED.value, claimed)))
+            return rec
+
+        for name in queues:
+            while True:
+                rec = self._retry(partial(self._write, body=partial(body, name)))
+                if rec is None:
+                    break
+                if rec.status is not JobStatus.FAILED:
+                    return rec
+                # A poison record was quarantined: take the next job instead.
         return None
 
     # -- primitives: listings -------------------------------------------------------------

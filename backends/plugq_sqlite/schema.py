@@ -207,8 +207,25 @@ def check_header(path: str) -> None:
         )
 
 
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """True for "database is locked/busy": a moment to wait out, not a fault of the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    msg = str(exc)
+    return "locked" in msg or "busy" in msg
+
+
 def inspect(conn: sqlite3.Connection, path: str) -> int:
     """Classify an open database without writing to it.
+
+    The header fields and the table list are read in one read transaction,
+    so from one snapshot of the file. Read one by one in autocommit mode they
+    could straddle another process's schema creation — ``application_id``
+    read before its commit, the tables after — and a half-made plugq file
+    would look like another application's. Inside a transaction the caller
+    already opened (:func:`migrate`'s ``BEGIN IMMEDIATE``) that transaction's
+    snapshot is used.
 
     Returns:
         0 for an empty database (safe to create the schema in), else the
@@ -216,19 +233,23 @@ def inspect(conn: sqlite3.Connection, path: str) -> int:
 
     Raises:
         BackendUnavailableError: a foreign or damaged database, or a newer plugq schema.
+        sqlite3.OperationalError: the database is busy (for the caller's retry loop).
     """
+    own = not conn.in_transaction
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = [
-            row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            )
-        ]
+        if own:
+            conn.execute("BEGIN")
+        try:
+            app_id, version, tables = _read_header(conn)
+        finally:
+            if own and conn.in_transaction:
+                conn.execute("COMMIT")  # nothing written: this only ends the snapshot
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise
+        raise _unusable(path, exc) from None
     except sqlite3.DatabaseError as exc:
-        raise BackendUnavailableError(
-            f"{path!r} is not a usable SQLite database ({exc}); plugq will not touch it"
-        ) from None
+        raise _unusable(path, exc) from None
     if app_id == 0 and version == 0 and not tables:
         return 0
     if app_id != APPLICATION_ID:
@@ -249,11 +270,31 @@ def inspect(conn: sqlite3.Connection, path: str) -> int:
     return int(version)
 
 
+def _read_header(conn: sqlite3.Connection) -> tuple[int, int, list[str]]:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = [
+        row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return int(app_id), int(version), tables
+
+
+def _unusable(path: str, exc: sqlite3.DatabaseError) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"{path!r} is not a usable SQLite database ({exc}); plugq will not touch it"
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Create or upgrade the schema inside one ``BEGIN IMMEDIATE`` transaction.
 
     Safe when several processes open a new file at once: the write lock
-    serialises them and each one re-reads the version under it.
+    serialises them, each one re-inspects the file under it (a version read
+    before taking the lock may be stale), and the whole schema with its
+    ``application_id`` and ``user_version`` commits at once, so no reader
+    ever sees part of it.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:

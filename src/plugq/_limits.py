@@ -1,13 +1,20 @@
 """Rate and concurrency limits in the engine, over a storage's named values.
 
 Each key has one named value, ``limit:<key>``: the jobs holding a slot, the
-recent start times (rate form) and the line of waiting jobs. Every change is a
-compare-and-set of that one value, so workers in any number of processes
-agree. State is repaired as it is read: a holder that is no longer started
+recent start times (rate form) and the line of waiting jobs. Every change is
+atomic on that one value (a compare-and-set, or inside the claim's
+transaction, below), so workers in any number of processes agree. State is
+repaired as it is read: a holder that is no longer started
 (it ended, was abandoned and recovered, was deleted) frees its slot, and a
 waiting job that no longer waits leaves the line. So a job's end writes
 nothing (one write per limited job, at admission), and a crashed worker never
 leaks a slot for longer than its lease.
+
+A storage with the ``gated_claim`` capability runs the admission inside its
+claim (:meth:`~plugq.storage.Storage.claim_gated` with :func:`gate`): the
+claim, the key's new state and a refused job's ``rate_limited`` record commit
+together, in one transaction. Elsewhere the worker claims, then :func:`admit`
+compare-and-sets the key. Both go through :func:`_decide`, the one policy.
 """
 
 from __future__ import annotations
@@ -15,17 +22,31 @@ from __future__ import annotations
 import json
 import logging
 import weakref
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import _rules
 from .ratelimit import RateLimit
-from .storage import JobRecord, JobStatus, Storage
+from .storage import ClaimValues, JobRecord, JobStatus, Storage
 
 log = logging.getLogger("plugq.limits")
 
 PREFIX = "limit:"
 #: A waiting job still counts as in line in these statuses (queued: woken, not yet claimed).
 _IN_LINE = frozenset({JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.STARTED})
+#: The rate form keeps every start time for a limit of up to STARTS_EXACT
+#: per period; above, one entry per period / STARTS_SLICES of the clock
+#: (see :meth:`_State.add_start`).
+STARTS_EXACT = 16
+STARTS_SLICES = 16
+#: Holders listed before the dead ones are swept out even with slots free,
+#: so a high ``concurrency`` does not grow the state with every job that ran.
+TIDY_AT = 32
+
+#: Job id -> status, for the ids given that still exist.
+StatusesOf = Callable[[list[str]], dict[str, JobStatus]]
 
 #: Per storage, the value of each limit key as this process last read or wrote it.
 #: An admission compare-and-sets against it before reading: when no other
@@ -37,6 +58,11 @@ _seen: weakref.WeakKeyDictionary[Storage, dict[str, str | None]] = weakref.WeakK
 @dataclass
 class _State:
     holders: list[str] = field(default_factory=list)
+    #: ``[time, count, time, count, …]``, times ascending: ``count`` starts
+    #: counted as made at ``time`` (the clock's own float, so a period ends
+    #: exactly when it should). One flat list, because the state is parsed
+    #: and written at every limited start and nested pairs cost several
+    #: times as much.
     starts: list[float] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
 
@@ -48,19 +74,67 @@ class _State:
         if raw is None:
             return cls()
         holders, starts, waiting = json.loads(raw)
-        return cls(list(holders), [float(t) for t in starts], list(waiting))
+        return cls(holders, starts, waiting)
+
+    def started(self) -> int:
+        return int(sum(self.starts[1::2]))
+
+    def expire(self, limit: RateLimit, now: float) -> None:
+        if limit.period is not None and self.starts:
+            gone = bisect_right(self.starts[0::2], now - limit.period)
+            if gone:
+                del self.starts[: 2 * gone]
+
+    def add_start(self, limit: RateLimit, now: float) -> None:
+        """Count a start at ``now``, keeping the rate form's state small.
+
+        A limit of up to :data:`STARTS_EXACT` starts per period keeps every
+        start (never more than the limit: a refused job adds none), so it is
+        exact. A larger limit keeps one entry per slice
+        of the clock ``period / STARTS_SLICES`` wide: a start joins the last
+        entry when it falls in the same slice, and the entry takes the later
+        time, so its starts leave the period a little late, never early: the
+        limit is never exceeded, and a slot may come free up to one slice
+        late. Either way a period holds at most max(STARTS_EXACT,
+        STARTS_SLICES + 1) entries whatever the limit, and adding one is O(1).
+        """
+        assert limit.period is not None and limit.limit is not None
+        at, starts = now, self.starts
+        if not starts or at >= starts[-2]:
+            width = limit.period / STARTS_SLICES
+            # The same slice of the clock, not "close to the last entry": that
+            # would let one entry creep forward and swallow a whole period.
+            if starts and limit.limit > STARTS_EXACT and at // width == starts[-2] // width:
+                starts[-2] = at
+                starts[-1] += 1
+            else:
+                starts += (at, 1)
+        else:
+            # Another process's clock (or claim) was a little behind: keep the order.
+            i = 2 * bisect_right(starts[0::2], at)
+            starts[i:i] = (at, 1)
 
 
-def _repaired(storage: Storage, limit: RateLimit, st: _State, now: float) -> _State:
+@lru_cache(maxsize=256)
+def _limit(text: str) -> RateLimit:
+    # Read on every claim and end of a limited job; a few distinct values.
+    return RateLimit.loads(text)
+
+
+def _repaired(statuses_of: StatusesOf, limit: RateLimit, st: _State, now: float) -> _State:
     ids = list(dict.fromkeys(st.holders + st.waiting))
-    found = dict(zip(ids, storage.get_many(ids), strict=True)) if ids else {}
-    holders = [i for i in st.holders
-               if (r := found.get(i)) is not None and r.status is JobStatus.STARTED]
-    waiting = [i for i in st.waiting if (r := found.get(i)) is not None and r.status in _IN_LINE]
-    starts = st.starts
-    if limit.period is not None:
-        starts = [t for t in starts if t > now - limit.period]
-    return _State(holders, starts, waiting)
+    found = statuses_of(ids) if ids else {}
+    holders = [i for i in st.holders if found.get(i) is JobStatus.STARTED]
+    waiting = [i for i in st.waiting if found.get(i) in _IN_LINE]
+    repaired = _State(holders, st.starts, waiting)
+    repaired.expire(limit, now)
+    return repaired
+
+
+def _statuses_via(storage: Storage) -> StatusesOf:
+    def statuses_of(ids: list[str]) -> dict[str, JobStatus]:
+        return {r.id: r.status for r in storage.get_many(ids) if r is not None}
+    return statuses_of
 
 
 def _free(limit: RateLimit, st: _State) -> int:
@@ -68,60 +142,93 @@ def _free(limit: RateLimit, st: _State) -> int:
     if limit.concurrency is not None:
         free.append(limit.concurrency - len(st.holders))
     if limit.limit is not None:
-        free.append(limit.limit - len(st.starts))
+        free.append(limit.limit - st.started())
     return max(min(free), 0)
 
 
+def _decide(
+    limit: RateLimit, raw: str | None, job_id: str, now: float, statuses_of: StatusesOf
+) -> tuple[bool, _State]:
+    """The policy: may ``job_id`` start now? With the key's state to store either way."""
+    st = _State.loads(raw)
+    if job_id in st.holders:
+        st.holders.remove(job_id)  # a retry of a job that held a slot: it asks again
+    st.expire(limit, now)
+    place = st.waiting.index(job_id) if job_id in st.waiting else len(st.waiting)
+    free = _free(limit, st)
+    if place >= free or len(st.holders) >= TIDY_AT:
+        # Only a refusal (or a long holder list) pays for reading the holders:
+        # a dead one frees a slot.
+        st = _repaired(statuses_of, limit, st, now)
+        place = st.waiting.index(job_id) if job_id in st.waiting else len(st.waiting)
+        free = _free(limit, st)
+    if place < free:
+        if limit.concurrency is not None:
+            st.holders.append(job_id)
+        if limit.limit is not None:
+            st.add_start(limit, now)
+        if job_id in st.waiting:
+            st.waiting.remove(job_id)
+        return True, st
+    if job_id not in st.waiting:
+        st.waiting.append(job_id)
+    return False, st
+
+
 def admit(storage: Storage, rec: JobRecord) -> bool:
-    """Give the claimed ``rec`` a slot, or make it ``rate_limited`` in line; True if it may run."""
+    """Give the claimed ``rec`` a slot, or make it ``rate_limited`` in line; True if it may run.
+
+    The generic path: a compare-and-set loop on the key's named value, for a
+    storage without the ``gated_claim`` capability (else :func:`gate` runs
+    inside its claim).
+    """
     assert rec.rate_limit is not None
-    limit = RateLimit.loads(rec.rate_limit)
+    limit = _limit(rec.rate_limit)
     key = PREFIX + limit.key
     seen = _seen.setdefault(storage, {})
+    statuses_of = _statuses_via(storage)
     for attempt in range(50):
         raw = seen[key] if attempt == 0 and key in seen else storage.get_value(key)
-        now = storage.clock.now()
-        st = _State.loads(raw)
-        if rec.id in st.holders:
-            st.holders.remove(rec.id)  # a retry of a job that held a slot: it asks again
-        if limit.period is not None:
-            st.starts = [t for t in st.starts if t > now - limit.period]
-        place = st.waiting.index(rec.id) if rec.id in st.waiting else len(st.waiting)
-        if place >= _free(limit, st):
-            # Only a refusal pays for reading the holders: a dead one frees a slot.
-            st = _repaired(storage, limit, st, now)
-            place = st.waiting.index(rec.id) if rec.id in st.waiting else len(st.waiting)
-        if place < _free(limit, st):
-            if limit.concurrency is not None:
-                st.holders.append(rec.id)
-            if limit.limit is not None:
-                st.starts.append(now)
-            if rec.id in st.waiting:
-                st.waiting.remove(rec.id)
-            new = st.dumps()
-            if storage.swap_value(key, raw, new):
-                seen[key] = new
-                return True
-            continue
-        if rec.id not in st.waiting:
-            st.waiting.append(rec.id)
+        admitted, st = _decide(limit, raw, rec.id, storage.clock.now(), statuses_of)
         new = st.dumps()
         if storage.swap_value(key, raw, new):
             seen[key] = new
-            _wait(storage, rec)
-            return False
+            if not admitted:
+                _wait(storage, rec)
+            return admitted
     # Lost 50 races in a row: put it back in line rather than run over the limit.
     log.warning("rate limit %s: too much contention; job %s waits", limit.key, rec.id)
     _wait(storage, rec)
     return False
 
 
-def _wait(storage: Storage, rec: JobRecord) -> None:
-    claimed = rec.attempts
+def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+    """:func:`admit` for :meth:`Storage.claim_gated`: run inside the claim's transaction.
+
+    Nobody else writes the key meanwhile, so no compare-and-set: read,
+    decide, write. A refused ``rec`` is left changed into its waiting form,
+    for the storage to store with the claim.
+    """
+    assert rec.rate_limit is not None
+    limit = _limit(rec.rate_limit)
+    key = PREFIX + limit.key
+    admitted, st = _decide(limit, values.get_value(key), rec.id, now, values.statuses)
+    values.set_value(key, st.dumps())
+    if not admitted:
+        _to_waiting(rec)
+    return admitted
+
+
+def _to_waiting(rec: JobRecord) -> None:
     rec.status = JobStatus.RATE_LIMITED
     rec.attempts -= 1  # the claim did not start it
     rec.started_at = None
     rec.worker_name = None
+
+
+def _wait(storage: Storage, rec: JobRecord) -> None:
+    claimed = rec.attempts
+    _to_waiting(rec)
     storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=claimed)
 
 
@@ -133,10 +240,12 @@ def release(storage: Storage, rec: JobRecord) -> None:
     when nobody waits.
     """
     assert rec.rate_limit is not None
-    limit = RateLimit.loads(rec.rate_limit)
+    limit = _limit(rec.rate_limit)
     raw = storage.get_value(PREFIX + limit.key)
     _seen.setdefault(storage, {})[PREFIX + limit.key] = raw
-    if raw is not None and _State.loads(raw).waiting:
+    # _State.dumps writes the line last: "…, []]" is a state nobody waits in,
+    # told without parsing it (this runs at the end of every limited job).
+    if raw is not None and not raw.endswith(", []]") and _State.loads(raw).waiting:
         wake(storage, limit)
 
 
@@ -147,7 +256,7 @@ def wake(storage: Storage, limit: RateLimit) -> int:
     if raw is None:
         return 0
     now = storage.clock.now()
-    st = _repaired(storage, limit, _State.loads(raw), now)
+    st = _repaired(_statuses_via(storage), limit, _State.loads(raw), now)
     woken = 0
     for job_id in st.waiting[: _free(limit, st)]:
         waiting = storage.get(job_id)
@@ -175,5 +284,5 @@ def wake_all(storage: Storage) -> int:
                 continue
             head = others[0]
         assert head.rate_limit is not None
-        woken += wake(storage, RateLimit.loads(head.rate_limit))
+        woken += wake(storage, _limit(head.rate_limit))
     return woken

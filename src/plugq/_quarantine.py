@@ -136,11 +136,23 @@ def _rate_limit(value: Any) -> str | None:
     problem = _text(value)
     if problem is not None:
         return problem
+    if value in _SOUND_RATE_LIMITS:
+        return None
     try:
         RateLimit.loads(value)
     except (ValueError, TypeError):
         return f"is {value!r:.40}, not a RateLimit"
+    if len(_SOUND_RATE_LIMITS) >= 1024:
+        _SOUND_RATE_LIMITS.clear()
+    _SOUND_RATE_LIMITS.add(value)
     return None
+
+
+#: rate_limit texts :func:`_rate_limit` accepted: a store holds a handful of
+#: distinct ones, and :func:`_plainly_sound` lets a record carrying one of
+#: them take the fast path (a limited job is decoded at every claim).
+#: Bounded: cleared when full.
+_SOUND_RATE_LIMITS: set[str] = set()
 
 
 def _pipe(value: Any) -> str | None:
@@ -258,7 +270,8 @@ def _plainly_sound(d: dict[str, Any]) -> bool:
         and d["on_success"] is None and d["on_failure"] is None
         and type(d["attempts"]) is int and d["attempts"] >= 0
         and type(d["priority"]) is int and -_PRIORITY_MAX <= d["priority"] < _PRIORITY_MAX
-        and d["unique_key"] is None and d["rate_limit"] is None and d["pipe"] is None
+        and d["unique_key"] is None and d["pipe"] is None
+        and (d["rate_limit"] is None or d["rate_limit"] in _SOUND_RATE_LIMITS)
     )
 
 

@@ -233,6 +233,8 @@ class WorkerLoop:
     def __init__(self, engine: Engine, worker: WorkerSpec) -> None:
         self.engine = engine
         self.storage = engine.storage
+        #: The storage admits rate-limited jobs inside its claim (one transaction).
+        self._gated = "gated_claim" in self.storage.capabilities
         self.worker = worker
         self.queues = list(worker.queues)
         self._state = "idle"
@@ -342,6 +344,13 @@ class WorkerLoop:
         _lifecycle.maintenance(self.storage, scheduler=scheduler, me=self.worker.name)
         report_quarantined(self.engine, self.worker)
 
+    def _claim(self) -> JobRecord | None:
+        """The next job; on a ``gated_claim`` storage, admitted by its RateLimit in the claim."""
+        b = self.storage
+        if self._gated:
+            return b.claim_gated(self.queues, self.worker.name, b.clock.now(), _limits.gate)
+        return b.claim(self.queues, self.worker.name, b.clock.now())
+
     def _step(self, kind: str, burst: bool, with_scheduler: bool) -> bool | None:
         """Claim and run one job. True: one ran; False: none yet; None: burst found no work."""
         b = self.storage
@@ -350,13 +359,13 @@ class WorkerLoop:
             self._last_maint = time.monotonic()
         if b.clock.now() - self._last_beat > b.lease / 3.0:
             self._beat()
-        rec = b.claim(self.queues, self.worker.name, b.clock.now())
+        rec = self._claim()
         if rec is None:
             # Nothing runnable: let the scheduler and the reaper look
             # before deciding the queues are really empty.
             self._maintain(with_scheduler)
             self._last_maint = time.monotonic()
-            rec = b.claim(self.queues, self.worker.name, b.clock.now())
+            rec = self._claim()
         # Poison records the claims failed on their way to this one (or to none).
         report_quarantined(self.engine, self.worker)
         if rec is None:
@@ -369,7 +378,9 @@ class WorkerLoop:
         handle: Running | Horse = Running() if kind == "simple" else Horse()
         self._running = (rec.id, handle)
         try:
-            if rec.rate_limit is not None and not _limits.admit(b, rec):
+            if rec.rate_limit is not None and not (
+                rec.status is JobStatus.STARTED if self._gated else _limits.admit(b, rec)
+            ):
                 return False  # now rate_limited, in line for its key
             self._state_changed("busy", rec.id)
             log.info("%s: %s (%s)", rec.origin, rec.description, rec.id)

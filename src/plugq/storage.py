@@ -42,11 +42,11 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from .config import mask_url
 from .exceptions import DuplicateJobError, NotSupportedError
@@ -260,6 +260,8 @@ CAPABILITIES: dict[str, str] = {
     "progress": "set_progress / get_progress keep a running job's progress apart from its record",
     "values": "get_value / swap_value / values: small named values with compare-and-set "
               "(cron entries, rate-limit windows)",
+    "gated_claim": "claim_gated runs the engine's admission check (rate limits) inside the "
+                   "claim's own transaction: one commit, no compare-and-set round trips",
     "pipes": "keeps JobRecord.pipe (a workflow step's inputs); the other fields of issue 16 "
              "(priority, unique_key, rate_limit) are kept by the capabilities above",
 }
@@ -284,6 +286,34 @@ class UniqueKey:
             rec.unique_key == self.key and rec.status in self.statuses
             and (self.since is None or rec.created_at > self.since)
         )
+
+
+class ClaimValues(Protocol):
+    """Named values and job statuses, read and written inside one claim (:meth:`Storage.claim_gated`).
+
+    Every call runs in the claim's transaction: what :meth:`set_value`
+    writes commits with the claim or not at all, and nothing else changes
+    the values meanwhile, so no compare-and-set is needed.
+    """
+
+    def get_value(self, key: str) -> str | None:
+        """The named value ``key`` as this transaction sees it, or None."""
+        ...
+
+    def set_value(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (created or replaced)."""
+        ...
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The status of each of ``job_ids`` that exists (absent ones are left out)."""
+        ...
+
+
+#: The engine's admission check for :meth:`Storage.claim_gated`: called as
+#: ``gate(record, values, moment)`` for a claimed record whose ``rate_limit`` is
+#: set. True: the record may run. False: the gate changed ``record`` into the
+#: form to store instead (``RATE_LIMITED``, not started).
+ClaimGate = Callable[[JobRecord, ClaimValues, float], bool]
 
 
 class Storage(ABC):
@@ -685,6 +715,39 @@ class Storage(ABC):
         """Every named value whose key starts with ``prefix`` (capability ``values``)."""
         raise self._unsupported("values")
 
+    def claim_gated(
+        self, queues: Sequence[str], worker_name: str, now: float, gate: ClaimGate
+    ) -> JobRecord | None:
+        """:meth:`claim`, with the engine's admission check inside the same transaction.
+
+        Capability ``gated_claim``; optional: without it the engine claims,
+        then admits with :meth:`get_value` / :meth:`swap_value`. A storage
+        whose every call is a round trip (a file, a server) offers it so that a
+        rate-limited job costs no more commits than a plain one.
+
+        Takes the next runnable record exactly as :meth:`claim` does. If the
+        record's ``rate_limit`` is set, calls ``gate(record, values, moment)``
+        before committing, with ``values`` (:class:`ClaimValues`) bound to the
+        claim's transaction and ``moment`` the storage's clock read inside it,
+        once the claim holds its lock (not ``now``, read before any wait for
+        the lock: a start counted that early would leave a rate limit's
+        period early). When the gate returns False, the record it
+        changed is stored in place of the started one (as :meth:`put` would,
+        unconditionally: the transaction still holds the claim). The storage
+        decides nothing: the gate is the policy.
+
+        Returns:
+            The record as stored: ``STARTED`` when it may run, else the
+            gate's form of it (``RATE_LIMITED``); None when no queue has a
+            runnable job.
+
+        Atomic: the claim, the values the gate set and the refused record
+        commit together or not at all. The gate may be called again if the
+        storage retries the transaction (it reads everything it uses from
+        ``values``).
+        """
+        raise self._unsupported("gated_claim")
+
     # -- waiting and closing ----------------------------------------------
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -706,6 +769,8 @@ __all__ = [
     "DEFAULT_RESULT_TTL",
     "DEFAULT_TIMEOUT",
     "HIDDEN_PREFIX",
+    "ClaimGate",
+    "ClaimValues",
     "Clock",
     "DuplicateJobError",
     "JobRecord",

@@ -1,4 +1,4 @@
-"""Primitive-level tests of the optional capabilities (priority, unique keys, progress, values).
+"""Primitive-level tests of the optional capabilities (priority, unique keys, progress, values, gated claim).
 
 Mixed into :class:`plugq.testing.storage.StorageConformance`; each test is
 skipped on a storage that does not declare its capability.
@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from plugq.exceptions import DuplicateJobError
-from plugq.storage import JobRecord, JobStatus, Storage, UniqueKey
+from plugq.ratelimit import RateLimit
+from plugq.storage import ClaimValues, JobRecord, JobStatus, Storage, UniqueKey
 
 T0 = 1_000_000_000.0
 
@@ -25,6 +26,9 @@ def _needs(storage: Storage, capability: str) -> None:
     if capability not in storage.capabilities:
         pytest.skip(f"{type(storage).__name__} does not declare {capability!r}")
 
+
+#: A record's rate_limit as the engine encodes it (a storage checks only that it parses).
+LIMITED = RateLimit("k", concurrency=1).dumps()
 
 PENDING = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
 
@@ -181,3 +185,110 @@ class BeyondStorageConformance:
             t.join()
         assert len(wins) == 1
         assert storage.get_value("tick") == f"by-{wins[0]}"
+
+    # -- gated claim -------------------------------------------------------------
+
+    def test_gated_claim_runs_the_gate_only_for_a_limited_record(self, storage: Storage) -> None:
+        _needs(storage, "gated_claim")
+        storage.insert([_record("plain"), _record("limited", rate_limit=LIMITED)])
+        seen: list[tuple[str, JobStatus, str | None]] = []
+
+        moments: list[float] = []
+
+        def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+            seen.append((rec.id, rec.status, values.get_value("gate")))
+            values.set_value("gate", f"admitted {rec.id}")
+            moments.append(now)
+            return True
+
+        first = storage.claim_gated(["q"], "w", T0, gate)
+        assert first is not None and first.id == "plain" and first.status is JobStatus.STARTED
+        assert seen == []
+        before = storage.clock.now()
+        second = storage.claim_gated(["q"], "w", T0 + 1, gate)
+        after = storage.clock.now()
+        assert second is not None and second.id == "limited"
+        assert second.status is JobStatus.STARTED and second.attempts == 1
+        assert seen == [("limited", JobStatus.STARTED, None)]
+        assert storage.get_value("gate") == "admitted limited"
+        # The gate's moment is the storage's clock read during the claim, not the claim's now.
+        assert len(moments) == 1 and before <= moments[0] <= after
+        assert storage.get("limited").status is JobStatus.STARTED  # type: ignore[union-attr]
+        assert storage.claim_gated(["q"], "w", T0, gate) is None
+
+    def test_a_refused_record_is_stored_as_the_gate_left_it(self, storage: Storage) -> None:
+        _needs(storage, "gated_claim")
+        storage.insert([_record("a", rate_limit=LIMITED), _record("b", rate_limit=LIMITED)])
+
+        def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+            values.set_value("line", rec.id)
+            rec.status = JobStatus.RATE_LIMITED
+            rec.attempts -= 1
+            rec.started_at = None
+            rec.worker_name = None
+            return False
+
+        got = storage.claim_gated(["q"], "w", T0, gate)
+        assert got is not None and got.id == "a" and got.status is JobStatus.RATE_LIMITED
+        stored = storage.get("a")
+        assert stored is not None and stored.status is JobStatus.RATE_LIMITED
+        assert (stored.attempts, stored.started_at, stored.worker_name) == (0, None, None)
+        assert storage.ids("q", JobStatus.RATE_LIMITED) == ["a"]
+        assert storage.ids("q", JobStatus.QUEUED) == ["b"]
+        assert storage.ids("q", JobStatus.STARTED) == []
+        assert storage.get_value("line") == "a"
+
+    def test_a_gate_that_raises_commits_nothing(self, storage: Storage) -> None:
+        _needs(storage, "gated_claim")
+        storage.insert([_record("a", rate_limit=LIMITED)])
+
+        def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+            values.set_value("half", "written")
+            raise RuntimeError("the gate broke")
+
+        with pytest.raises(RuntimeError, match="the gate broke"):
+            storage.claim_gated(["q"], "w", T0, gate)
+        stored = storage.get("a")
+        assert stored is not None and stored.status is JobStatus.QUEUED and stored.attempts == 0
+        assert storage.get_value("half") is None
+        assert storage.ids("q", JobStatus.QUEUED) == ["a"]
+
+    def test_the_gate_reads_statuses_inside_the_claim(self, storage: Storage) -> None:
+        _needs(storage, "gated_claim")
+        storage.insert([_record("done", status=JobStatus.FINISHED), _record("x", rate_limit=LIMITED)])
+        found: list[dict[str, JobStatus]] = []
+
+        def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+            found.append(values.statuses(["done", "x", "gone"]))
+            return True
+
+        assert storage.claim_gated(["q"], "w", T0, gate) is not None
+        assert found == [{"done": JobStatus.FINISHED, "x": JobStatus.STARTED}]
+
+    def test_racing_gated_claims_see_each_others_values(self, storage: Storage) -> None:
+        """4 threads claim 40 limited records; each gate adds one to a counter, unguarded.
+
+        Without a compare-and-set, the count comes out right only if every
+        gate ran alone inside its claim's transaction.
+        """
+        _needs(storage, "gated_claim")
+        storage.insert([_record(f"j{n}", rate_limit=LIMITED) for n in range(40)])
+        start = threading.Barrier(4)
+        taken: list[str] = []
+
+        def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+            values.set_value("count", str(int(values.get_value("count") or 0) + 1))
+            return True
+
+        def claimer() -> None:
+            start.wait()
+            while (got := storage.claim_gated(["q"], "w", T0, gate)) is not None:
+                taken.append(got.id)
+
+        threads = [threading.Thread(target=claimer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(taken) == sorted(f"j{n}" for n in range(40))
+        assert storage.get_value("count") == "40"
