@@ -260,6 +260,17 @@ return {'ok'}
 #: queues…; worker '' = none), then the block packed into one argument.
 #: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
 PUT = COMMON + r"""
+-- Marks a job claimed ahead and not begun yet: plugq_ahead holds the execution id,
+-- then the fields the claim changed as they were (started_at, worker_name,
+-- plugq_attempts, plugq_expires_at; '' = absent), so that UNCLAIM_AHEAD can put
+-- it back unrun if its worker dies before beginning it (see RedisStorage.claim).
+local function mark_ahead(ahead, exec)
+  local kv, h = unpack_values(ahead[2]), {}
+  for k = 1, #kv, 2 do h[kv[k]] = kv[k + 1] end
+  redis.call('HSET', J .. ahead[1], 'plugq_ahead', packed({exec, h['started_at'] or '',
+             h['worker_name'] or '', h['plugq_attempts'] or '', h['plugq_expires_at'] or ''}))
+end
+
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
 local b = read_block(unpack_values(ARGV[10 + nq]), 1)
@@ -287,7 +298,10 @@ set_expiry(b.id, b.exp, false)
 local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
 local ahead = false
-if ARGV[6] ~= '' then ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq) end
+if ARGV[6] ~= '' then
+  ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq)
+  if ahead then mark_ahead(ahead, ARGV[7]) end
+end
 return {1, waiting, ahead}
 """
 
@@ -427,22 +441,45 @@ redis.call('EXPIRE', wkey, tonumber(ARGV[9]))
 return 1
 """
 
-#: Put back a job claimed ahead and never run: ARGV id, worker, attempts it was
-#: claimed at, then the fields to restore (name, value or '' to delete; …).
-UNCLAIM = COMMON + r"""
-local id, worker = ARGV[1], ARGV[2]
-local key = J .. id
-local cur = redis.call('HMGET', key, 'status', 'worker_name', 'plugq_attempts', 'origin')
-if cur[1] ~= 'started' or cur[2] ~= worker or cur[3] ~= ARGV[3] then return 0 end
-unplace(id, cur[4] or '', 'started')
-redis.call('HSET', key, 'status', 'queued')
-for i = 4, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', key, ARGV[i])
-  else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+#: Put back jobs claimed ahead and never begun: ARGV id, worker, id, worker, …
+#: A job is put back only if it is still started by that worker under the
+#: execution its ``plugq_ahead`` mark names (the mark is deleted when its worker
+#: begins it, see BEGUN): the fields the claim changed are restored, so the
+#: claim costs no attempt, and the job goes back to the front of its queue.
+#: Returns the ids put back.
+UNCLAIM_AHEAD = COMMON + r"""
+local names = {'started_at', 'worker_name', 'plugq_attempts', 'plugq_expires_at'}
+local out = {}
+for i = 1, #ARGV, 2 do
+  local id, worker = ARGV[i], ARGV[i + 1]
+  local key = J .. id
+  local cur = redis.call('HMGET', key, 'status', 'worker_name', 'plugq_ahead', 'origin')
+  local m = cur[3] and unpack_values(cur[3])
+  if cur[1] == 'started' and cur[2] == worker and m and #m == 5
+      and redis.call('ZSCORE', 'rq:executions:' .. id, m[1]) then
+    local origin = cur[4] or ''
+    unplace(id, origin, 'started')
+    redis.call('HSET', key, 'status', 'queued')
+    for k = 1, 4 do
+      if m[k + 1] == '' then redis.call('HDEL', key, names[k])
+      else redis.call('HSET', key, names[k], m[k + 1]) end
+    end
+    redis.call('HDEL', key, 'plugq_ahead')
+    if m[5] ~= '' then redis.call('ZADD', EXP, m[5], id) end
+    place(id, origin, 'queued', '1', 0, 0, 0, '', '')
+    out[#out + 1] = id
+  end
 end
-local exp = redis.call('HGET', key, 'plugq_expires_at')
-if exp then redis.call('ZADD', EXP, exp, id) end
-redis.call('LPUSH', Q .. (cur[4] or ''), id)
+return out
+"""
+
+#: The worker began a job it claimed ahead: ARGV id, the mark's prefix
+#: (``<length>:<execution id>``). Deletes the mark only if it is that claim's.
+#: Sent without waiting for a reply (see RedisStorage._begun).
+BEGUN = r"""
+local key = 'rq:job:' .. ARGV[1]
+local m = redis.call('HGET', key, 'plugq_ahead')
+if m and string.sub(m, 1, #ARGV[2]) == ARGV[2] then redis.call('HDEL', key, 'plugq_ahead') end
 return 1
 """
 
