@@ -142,3 +142,29 @@ def test_jobs_claimed_ahead_run_once_each_in_queue_order():
     assert [j.attempts for j in jobs] == [1] * 20
     started = [j.started_at for j in jobs]
     assert started == sorted(started)
+
+
+# -- enqueue_many ------------------------------------------------------------------
+
+
+def test_a_batch_registers_and_wakes_each_queue_once(redis_server):
+    """rq:queues and the wake-up publish are per queue of the batch, not per job."""
+    from plugq import Queue
+
+    redis_server.flushall()
+    url = redis_server.url
+    q, other = Queue("batch", connection=url), Queue("other", connection=url)
+    storage = q.backend.storage
+    listener = storage.redis.pubsub()
+    listener.psubscribe("plugq:wake:*")
+    assert listener.get_message(timeout=5)["type"] == "psubscribe"
+    jobs = q.enqueue_many([Queue.prepare_data(sum, ([i],)) for i in range(50)])
+    more = other.enqueue_many([Queue.prepare_data(sum, ([i],)) for i in range(3)])
+    wakes = []
+    while (msg := listener.get_message(timeout=0.5)) is not None:
+        wakes.append(msg["channel"])
+    listener.close()
+    assert wakes == [b"plugq:wake:batch", b"plugq:wake:other"]
+    assert storage.redis.smembers("rq:queues") == {b"rq:queue:batch", b"rq:queue:other"}
+    assert q.get_job_ids() == [j.id for j in jobs]
+    assert other.get_job_ids() == [j.id for j in more]

@@ -239,6 +239,9 @@ for k = i, i + nu - 1 do
 end
 i = i + nu
 local nr = tonumber(A[i]); i = i + 1
+-- Queued records are placed here, not by place(): rq:queues and the wake-up
+-- publish are done once per queue for the whole batch, not once per job.
+local queues, woken = {}, {}
 for _ = 1, nr do
   local b
   b, i = read_block(A, i)
@@ -246,11 +249,23 @@ for _ = 1, nr do
   local old = redis.call('HMGET', key, 'origin', 'status')
   if old[2] then forget(b.id, old[1], old[2]) else b.fresh = true end
   write_hash(key, b)
-  place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+  if b.status == 'queued' then
+    if b.front == '1' then redis.call('LPUSH', Q .. b.origin, b.id)
+    else redis.call('RPUSH', Q .. b.origin, b.id) end
+    if not woken[b.origin] then
+      woken[b.origin] = true
+      if b.origin ~= '' then queues[#queues + 1] = Q .. b.origin end
+    end
+  else
+    place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+  end
   set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
   add_deps(b.id, b.deps)
   set_expiry(b.id, b.exp, b.fresh)
 end
+if #queues > 0 then redis.call('SADD', 'rq:queues', unpack(queues)) end
+-- wakes idle plugq workers of the queues (see RedisStorage.wait), after every job is in
+for origin in pairs(woken) do redis.call('PUBLISH', 'plugq:wake:' .. origin, '1') end
 return {'ok'}
 """
 
