@@ -11,7 +11,9 @@ write rq 2.x's own keys (see docs/redis.md, "Data layout"):
   with ``rq:execution:<id>:<execution>`` hashes and ``rq:executions:<id>``, as
   rq 2.x writes them), ``rq:finished:``, ``rq:failed:`` (stopped jobs too, as
   rq does), ``rq:deferred:``, ``rq:scheduled:``, ``rq:canceled:``;
-* ``rq:job:<id>:dependents`` / ``:dependencies`` sets, the ``rq:results:<id>``
+* ``rq:job:<id>:dependents`` and ``rq:job::<id>:dependencies`` sets (two
+  colons: rq 2.x's ``Job.dependencies_key`` puts its prefix, which ends with
+  one, before ``:<id>``), the ``rq:results:<id>``
   stream, ``rq:worker:<name>`` hashes with ``rq:workers`` and
   ``rq:workers:<queue>``;
 * one plugq key: ``plugq:expires``, a sorted set of the records that carry an
@@ -27,6 +29,8 @@ from __future__ import annotations
 COMMON = r"""
 local J, Q = 'rq:job:', 'rq:queue:'
 local EXP = 'plugq:expires'
+-- rq's key of a job's dependencies set is 'rq:job::<id>:dependencies' (sic, see above)
+local DEPS = 'rq:job::'
 local REG = {started = 'rq:wip:', finished = 'rq:finished:', failed = 'rq:failed:',
              stopped = 'rq:failed:', deferred = 'rq:deferred:', scheduled = 'rq:scheduled:',
              canceled = 'rq:canceled:'}
@@ -74,7 +78,7 @@ local function place(id, origin, status, front, score, now, lease, exec, worker)
 end
 
 local function drop_deps(id)
-  local dkey = J .. id .. ':dependencies'
+  local dkey = DEPS .. id .. ':dependencies'
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
     redis.call('SREM', J .. dep .. ':dependents', id)
   end
@@ -84,7 +88,7 @@ end
 local function add_deps(id, deps)
   for _, dep in ipairs(deps) do
     redis.call('SADD', J .. dep .. ':dependents', id)
-    redis.call('SADD', J .. id .. ':dependencies', dep)
+    redis.call('SADD', DEPS .. id .. ':dependencies', dep)
   end
 end
 
