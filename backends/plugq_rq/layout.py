@@ -60,13 +60,21 @@ Hash = dict[bytes, bytes]
 #: rq's Result.Type values in the results stream.
 SUCCESSFUL, FAILED = "1", "2"
 
+#: Payloads (rq's ``data``) from this size on are stored zlib-compressed, as rq stores
+#: every one; smaller ones as they are (see to_fields).
+COMPRESS_FROM = 512
+
 _STATUS = {s.value.encode(): s for s in JobStatus}
 _STATUS[b"created"] = JobStatus.QUEUED
 
 
 def fmt_time(ts: float) -> str:
-    """Epoch seconds as rq's ``utcformat`` text (microseconds, ``Z``)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch seconds as rq's ``utcformat`` text (microseconds, ``Z``).
+
+    ``isoformat`` gives the same text as rq's ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``
+    at half the cost (three dates per job written).
+    """
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(raw: bytes | None) -> float | None:
@@ -104,6 +112,18 @@ def blob_from_rq(job_id: str, kind: str, blob: bytes, key: bytes | None) -> byte
 
 
 # -- record -> hash ---------------------------------------------------------------------
+
+
+def _stored_plain(plain: bytes) -> bool:
+    """Whether ``plain`` is stored as it is rather than zlib-compressed (rq compresses all).
+
+    rq's reader (``Job.restore``) and plugq's take data that does not decompress
+    as it is; a small payload gains little from compression and costs its time.
+    Only when it cannot be read as zlib's: a zlib stream's first byte always
+    has 8 in its low four bits (pickle's 0x80, JSON's ``[`` and a signed blob's
+    ``P`` do not).
+    """
+    return 0 < len(plain) < COMPRESS_FROM and (plain[0] & 0x0F) != 8
 
 
 def rq_inner(rec: JobRecord) -> bytes | None:
@@ -154,7 +174,7 @@ def to_fields(
         "failure_ttl": rec.failure_ttl,
     }
     if not keep and not data_stored:
-        f["data"] = zlib.compress(plain)
+        f["data"] = plain if _stored_plain(plain) else zlib.compress(plain)
     if rec.timeout is not None and rec.timeout != math.ceil(rec.timeout):
         f["plugq_timeout"] = _num(rec.timeout)
     if rec.enqueued_at is not None:

@@ -46,7 +46,15 @@ from plugq.storage import (
 )
 
 from . import _lua
-from ._connection import NoReply, check_url, make_client, refuse_unknown_params, split_options, translated
+from ._connection import (
+    Direct,
+    NoReply,
+    check_url,
+    make_client,
+    refuse_unknown_params,
+    split_options,
+    translated,
+)
 from .layout import (
     fmt_time,
     from_hash,
@@ -192,6 +200,9 @@ class RedisStorage(Storage):
         self._unclaim_ahead = reg(_lua.UNCLAIM_AHEAD)
         #: Sends BEGUN without waiting (see :meth:`claim`).
         self._no_reply = NoReply(self.redis)
+        #: The per-job scripts (insert, put, claim) outside redis-py's pool (see Direct);
+        #: fakeredis keeps the ordinary path.
+        self._direct = None if self.is_fake else Direct(self.redis)
         self._started = reg(_lua.STARTED)
         self._check_scripting(url)
         self._made: dict[str, tuple[bytes, bytes, bool]] = {}
@@ -224,6 +235,12 @@ class RedisStorage(Storage):
             raise
 
     # -- helpers ---------------------------------------------------------------
+
+    def _hot(self, script: Any, args: list[Any]) -> Any:
+        """Run one of the per-job scripts: on this thread's own connection when there is one."""
+        if self._direct is None:
+            return script(args=args)
+        return self._direct.run(script, args)
 
     def _remember(self, job_id: str, payload: bytes, made: tuple[bytes, bool] | None) -> None:
         if made is None:
@@ -291,7 +308,7 @@ class RedisStorage(Storage):
         values: list[Any] = [len(unique_ids), *unique_ids, len(records)]
         for rec in records:
             values.extend(self._block(rec, key, now, with_meta=True))
-        answer = self._insert(args=[now, self.lease, pack(values)])
+        answer = self._hot(self._insert, [now, self.lease, pack(values)])
         if answer and answer[0] == b"dup":
             raise DuplicateJobError(f"Job {answer[1].decode()} is already {answer[2].decode()}")
 
@@ -328,7 +345,7 @@ class RedisStorage(Storage):
             "" if expected_attempts is None else expected_attempts,
             *ahead, pack(self._block(record, secret_key(), now, with_meta=False)),
         ]
-        answer = self._put(args=argv)
+        answer = self._hot(self._put, argv)
         if not answer or not int(answer[0]):
             return False
         if (expected is not None and JobStatus.STARTED in expected
@@ -541,7 +558,7 @@ class RedisStorage(Storage):
         started = fmt_time(now)
         args = [now, self.lease, worker_name, uuid.uuid4().hex, started, *queues]
         while True:
-            answer = self._claim(args=args)
+            answer = self._hot(self._claim, args)
             if not answer:
                 return None
             taken = self._taken(answer, worker_name, started, now)
