@@ -168,3 +168,31 @@ def test_a_batch_registers_and_wakes_each_queue_once(redis_server):
     assert storage.redis.smembers("rq:queues") == {b"rq:queue:batch", b"rq:queue:other"}
     assert q.get_job_ids() == [j.id for j in jobs]
     assert other.get_job_ids() == [j.id for j in more]
+
+
+def test_a_live_workers_claimed_ahead_job_stays_with_it_when_all_started_jobs_are_asked_for():
+    """A worker back from an outage asks for every started job (now=inf) and keeps its own:
+    another, live worker's job claimed ahead is not put back under it."""
+    import time
+
+    from plugq import Queue
+    from plugq._rules import mark_finished
+    from plugq.storage import JobStatus, WorkerRecord
+    from plugq.testing import tasks
+
+    q = Queue("inf", connection=_fake_url())
+    jobs = [q.enqueue(tasks.add, i, i) for i in range(2)]
+    storage = q.backend.storage
+    now = time.time()
+    storage.register_worker(WorkerRecord(name="live", queues=["inf"], pid=1, hostname="h",
+                                         birth=now, last_heartbeat=now))
+    rec = storage.claim(["inf"], "live", now)
+    assert rec is not None and rec.id == jobs[0].id
+    mark_finished(rec, None, now)
+    assert storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts)
+    key = f"rq:job:{jobs[1].id}"
+    assert storage.redis.hexists(key, "plugq_ahead")  # claimed ahead by "live"
+    everything = storage.started_by_dead_workers(float("inf"))
+    assert [r.id for r in everything] == [jobs[1].id]
+    assert jobs[1].get_status() == "started" and storage.redis.hexists(key, "plugq_ahead")
+    assert storage.claim(["inf"], "live", now).id == jobs[1].id  # still its to run

@@ -265,6 +265,13 @@ class NoReply:
         conn.send_command("CLIENT", "REPLY", "OFF", check_health=False)
         return conn
 
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
     def send(self, *args: Any) -> bool:
         if self._refused:
             return False
@@ -307,6 +314,9 @@ class Direct:
     def __init__(self, client: Any) -> None:
         self._client = client
         self._local = threading.local()
+        #: Every connection made here in this process, for close().
+        self._made: list[Any] = []
+        self._lock = threading.Lock()
 
     def _connection(self) -> Any:
         local = self._local
@@ -315,8 +325,20 @@ class Direct:
             # One per thread, and never one inherited over fork().
             pool = self._client.connection_pool
             conn = local.conn = pool.connection_class(**pool.connection_kwargs)
+            with self._lock:
+                if local.__dict__.get("pid") != os.getpid():
+                    self._made = [c for c in self._made if c.pid == os.getpid()]
+                self._made.append(conn)
             local.pid = os.getpid()
         return conn
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._made = self._made, []
+        for conn in made:
+            with contextlib.suppress(Exception):
+                if conn.pid == os.getpid():
+                    conn.disconnect()
 
     def run(self, script: Any, args: list[Any]) -> Any:
         import redis

@@ -617,6 +617,10 @@ class RedisStorage(Storage):
         beats = {w.name: w.last_heartbeat for w in self.list_workers()}
         dead: list[str] = []
         pairs: list[str] = []
+        # A caller may ask with a ``now`` past the present (a worker back from an
+        # outage asks for every started job, then keeps its own): claims are
+        # undone only for workers dead by the clock.
+        present = min(now, self.clock.now())
         for i in range(0, len(flat), 2):
             job_id, worker = flat[i].decode(), flat[i + 1].decode()
             if worker == exclude and exclude is not None:
@@ -624,7 +628,8 @@ class RedisStorage(Storage):
             beat = beats.get(worker)
             if beat is None or beat + self.lease <= now:
                 dead.append(job_id)
-                pairs.extend((job_id, worker))
+                if beat is None or beat + self.lease <= present:
+                    pairs.extend((job_id, worker))
         if pairs:
             # Claimed ahead by a worker that died before beginning them: the
             # engine never saw these claims, so they are undone here (back to
@@ -767,6 +772,9 @@ class RedisStorage(Storage):
         return pubsub
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        self._no_reply.close()
         with contextlib.suppress(Exception):
             self.redis.close()
 
