@@ -196,3 +196,30 @@ def test_a_live_workers_claimed_ahead_job_stays_with_it_when_all_started_jobs_ar
     assert [r.id for r in everything] == [jobs[1].id]
     assert jobs[1].get_status() == "started" and storage.redis.hexists(key, "plugq_ahead")
     assert storage.claim(["inf"], "live", now).id == jobs[1].id  # still its to run
+
+
+def test_commands_sent_without_a_reply_take_effect_on_one_connection(redis_server):
+    """NoReply (BEGUN of a claim ahead goes through it): sent, applied in order, no reply
+    waited for, one connection kept (fakeredis too)."""
+    import time
+
+    import fakeredis
+    import redis
+
+    from plugq_rq._connection import NoReply
+
+    redis_server.flushall()
+    client = redis.Redis.from_url(redis_server.url)
+    sender = NoReply(client)
+    assert sender.send("SET", "nr:1", "a")
+    first = sender._conn
+    assert sender.send(b"*3\r\n$3\r\nSET\r\n$4\r\nnr:2\r\n$1\r\nb\r\n")  # already RESP
+    end = time.monotonic() + 5
+    while client.get("nr:2") is None and time.monotonic() < end:
+        time.sleep(0.01)
+    assert (client.get("nr:1"), client.get("nr:2")) == (b"a", b"b")
+    assert sender._conn is first
+    sender.close()
+    fake = fakeredis.FakeRedis()
+    assert NoReply(fake).send("SET", "nr:3", "c")
+    assert fake.get("nr:3") == b"c"

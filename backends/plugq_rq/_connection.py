@@ -273,6 +273,7 @@ class NoReply:
                 conn.disconnect()
 
     def send(self, *args: Any) -> bool:
+        """Send one command (its arguments, or one ``bytes`` already in RESP)."""
         if self._refused:
             return False
         with self._lock:
@@ -288,7 +289,10 @@ class NoReply:
                     # Something came back on a connection that should stay silent
                     # (the server closed it): start over next time.
                     raise ConnectionError("unexpected data")
-                conn.send_command(*args, check_health=False)
+                if len(args) == 1 and isinstance(args[0], bytes):
+                    conn.send_packed_command([args[0]], check_health=False)  # already RESP
+                else:
+                    conn.send_command(*args, check_health=False)
                 return True
             except Exception:
                 with contextlib.suppress(Exception):
