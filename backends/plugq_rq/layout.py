@@ -4,8 +4,9 @@ The job hash holds rq's field names and encodings, so rq's worker, CLI and
 dashboard read plugq's jobs and plugq reads rq's:
 
 * ``data`` is ``zlib(serializer((func_name, None, args, kwargs)))`` — rq's
-  payload — made from the record's ``payload`` (its serialized ``(args,
-  kwargs)``). With ``PLUGQ_SECRET_KEY`` the inner bytes are signed as
+  payload (under 512 bytes without the zlib, see :func:`_stored_plain`) —
+  made from the record's ``payload`` (its serialized ``(args, kwargs)``).
+  With ``PLUGQ_SECRET_KEY`` the inner bytes are signed as
   :class:`plugq_rq.signing.SignedSerializer` writes them and ``plugq_sig``
   binds the job's other fields (see :mod:`plugq_rq.signing`); a record read
   back is re-sealed in plugq's own format (:func:`plugq.security.seal`) only
