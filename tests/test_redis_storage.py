@@ -142,3 +142,84 @@ def test_jobs_claimed_ahead_run_once_each_in_queue_order():
     assert [j.attempts for j in jobs] == [1] * 20
     started = [j.started_at for j in jobs]
     assert started == sorted(started)
+
+
+# -- enqueue_many ------------------------------------------------------------------
+
+
+def test_a_batch_registers_and_wakes_each_queue_once(redis_server):
+    """rq:queues and the wake-up publish are per queue of the batch, not per job."""
+    from plugq import Queue
+
+    redis_server.flushall()
+    url = redis_server.url
+    q, other = Queue("batch", connection=url), Queue("other", connection=url)
+    storage = q.backend.storage
+    listener = storage.redis.pubsub()
+    listener.psubscribe("plugq:wake:*")
+    assert listener.get_message(timeout=5)["type"] == "psubscribe"
+    jobs = q.enqueue_many([Queue.prepare_data(sum, ([i],)) for i in range(50)])
+    more = other.enqueue_many([Queue.prepare_data(sum, ([i],)) for i in range(3)])
+    wakes = []
+    while (msg := listener.get_message(timeout=0.5)) is not None:
+        wakes.append(msg["channel"])
+    listener.close()
+    assert wakes == [b"plugq:wake:batch", b"plugq:wake:other"]
+    assert storage.redis.smembers("rq:queues") == {b"rq:queue:batch", b"rq:queue:other"}
+    assert q.get_job_ids() == [j.id for j in jobs]
+    assert other.get_job_ids() == [j.id for j in more]
+
+
+def test_a_live_workers_claimed_ahead_job_stays_with_it_when_all_started_jobs_are_asked_for():
+    """A worker back from an outage asks for every started job (now=inf) and keeps its own:
+    another, live worker's job claimed ahead is not put back under it."""
+    import time
+
+    from plugq import Queue
+    from plugq._rules import mark_finished
+    from plugq.storage import JobStatus, WorkerRecord
+    from plugq.testing import tasks
+
+    q = Queue("inf", connection=_fake_url())
+    jobs = [q.enqueue(tasks.add, i, i) for i in range(2)]
+    storage = q.backend.storage
+    now = time.time()
+    storage.register_worker(WorkerRecord(name="live", queues=["inf"], pid=1, hostname="h",
+                                         birth=now, last_heartbeat=now))
+    rec = storage.claim(["inf"], "live", now)
+    assert rec is not None and rec.id == jobs[0].id
+    mark_finished(rec, None, now)
+    assert storage.put(rec, expected={JobStatus.STARTED}, expected_attempts=rec.attempts)
+    key = f"rq:job:{jobs[1].id}"
+    assert storage.redis.hexists(key, "plugq_ahead")  # claimed ahead by "live"
+    everything = storage.started_by_dead_workers(float("inf"))
+    assert [r.id for r in everything] == [jobs[1].id]
+    assert jobs[1].get_status() == "started" and storage.redis.hexists(key, "plugq_ahead")
+    assert storage.claim(["inf"], "live", now).id == jobs[1].id  # still its to run
+
+
+def test_commands_sent_without_a_reply_take_effect_on_one_connection(redis_server):
+    """NoReply (BEGUN of a claim ahead goes through it): sent, applied in order, no reply
+    waited for, one connection kept (fakeredis too)."""
+    import time
+
+    import fakeredis
+    import redis
+
+    from plugq_rq._connection import NoReply
+
+    redis_server.flushall()
+    client = redis.Redis.from_url(redis_server.url)
+    sender = NoReply(client)
+    assert sender.send("SET", "nr:1", "a")
+    first = sender._conn
+    assert sender.send(b"*3\r\n$3\r\nSET\r\n$4\r\nnr:2\r\n$1\r\nb\r\n")  # already RESP
+    end = time.monotonic() + 5
+    while client.get("nr:2") is None and time.monotonic() < end:
+        time.sleep(0.01)
+    assert (client.get("nr:1"), client.get("nr:2")) == (b"a", b"b")
+    assert sender._conn is first
+    sender.close()
+    fake = fakeredis.FakeRedis()
+    assert NoReply(fake).send("SET", "nr:3", "c")
+    assert fake.get("nr:3") == b"c"

@@ -205,3 +205,24 @@ def _status(job) -> str | None:
         return job.get_status()
     except Exception:
         return None
+
+
+def test_a_plugq_worker_never_imports_rq(redis_server):
+    """rq stays a dependency (its data format, the interop tests), but a plugq worker
+    process never imports it: all of rq would cost the worker several MB of RSS."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = redis_server.url + "/3"
+    q = Queue("no-rq", connection=url)
+    first = q.enqueue(tasks.add, 1, 2)
+    # The second job looks, after the worker claimed, ran and stored the first.
+    probe = q.enqueue(tasks.modules_loaded, "rq")
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("plugq")), "worker", "--url", url, "--burst", "no-rq"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert first.get_status() == "finished" and probe.get_status() == "finished"
+    assert probe.result == []

@@ -191,3 +191,27 @@ def test_rq_requeue_and_rq_empty_act_on_plugq_jobs(url):
     for j in [bad, *waiting]:
         with pytest.raises(NoSuchJobError):
             Job.fetch(j.id, connection=url)
+
+
+def test_rq_reads_plugq_dependencies_and_waits_for_all_of_them(url):
+    """plugq writes the dependencies set under rq 2.x's own key (``rq:job::<id>:dependencies``):
+    rq sees the job's dependencies, and rq's worker, finishing one of two, leaves the
+    dependent deferred."""
+    from datetime import timedelta
+
+    from redis import Redis
+    from rq.job import Job as RQJob
+
+    q = Queue("interop-deps", connection=url)
+    first = q.enqueue(tasks.add, 1, 1)
+    second = q.enqueue_in(timedelta(hours=1), tasks.add, 2, 2)
+    both = q.enqueue(tasks.add, 3, 3, depends_on=[first, second])
+    assert both.get_status() == "deferred"
+    conn = Redis.from_url(url)
+    assert sorted(RQJob.fetch(both.id, connection=conn).dependency_ids) == sorted([first.id, second.id])
+    out = rq_cli("worker", "--burst", "--url", url, "--worker-class", "rq.worker.SimpleWorker",
+                 "interop-deps")
+    assert out.returncode == 0, out.stderr
+    assert first.get_status() == "finished"
+    assert both.get_status() == "deferred"  # still waits for the scheduled one
+    assert q.get_job_ids() == []

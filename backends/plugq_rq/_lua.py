@@ -11,7 +11,9 @@ write rq 2.x's own keys (see docs/redis.md, "Data layout"):
   with ``rq:execution:<id>:<execution>`` hashes and ``rq:executions:<id>``, as
   rq 2.x writes them), ``rq:finished:``, ``rq:failed:`` (stopped jobs too, as
   rq does), ``rq:deferred:``, ``rq:scheduled:``, ``rq:canceled:``;
-* ``rq:job:<id>:dependents`` / ``:dependencies`` sets, the ``rq:results:<id>``
+* ``rq:job:<id>:dependents`` and ``rq:job::<id>:dependencies`` sets (two
+  colons: rq 2.x's ``Job.dependencies_key`` puts its prefix, which ends with
+  one, before ``:<id>``), the ``rq:results:<id>``
   stream, ``rq:worker:<name>`` hashes with ``rq:workers`` and
   ``rq:workers:<queue>``;
 * one plugq key: ``plugq:expires``, a sorted set of the records that carry an
@@ -34,6 +36,8 @@ from __future__ import annotations
 COMMON = r"""
 local J, Q = 'rq:job:', 'rq:queue:'
 local EXP = 'plugq:expires'
+-- rq's key of a job's dependencies set is 'rq:job::<id>:dependencies' (sic, see above)
+local DEPS = 'rq:job::'
 local REG = {started = 'rq:wip:', finished = 'rq:finished:', failed = 'rq:failed:',
              stopped = 'rq:failed:', deferred = 'rq:deferred:', scheduled = 'rq:scheduled:',
              canceled = 'rq:canceled:', rate_limited = 'plugq:rate_limited:'}
@@ -140,7 +144,7 @@ local function place(id, origin, status, front, score, now, lease, exec, worker)
 end
 
 local function drop_deps(id)
-  local dkey = J .. id .. ':dependencies'
+  local dkey = DEPS .. id .. ':dependencies'
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
     redis.call('SREM', J .. dep .. ':dependents', id)
   end
@@ -150,7 +154,7 @@ end
 local function add_deps(id, deps)
   for _, dep in ipairs(deps) do
     redis.call('SADD', J .. dep .. ':dependents', id)
-    redis.call('SADD', J .. id .. ':dependencies', dep)
+    redis.call('SADD', DEPS .. id .. ':dependencies', dep)
   end
 end
 
@@ -351,6 +355,9 @@ for _ = 1, nc do
   u = u + 3
 end
 local nr = tonumber(A[i]); i = i + 1
+-- Queued records are placed here, not by place(): rq:queues and the wake-up
+-- publish are done once per queue for the whole batch, not once per job.
+local queues, woken = {}, {}
 for _ = 1, nr do
   local b
   b, i = read_block(A, i)
@@ -358,7 +365,15 @@ for _ = 1, nr do
   local old = redis.call('HMGET', key, 'origin', 'status')
   if old[2] then forget(b.id, old[1], old[2]) else b.fresh = true end
   write_hash(key, b)
-  place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+  if b.status == 'queued' then
+    enqueue_id(b.id, b.origin, b.front)
+    if not woken[b.origin] then
+      woken[b.origin] = true
+      if b.origin ~= '' then queues[#queues + 1] = Q .. b.origin end
+    end
+  else
+    place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+  end
   set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
   add_deps(b.id, b.deps)
   set_expiry(b.id, b.exp, b.fresh)
@@ -368,6 +383,9 @@ for _ = 1, ni do
   index_unique(U[u], U[u + 1])
   u = u + 2
 end
+if #queues > 0 then redis.call('SADD', 'rq:queues', unpack(queues)) end
+-- wakes idle plugq workers of the queues (see RedisStorage.wait), after every job is in
+for origin in pairs(woken) do redis.call('PUBLISH', 'plugq:wake:' .. origin, '1') end
 return {'ok'}
 """
 
@@ -377,6 +395,17 @@ return {'ok'}
 #: queues…; worker '' = none), then the block packed into one argument.
 #: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
 PUT = COMMON + r"""
+-- Marks a job claimed ahead and not begun yet: plugq_ahead holds the execution id,
+-- then the fields the claim changed as they were (started_at, worker_name,
+-- plugq_attempts, plugq_expires_at; '' = absent), so that UNCLAIM_AHEAD can put
+-- it back unrun if its worker dies before beginning it (see RedisStorage.claim).
+local function mark_ahead(ahead, exec)
+  local kv, h = unpack_values(ahead[2]), {}
+  for k = 1, #kv, 2 do h[kv[k]] = kv[k + 1] end
+  redis.call('HSET', J .. ahead[1], 'plugq_ahead', packed({exec, h['started_at'] or '',
+             h['worker_name'] or '', h['plugq_attempts'] or '', h['plugq_expires_at'] or ''}))
+end
+
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
 local b = read_block(unpack_values(ARGV[10 + nq]), 1)
@@ -412,7 +441,10 @@ set_expiry(b.id, b.exp, false)
 local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
 local ahead = false
-if ARGV[6] ~= '' then ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq) end
+if ARGV[6] ~= '' then
+  ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq)
+  if ahead then mark_ahead(ahead, ARGV[7]) end
+end
 return {1, waiting, ahead}
 """
 
@@ -559,22 +591,45 @@ redis.call('EXPIRE', wkey, tonumber(ARGV[9]))
 return 1
 """
 
-#: Put back a job claimed ahead and never run: ARGV id, worker, attempts it was
-#: claimed at, then the fields to restore (name, value or '' to delete; …).
-UNCLAIM = COMMON + r"""
-local id, worker = ARGV[1], ARGV[2]
-local key = J .. id
-local cur = redis.call('HMGET', key, 'status', 'worker_name', 'plugq_attempts', 'origin')
-if cur[1] ~= 'started' or cur[2] ~= worker or cur[3] ~= ARGV[3] then return 0 end
-unplace(id, cur[4] or '', 'started')
-redis.call('HSET', key, 'status', 'queued')
-for i = 4, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', key, ARGV[i])
-  else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+#: Put back jobs claimed ahead and never begun: ARGV id, worker, id, worker, …
+#: A job is put back only if it is still started by that worker under the
+#: execution its ``plugq_ahead`` mark names (the mark is deleted when its worker
+#: begins it, see BEGUN): the fields the claim changed are restored, so the
+#: claim costs no attempt, and the job goes back to the front of its queue.
+#: Returns the ids put back.
+UNCLAIM_AHEAD = COMMON + r"""
+local names = {'started_at', 'worker_name', 'plugq_attempts', 'plugq_expires_at'}
+local out = {}
+for i = 1, #ARGV, 2 do
+  local id, worker = ARGV[i], ARGV[i + 1]
+  local key = J .. id
+  local cur = redis.call('HMGET', key, 'status', 'worker_name', 'plugq_ahead', 'origin')
+  local m = cur[3] and unpack_values(cur[3])
+  if cur[1] == 'started' and cur[2] == worker and m and #m == 5
+      and redis.call('ZSCORE', 'rq:executions:' .. id, m[1]) then
+    local origin = cur[4] or ''
+    unplace(id, origin, 'started')
+    redis.call('HSET', key, 'status', 'queued')
+    for k = 1, 4 do
+      if m[k + 1] == '' then redis.call('HDEL', key, names[k])
+      else redis.call('HSET', key, names[k], m[k + 1]) end
+    end
+    redis.call('HDEL', key, 'plugq_ahead')
+    if m[5] ~= '' then redis.call('ZADD', EXP, m[5], id) end
+    place(id, origin, 'queued', '1', 0, 0, 0, '', '')
+    out[#out + 1] = id
+  end
 end
-local exp = redis.call('HGET', key, 'plugq_expires_at')
-if exp then redis.call('ZADD', EXP, exp, id) end
-enqueue_id(id, cur[4] or '', '1')
+return out
+"""
+
+#: The worker began a job it claimed ahead: ARGV id, the mark's prefix
+#: (``<length>:<execution id>``). Deletes the mark only if it is that claim's.
+#: Sent without waiting for a reply (see RedisStorage._begun).
+BEGUN = r"""
+local key = 'rq:job:' .. ARGV[1]
+local m = redis.call('HGET', key, 'plugq_ahead')
+if m and string.sub(m, 1, #ARGV[2]) == ARGV[2] then redis.call('HDEL', key, 'plugq_ahead') end
 return 1
 """
 

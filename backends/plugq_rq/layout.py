@@ -4,8 +4,9 @@ The job hash holds rq's field names and encodings, so rq's worker, CLI and
 dashboard read plugq's jobs and plugq reads rq's:
 
 * ``data`` is ``zlib(serializer((func_name, None, args, kwargs)))`` — rq's
-  payload — made from the record's ``payload`` (its serialized ``(args,
-  kwargs)``). With ``PLUGQ_SECRET_KEY`` the inner bytes are signed as
+  payload (under 512 bytes without the zlib, see :func:`_stored_plain`) —
+  made from the record's ``payload`` (its serialized ``(args, kwargs)``).
+  With ``PLUGQ_SECRET_KEY`` the inner bytes are signed as
   :class:`plugq_rq.signing.SignedSerializer` writes them and ``plugq_sig``
   binds the job's other fields (see :mod:`plugq_rq.signing`); a record read
   back is re-sealed in plugq's own format (:func:`plugq.security.seal`) only
@@ -62,13 +63,21 @@ Hash = dict[bytes, bytes]
 #: rq's Result.Type values in the results stream.
 SUCCESSFUL, FAILED = "1", "2"
 
+#: Payloads (rq's ``data``) from this size on are stored zlib-compressed, as rq stores
+#: every one; smaller ones as they are (see to_fields).
+COMPRESS_FROM = 512
+
 _STATUS = {s.value.encode(): s for s in JobStatus}
 _STATUS[b"created"] = JobStatus.QUEUED
 
 
 def fmt_time(ts: float) -> str:
-    """Epoch seconds as rq's ``utcformat`` text (microseconds, ``Z``)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch seconds as rq's ``utcformat`` text (microseconds, ``Z``).
+
+    ``isoformat`` gives the same text as rq's ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``
+    at half the cost (three dates per job written).
+    """
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(raw: bytes | None) -> float | None:
@@ -106,6 +115,18 @@ def blob_from_rq(job_id: str, kind: str, blob: bytes, key: bytes | None) -> byte
 
 
 # -- record -> hash ---------------------------------------------------------------------
+
+
+def _stored_plain(plain: bytes) -> bool:
+    """Whether ``plain`` is stored as it is rather than zlib-compressed (rq compresses all).
+
+    rq's reader (``Job.restore``) and plugq's take data that does not decompress
+    as it is; a small payload gains little from compression and costs its time.
+    Only when it cannot be read as zlib's: a zlib stream's first byte always
+    has 8 in its low four bits (pickle's 0x80, JSON's ``[`` and a signed blob's
+    ``P`` do not).
+    """
+    return 0 < len(plain) < COMPRESS_FROM and (plain[0] & 0x0F) != 8
 
 
 def rq_inner(rec: JobRecord) -> bytes | None:
@@ -156,7 +177,7 @@ def to_fields(
         "failure_ttl": rec.failure_ttl,
     }
     if not keep and not data_stored:
-        f["data"] = zlib.compress(plain)
+        f["data"] = plain if _stored_plain(plain) else zlib.compress(plain)
     if rec.timeout is not None and rec.timeout != math.ceil(rec.timeout):
         f["plugq_timeout"] = _num(rec.timeout)
     if rec.enqueued_at is not None:

@@ -19,10 +19,33 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from rq.job import JobStatus as RQStatus
-from rq.utils import parse_timeout, str_to_date, utcparse
-
 Parse = Callable[[bytes], object]
+
+# rq's own parses (rq.utils, rq.job) are imported on first use, for a value the
+# fast checks here cannot vouch for (a corrupt or unusual one): importing rq
+# loads all of it (its worker, queue, registries), several MB of RSS in every
+# plugq worker, which otherwise never calls rq.
+
+
+def _rq_utils() -> Any:
+    import rq.utils
+
+    return rq.utils
+
+
+def _date(raw: bytes) -> object:
+    return _rq_utils().str_to_date(raw)
+
+
+def _worker_date(raw: bytes) -> object:
+    return _rq_utils().utcparse(raw.decode("utf-8"))
+
+
+#: rq's JobStatus values (rq.job.JobStatus), checked without importing rq.
+_RQ_STATUSES = frozenset(
+    {b"created", b"queued", b"finished", b"failed", b"started", b"deferred", b"scheduled",
+     b"stopped", b"canceled"}
+)
 
 
 def _text(raw: bytes) -> str:
@@ -69,18 +92,24 @@ def _json_list(raw: bytes) -> list[Any]:
 
 
 def _timeout(raw: bytes) -> object:
-    value = parse_timeout(raw.decode("utf-8"))
+    try:
+        value: object = int(raw)  # rq's parse_timeout tries int() first
+    except ValueError:
+        value = _rq_utils().parse_timeout(raw.decode("utf-8"))
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("is not finite")
     return value
 
 
 def _status(raw: bytes) -> object:
-    text = raw.decode("utf-8")
-    if text == "rate_limited":
+    if raw in _RQ_STATUSES:
+        return raw
+    if raw == b"rate_limited":
         # plugq's RateLimit status (rq 2.x has none; its unreleased one names it so)
-        return text
-    return RQStatus(text)
+        return raw
+    from rq.job import JobStatus  # lazily: see _rq_utils
+
+    return JobStatus(raw.decode("utf-8"))
 
 
 def _exc_info(raw: bytes) -> str:
@@ -96,11 +125,11 @@ def _ascii(raw: bytes) -> str:
 
 #: Every job-hash field rq or plugq parses, with the parse rq (or plugq) applies.
 JOB_FIELDS: dict[str, Parse] = {
-    "created_at": lambda raw: str_to_date(raw),
-    "enqueued_at": lambda raw: str_to_date(raw),
-    "started_at": lambda raw: str_to_date(raw),
-    "ended_at": lambda raw: str_to_date(raw),
-    "last_heartbeat": lambda raw: str_to_date(raw),
+    "created_at": _date,
+    "enqueued_at": _date,
+    "started_at": _date,
+    "ended_at": _date,
+    "last_heartbeat": _date,
     "origin": _text,
     "worker_name": _text,
     "description": _text,
@@ -140,8 +169,8 @@ _DATE_FIELDS = frozenset({"created_at", "enqueued_at", "started_at", "ended_at",
 #: The worker-hash fields rq's ``Worker.refresh`` parses.
 WORKER_FIELDS: dict[str, Parse] = {
     "pid": _int,
-    "last_heartbeat": lambda raw: utcparse(raw.decode("utf-8")),
-    "birth": lambda raw: utcparse(raw.decode("utf-8")),
+    "last_heartbeat": _worker_date,
+    "birth": _worker_date,
     "failed_job_count": _int,
     "successful_job_count": _int,
     "total_working_time": lambda raw: float(raw),

@@ -30,8 +30,6 @@ import pickletools
 import zlib
 from typing import Any
 
-from rq.serializers import DefaultSerializer, JSONSerializer
-
 from plugq.config import current_settings
 from plugq.security import UntrustedJobError, module_allowed, secret_key
 
@@ -123,14 +121,30 @@ class RefusingSerializer:
         raise UntrustedJobError(self.reason)
 
 
-SIGNED_PICKLE = SignedSerializer(DefaultSerializer, "pickle")
-SIGNED_JSON = SignedSerializer(JSONSerializer, "json")
+def __getattr__(name: str) -> Any:
+    """``SIGNED_PICKLE`` and ``SIGNED_JSON``, made on first use.
+
+    They wrap rq's serializers, for rq-side code (``rq.Queue(serializer=…)``,
+    interop). Importing rq here would load all of rq (its worker, queue and
+    registries) into every plugq process, a plugq worker included, which
+    never calls rq: several MB of RSS for nothing.
+    """
+    if name in ("SIGNED_PICKLE", "SIGNED_JSON"):
+        from rq.serializers import DefaultSerializer, JSONSerializer
+
+        made = {"SIGNED_PICKLE": SignedSerializer(DefaultSerializer, "pickle"),
+                "SIGNED_JSON": SignedSerializer(JSONSerializer, "json")}
+        globals().update(made)
+        return made[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def serializer_for(name: str, *, signed: bool) -> Any:
-    """rq's serializer for a plugq serializer name, signed or not."""
+    """rq's serializer for a plugq serializer name, signed or not (imports rq, see above)."""
     if signed:
-        return SIGNED_JSON if name == "json" else SIGNED_PICKLE
+        return __getattr__("SIGNED_JSON" if name == "json" else "SIGNED_PICKLE")
+    from rq.serializers import DefaultSerializer, JSONSerializer
+
     return JSONSerializer if name == "json" else DefaultSerializer
 
 

@@ -240,3 +240,58 @@ def _answers(q: Queue) -> bool:
         return True
     except BackendUnavailableError:
         return False
+
+
+def _raw(url: str):
+    import redis
+
+    return redis.Redis.from_url(url.split("?", 1)[0])
+
+
+def test_a_job_claimed_ahead_is_put_back_unrun_when_its_worker_dies(db_url, procs, tmp_path):
+    """The worker stores A's outcome and claims B in the same round trip (claim ahead), then
+    is SIGKILLed in A's on_success callback, before beginning B: B is put back and runs once,
+    later, without an attempt or a retry spent on the claim that never ran it."""
+    url = db_url + "?lease=2"
+    q = Queue("ahead", connection=url)
+    started, release, out = tmp_path / "started", tmp_path / "release", tmp_path / "out.txt"
+    a = q.enqueue(tasks.add, 1, 2, on_success=tasks.touch_then_wait_callback,
+                  meta={"started": str(started), "release": str(release)})
+    b = q.enqueue(tasks.append_line, str(out), "b", retry=Retry(max=2))
+    victim = procs.worker(url, "ahead")  # the default class, simple: it claims ahead
+    wait_for(started.exists, 30, "A's on_success callback to hold the worker")
+    assert a.get_status() == "finished"
+    # B is taken by the worker (started, one attempt), marked as not begun.
+    assert b.get_status() == "started" and b.attempts == 1
+    assert _raw(db_url).hexists(f"rq:job:{b.id}", "plugq_ahead")
+    kill(victim)
+    release.touch()
+    procs.worker(url, "ahead")
+    wait_for(lambda: b.get_status() == "finished", 30, "B to run on the second worker")
+    assert out.read_text().split() == ["b"]  # once
+    assert b.attempts == 1 and b.retries_left == 2 and b.exc_info is None
+    assert not _raw(db_url).hexists(f"rq:job:{b.id}", "plugq_ahead")
+    assert q.started_job_registry.count == 0 and q.failed_job_registry.count == 0
+
+
+def test_a_job_begun_after_its_claim_ahead_spends_its_attempt_when_its_worker_dies(
+    db_url, procs, tmp_path
+):
+    """The other side: once the worker began B (claimed ahead), its death costs B an attempt,
+    as for any claim, so a job that kills its worker cannot be put back unrun forever."""
+    url = db_url + "?lease=2"
+    q = Queue("ahead", connection=url)
+    started, release = tmp_path / "started", tmp_path / "release"
+    q.enqueue(tasks.add, 1, 2)
+    b = q.enqueue(tasks.touch_then_wait, str(started), str(release), retry=Retry(max=1))
+    victim = procs.worker(url, "ahead")
+    wait_for(started.exists, 30, "B to begin")
+    wait_for(lambda: not _raw(db_url).hexists(f"rq:job:{b.id}", "plugq_ahead"), 5,
+             "the mark of B's claim ahead to go when B began")
+    kill(victim)
+    started.unlink()
+    release.touch()
+    procs.worker(url, "ahead")
+    wait_for(lambda: b.get_status() == "finished", 30, "B to run again on the second worker")
+    assert started.exists()
+    assert b.attempts == 2 and b.retries_left == 0

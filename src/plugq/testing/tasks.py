@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,11 @@ def pid_then_wait(started: str, release: str, timeout: float = 30.0) -> str:
     return wait_for_file(release, timeout)
 
 
+def modules_loaded(package: str) -> list[str]:
+    """The modules of ``package`` imported in this (worker) process so far."""
+    return sorted(m for m in sys.modules if m == package or m.startswith(package + "."))
+
+
 def return_unpicklable() -> Any:
     return lambda: None
 
@@ -140,6 +146,14 @@ def return_unpicklable() -> Any:
 
 def on_success_record(job: Any, connection: Any, result: Any, *args: Any, **kwargs: Any) -> None:
     append_line(job.meta["callback_file"], f"success {job.id} {result!r}")
+
+
+def touch_then_wait_callback(job: Any, connection: Any, *args: Any, **kwargs: Any) -> None:
+    """An on_success callback doing :func:`touch_then_wait` with ``job.meta``'s "started" and "release".
+
+    Holds a worker between storing one job's outcome and taking its next job.
+    """
+    touch_then_wait(job.meta["started"], job.meta["release"])
 
 
 def on_failure_record(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
