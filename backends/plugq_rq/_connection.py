@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -134,11 +135,29 @@ def make_client(url: str) -> Any:
 
     check_url(url)
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30,
+                                    **_no_setinfo(redis))
     except ValueError as exc:
         raise ConfigurationError(
             f"{mask_url(url)!r} is not a valid Redis URL: {mask_url(str(exc), url)}"
         ) from None
+
+
+@functools.cache
+def _no_setinfo(redis: Any) -> dict[str, Any]:
+    """The option that turns off CLIENT SETINFO on each new connection.
+
+    redis-py sends two CLIENT SETINFO commands per connection and, to build
+    them, reads its own package metadata from disk every time: about half of
+    what a new connection costs. A ``fork`` worker opens new connections in
+    every job's child, so that is paid per job. Only ``CLIENT LIST`` would show
+    the library name. redis-py 8 names the option ``driver_info`` (and warns
+    about the older ``lib_name``/``lib_version``, which 5 to 7 take).
+    """
+    params = inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    if "driver_info" in params:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
 
 
 def check_url(url: str) -> None:
