@@ -65,7 +65,8 @@ from rqdocs_tasks import (
 
 #: Examples not run, with the reason (``page #n``: why).
 LEFT_OUT = {
-    "index #13": "RateLimit: not in plugq yet (DESIGN.md lists it; another issue)",
+    "index #13": "RateLimit: its prose has the third job rate_limited at enqueue (rq takes "
+                  "the slot then); plugq admits at claim (docs/ratelimit.md, the difference)",
     "jobs #2": "not valid Python in rq either ('count_words_at url'; a string as args)",
     "exceptions #3": "not valid Python: a def whose body is only a comment",
     "exceptions #4": "not valid Python: a def whose body is only a comment",
