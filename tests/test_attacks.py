@@ -367,3 +367,65 @@ def test_empty_key_is_a_configuration_error(url, monkeypatch, tmp_path, marker):
     monkeypatch.setenv("PLUGQ_SECRET_KEY", "")
     with pytest.raises(ConfigurationError, match="PLUGQ_SECRET_KEY"):
         Queue("empty", connection=url).enqueue(tasks.add, 1, 2)
+
+
+# -- a workflow step's inputs are signed ---------------------------------------------------
+
+_PIPE_FIELD = {"sqlite": "pipe", "redis": "plugq_pipe"}
+
+
+def test_a_pipe_planted_on_a_signed_job_is_refused(url, kind, monkeypatch, tmp_path, marker):
+    """A pipe makes another job's result the first argument: planting one changes what runs."""
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("piped", connection=url)
+    source = q.enqueue(tasks.add, 1, 2)
+    run(url, "piped")
+    assert source.get_status(refresh=True) == JobStatus.FINISHED
+    job = q.enqueue(tasks.append_line, str(marker), "x")
+    _set_field(url, job.id, _PIPE_FIELD[kind], json.dumps({"from": source.id}))
+    run(url, "piped")
+    assert not marker.exists()
+    assert_refused(url, job.id, "bad signature")
+
+
+def test_a_changed_pipe_of_a_signed_chain_step_is_refused(url, kind, monkeypatch, tmp_path):
+    """The step was signed with its pipe: pointing it at another job's result is refused."""
+    from plugq.workflow import chain
+
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("chained", connection=url)
+    other = q.enqueue(tasks.add, 40, 2)
+    run(url, "chained")
+    first, second = chain(q, [Queue.prepare_data(tasks.add, (1, 2)),
+                              Queue.prepare_data(tasks.add, (10,))])
+    _set_field(url, second.id, _PIPE_FIELD[kind], json.dumps({"from": other.id}))
+    run(url, "chained")
+    assert first.get_status(refresh=True) == JobStatus.FINISHED
+    assert_refused(url, second.id, "bad signature")
+
+
+def test_a_signed_chain_step_runs_with_its_own_pipe(url, monkeypatch, tmp_path):
+    """The control for the two tests above: unchanged, the step verifies and gets its input."""
+    from plugq.workflow import chain
+
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("chained", connection=url)
+    _first, second = chain(q, [Queue.prepare_data(tasks.add, (1, 2)),
+                               Queue.prepare_data(tasks.add, (10,))])
+    run(url, "chained")
+    assert second.get_status(refresh=True) == JobStatus.FINISHED
+    assert second.return_value() == 13
+
+
+def test_a_signed_group_callback_runs_with_its_members_results(url, monkeypatch, tmp_path):
+    from plugq.workflow import group
+
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("grouped", connection=url)
+    jobs = group(q, [Queue.prepare_data(tasks.add, (1, 2)), Queue.prepare_data(tasks.add, (3, 4))],
+                 on_complete=Queue.prepare_data(tasks.echo))
+    run(url, "grouped")
+    callback = jobs[-1]
+    assert callback.get_status(refresh=True) == JobStatus.FINISHED, callback.exc_info
+    members = callback.return_value()["args"][0]
+    assert [m.result for m in members] == [3, 7]

@@ -47,9 +47,9 @@ from plugq.storage import (
 
 from .poison import describe, job_field_problems
 from .signing import (
-    BOUND_FIELDS,
     CALLBACK_FIELDS,
     SIG_FIELD,
+    bound_values,
     inner_bytes,
     is_signed,
     job_mac,
@@ -236,7 +236,7 @@ def to_fields(
         f["plugq_serializer"] = rec.serializer
     elif key:
         callbacks = tuple(_text(f.get(name)) for name in CALLBACK_FIELDS)
-        bound = tuple(_text(f.get(name)) for name in BOUND_FIELDS)
+        bound = bound_values(lambda name: _text(f.get(name)))
         f[SIG_FIELD] = job_mac(key, rec.id, plain, callbacks, bound)  # type: ignore[arg-type]
     out: list[Any] = []
     for name, value in f.items():

@@ -28,6 +28,7 @@ import hmac
 import json
 import pickletools
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from plugq.config import current_settings
@@ -46,6 +47,19 @@ BOUND_FIELDS = (
     "origin", "dependency_ids", "allow_dependency_failures", "webhooks", "retry_intervals",
     "plugq_retry_intervals", "timeout", "repeat_intervals",
 )
+#: Fields covered only when present (later than the v2 signature; a job without
+#: them keeps its signature): a workflow step's inputs, the jobs whose results
+#: become its leading arguments. Adding or removing one breaks the signature too.
+OPTIONAL_BOUND_FIELDS = ("plugq_pipe",)
+
+
+def bound_values(text_of: Callable[[str], str]) -> tuple[str, ...]:
+    """The signed values of :data:`BOUND_FIELDS` and the present :data:`OPTIONAL_BOUND_FIELDS`.
+
+    ``text_of(field)`` is the field's stored text, ``""`` when absent.
+    """
+    present = tuple(f"{name}={value}" for name in OPTIONAL_BOUND_FIELDS if (value := text_of(name)))
+    return (*(text_of(name) for name in BOUND_FIELDS), *present)
 
 
 def _blob_mac(key: bytes, inner: bytes) -> bytes:
@@ -237,7 +251,7 @@ def refusal(job_id: str, raw: dict[Any, Any], data: bytes) -> tuple[str | None, 
         if not is_signed(data) or not sig:
             return f"job {job_id} is not signed and PLUGQ_SECRET_KEY is set: refused unrun", func
         callbacks = tuple(_text(raw, f) for f in CALLBACK_FIELDS)
-        bound = tuple(_text(raw, f) for f in BOUND_FIELDS)
+        bound = bound_values(lambda name: _text(raw, name))
         expected = job_mac(key, job_id, data, callbacks, bound)  # type: ignore[arg-type]
         blob_ok = hmac.compare_digest(data[4:4 + _MAC_LEN], _blob_mac(key, inner))
         if not blob_ok or not hmac.compare_digest(sig, expected):

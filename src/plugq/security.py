@@ -63,12 +63,16 @@ def _bound_fields(rec: JobRecord) -> tuple[str, ...]:
     # code runs (function, callbacks), how the payload is read (serializer),
     # which job and queue it is (so a copy under another id or in another
     # queue fails), when it may run (dependencies) and how often (retry intervals).
-    return (
+    # and what it is called with (a workflow step's pipe names the jobs whose
+    # results become its leading arguments). The pipe is bound only when set,
+    # so a job without one keeps the signature it was written with.
+    fields = (
         "plugq-job-v2", rec.id, rec.origin, rec.func_name, rec.serializer,
         rec.on_success or "", rec.on_failure or "",
         json.dumps(list(rec.depends_on)), "1" if rec.allow_dependency_failure else "0",
         json.dumps([float(v) for v in rec.retry_intervals]),
     )
+    return fields if rec.pipe is None else (*fields, "pipe", rec.pipe)
 
 
 def _mac(key: bytes, rec: JobRecord, data: bytes) -> bytes:

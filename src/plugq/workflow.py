@@ -40,6 +40,7 @@ from . import _events
 from ._workflows import MemberResult, encode
 from .job import Job
 from .queue import EnqueueData, Queue
+from .security import seal, unseal
 from .storage import DEFAULT_RESULT_TTL, JobRecord
 
 
@@ -103,6 +104,11 @@ def group(
 def _store(queue: Queue, records: list[JobRecord]) -> list[Job]:
     if not queue.is_async:
         raise ValueError("workflows need an asynchronous queue (is_async=True)")
+    for rec in records:
+        # Sealed again: Queue._record sealed each record before the workflow set
+        # its depends_on and pipe, which the MAC covers (with PLUGQ_SECRET_KEY
+        # set, a step would otherwise read as tampered and be refused unrun).
+        rec.payload = seal(rec, unseal(rec.payload))
     stored = queue.backend.enqueue_jobs(records)
     jobs = [Job(queue.backend, r) for r in stored]
     _events.enqueued(jobs)
