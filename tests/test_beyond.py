@@ -648,3 +648,23 @@ def test_rate_limit_holds_across_three_worker_processes(tmp_path, form, shared_u
         # was granted, so the window is allowed 0.1 s of that jitter.
         assert all(b - a >= 1.0 - 0.1 for a, b in zip(starts, starts[3:], strict=False)), starts
         assert starts[-1] - starts[0] >= 2.0 - 0.01
+
+
+@pytest.mark.parametrize("state", [
+    ([], [], []),
+    (["a", 'quote"d', "é-ü"], [1.0, 1, 2.5, 3, 1733612345.123456, 17], ["w"]),
+    ([str(uuid.uuid4()) for _ in range(8)], [0.1 + 0.2, 2], [str(uuid.uuid4()) for _ in range(3)]),
+])
+def test_a_limits_state_is_written_as_json_and_read_back(state):
+    """_State.dumps writes by hand what json.dumps writes (it remembers texts for speed)."""
+    import json
+
+    from plugq._limits import _State
+
+    for _ in range(2):  # the second time from the remembered texts and the last-written state
+        text = _State(*[list(part) for part in state]).dumps()
+        assert text == json.dumps(list(state))
+        back = _State.loads(text)
+        assert (back.holders, back.starts, back.waiting) == tuple(list(p) for p in state)
+        back.holders.append("changed")  # a copy: the remembered state is not touched
+    assert _State.loads(text).holders == list(state[0])
