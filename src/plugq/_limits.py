@@ -275,7 +275,9 @@ def release(storage: Storage, rec: JobRecord) -> None:
 
     The slot itself needs no write: a holder that is no longer started counts
     as gone the next time the key is read, so a job's end costs one read
-    when nobody waits.
+    when nobody waits, and none under a limit of the rate form alone (its
+    slots come free with the clock; the maintenance pass, :func:`wake_all`,
+    wakes those).
     """
     assert rec.rate_limit is not None
     limit = _limit(rec.rate_limit)
