@@ -23,6 +23,7 @@ from benchmarks.common import (
     Metric,
     NotApplicable,
     System,
+    byte_compile_plugq,
     median,
     new_hexes,
     percentile,
@@ -230,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": vars(cfg),
         "systems": {},
     }
+    # plugq's modules as an installed plugq has them: byte-compiled (the peers are).
+    results["config"]["plugq_bytecode"] = byte_compile_plugq()
     workdir = Path(tempfile.mkdtemp(prefix="plugq-bench-"))
     started = time.monotonic()
     try:

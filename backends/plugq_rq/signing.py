@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import pickletools
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -186,6 +185,10 @@ def peek_func_name(inner: bytes, serializer: str) -> str | None:
         except ValueError:
             return None
         return value[0] if isinstance(value, list) and value and isinstance(value[0], str) else None
+    # Imported here, by the one check that reads pickles (only with allowed
+    # modules configured): pickletools' opcode tables cost a worker ~130 KiB.
+    import pickletools
+
     try:
         for op, arg, _pos in pickletools.genops(inner):
             if op.name in ("PROTO", "FRAME", "MARK"):

@@ -10,7 +10,6 @@ helper gets an asynchronous exception, as RQ's TimerDeathPenalty does).
 from __future__ import annotations
 
 import contextvars
-import ctypes
 import importlib
 import inspect
 import os
@@ -78,6 +77,18 @@ def timeout_message(timeout: float) -> str:
     return f"Task exceeded maximum timeout value ({timeout:g} seconds)"
 
 
+def raise_in_thread(thread_id: int, exc: type[BaseException]) -> None:
+    """Make ``exc`` raise in another thread at its next bytecode (a job run off the main thread).
+
+    ctypes (~180 KiB of a worker's memory) is imported here, the first time a
+    job thread is interrupted, not with this module: a worker whose jobs run
+    on its main thread (the default) stops them with SIGALRM and never needs it.
+    """
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
 class Running:
     """A job being called, so another thread (a worker's command watcher) can interrupt it.
 
@@ -114,7 +125,7 @@ class Running:
                     and signal.getsignal(signal.SIGALRM) is _on_alarm):
                 signal.pthread_kill(target, signal.SIGALRM)
             elif self.helper_id is None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(exc))
+                raise_in_thread(target, exc)
             return True
 
     def begin(self) -> None:
@@ -289,17 +300,13 @@ def _call_in_thread(
     finished = done.wait(timeout)
     if running is not None and running.exc is not None and "value" not in box and "error" not in box:
         if t.ident is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(t.ident), ctypes.py_object(running.exc)
-            )
+            raise_in_thread(t.ident, running.exc)
         raise running.exc(f"job interrupted: {running.exc.__name__}")
     if not finished:
         # Ask the runaway thread to stop at its next bytecode; the job is failed
         # now regardless, so the worker can take the next one.
         if t.ident is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(t.ident), ctypes.py_object(JobTimeoutException)
-            )
+            raise_in_thread(t.ident, JobTimeoutException)
         raise JobTimeoutException(timeout_message(timeout or 0))
     if "error" in box:
         raise box["error"]

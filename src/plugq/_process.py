@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import multiprocessing
 import os
 import pickle
 import select
@@ -193,6 +192,10 @@ def run_isolated(
                     os._exit(code)
         elif horse.exc is None:
             options = child_options(worker, kind)
+            # Imported by the spawn class only: simple and fork workers never use
+            # multiprocessing, and it costs every worker ~160 KiB.
+            import multiprocessing
+
             ctx = multiprocessing.get_context("spawn")
             proc = ctx.Process(target=_spawn_main,
                                args=(perform, engine.url, rec.id, rec.attempts, worker.name, options),

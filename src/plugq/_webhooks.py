@@ -15,7 +15,6 @@ import logging
 import threading
 from typing import Any
 from urllib.parse import urlparse
-from urllib.request import Request, urlopen
 
 from ._clock import to_datetime
 from .security import fields_verified
@@ -53,6 +52,10 @@ def _payload(rec: JobRecord, status: str) -> dict[str, Any]:
 
 def send(hook: dict[str, Any], rec: JobRecord, status: str) -> None:
     """One request, bounded by the hook's timeout; errors are logged."""
+    # urllib.request (with http.client, email, ssl's helpers: ~600 KiB of a
+    # worker's memory) is imported by the first webhook sent, not by every worker.
+    from urllib.request import Request, urlopen
+
     try:
         check(hook["url"], hook["job_status"], hook.get("method", "GET"), hook.get("timeout", 10))
         headers = dict(hook.get("headers") or {})

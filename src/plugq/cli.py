@@ -21,17 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import click
-from rich import box
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from . import __version__, _monitor
+from . import __version__
 from ._engine import Engine
 from ._process import fail_killed, killed_at_timeout
 from ._worker_loop import fail_outside
@@ -50,6 +45,13 @@ from .exceptions import (
 from .progress import Progress
 from .security import UntrustedJobError
 from .storage import JobStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich (~2 MiB of a process's memory) is imported by the commands that draw
+# tables (info, jobs, backends, config, demo), inside them: `plugq worker`,
+# which prints only log lines, runs its jobs without it.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +142,8 @@ def _refuse_missing_sqlite_file(url: str) -> None:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
 
 
@@ -393,6 +397,10 @@ def cron_command(config: str, paths: tuple[str, ...], burst: bool, logging_level
 @url_option
 def info(queues: tuple[str, ...], interval: float | None, as_json: bool, url: str | None) -> int:
     """Queues with their job counts per status, and workers with their state."""
+    from rich.live import Live
+
+    from . import _monitor
+
     backend = _backend(url, read_only=True)
     if interval is None:
         snap = _monitor.snapshot(backend, queues)
@@ -520,6 +528,9 @@ def jobs(queue: str, status: str, limit: int, as_json: bool, url: str | None) ->
     # One line per job whatever the terminal's width: the id whole (it is what
     # `plugq job ID` takes), the rest cut with "…" rather than folded into a
     # column of fragments; `plugq job ID` shows a job in full.
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=f"{queue}: {status} ({len(rows)} shown, limit {limit})",
                   title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
                   expand=True)
@@ -668,6 +679,8 @@ def backends(as_json: bool) -> int:
         _echo_json([{"scheme": e.scheme, "plugin": e.plugin, "version": e.version}
                     for e in entries])
         return EXIT_OK
+    from rich.table import Table
+
     table = Table(title="Installed backends", title_justify="left")
     for column in ("scheme", "plugin", "version"):
         table.add_column(column)
@@ -704,6 +717,9 @@ def config(as_json: bool, url: str | None) -> int:
     if as_json:
         _echo_json({"settings": values, "sources": sources})
         return EXIT_OK
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="plugq configuration", title_justify="left")
     for column in ("key", "value", "from"):
         table.add_column(column)

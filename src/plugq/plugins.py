@@ -64,7 +64,16 @@ class BackendEntry:
     scheme: str
     factory: Callable[[str], Backend | Storage]
     plugin: str
-    version: str
+
+    @property
+    def version(self) -> str:
+        """The plugin's distribution version ("" when unknown).
+
+        Read from the distribution's metadata when asked for (``plugq backends``),
+        not for every URL a process connects to: parsing METADATA costs time and
+        memory a worker has no use for.
+        """
+        return _plugin_version(get_plugin_manager(), self.plugin)
 
 
 class DuplicateSchemeError(PlugqError):
@@ -102,7 +111,7 @@ def backends() -> dict[str, BackendEntry]:
                     f"{found[scheme].plugin!r} and {_p!r}; disable one with "
                     f"PLUGQ_DISABLE_PLUGINS={_p}"
                 )
-            found[scheme] = BackendEntry(scheme, factory, _p, _plugin_version(pm, _p))
+            found[scheme] = BackendEntry(scheme, factory, _p)
 
         impl.function(register=register_one)
     return found
