@@ -128,3 +128,16 @@ def test_ids_that_need_escaping_keep_their_place_in_the_state(store):
     assert got is not None and got.id == odd[0]
     assert store.claim(["q"], "w", 1000.0) is None
     assert _State.loads(store.get_value("limit:k")) == _State([odd[0]], [], odd[1:])
+
+
+def test_the_lua_rule_uses_the_engines_constants():
+    import re
+
+    from plugq import _limits
+    from plugq_rq import _lua
+
+    found = re.search(r"local LIMIT_TIDY_AT, LIMIT_EXACT, LIMIT_SLICES = (\d+), (\d+), (\d+)",
+                      _lua.LIMIT_RULE)
+    assert found is not None
+    assert tuple(map(int, found.groups())) == (
+        _limits.TIDY_AT, _limits.STARTS_EXACT, _limits.STARTS_SLICES)

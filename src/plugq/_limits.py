@@ -48,6 +48,9 @@ from .storage import ClaimValues, JobRecord, JobStatus, Storage
 
 log = logging.getLogger("plugq.limits")
 
+# The rule's constants below are part of plugq.storage.ADMISSION_RULE: a
+# ``limit_rule`` storage (Redis's Lua, plugq_rq._lua.LIMIT_RULE) has its own
+# copy, checked against these by the conformance suite.
 PREFIX = "limit:"
 #: A waiting job still counts as in line in these statuses (queued: woken, not yet claimed).
 _IN_LINE = frozenset({JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.STARTED})
@@ -72,6 +75,9 @@ _seen: weakref.WeakKeyDictionary[Storage, dict[str, str | None]] = weakref.WeakK
 
 @dataclass
 class _State:
+    """A key's state; its JSON form ``[holders, starts, waiting]`` is part of the
+    storage contract (:data:`plugq.storage.ADMISSION_RULE`)."""
+
     holders: list[str] = field(default_factory=list)
     #: ``[time, count, time, count, …]``, times ascending: ``count`` starts
     #: counted as made at ``time`` (the clock's own float, so a period ends
