@@ -8,14 +8,16 @@ load hits them alike:
 * **priority**: the same jobs spread over priorities -1, 0, 1 and 2 (three
   plugq level lists beside rq's list; the claim picks the highest level);
 * **ratelimit**: every job under one ``RateLimit(concurrency=64)``, which one
-  worker never reaches (the admission's read and compare-and-set, the read at
-  the end of each job and the engine's repair of the holders every 64 jobs are
-  paid; no job waits).
+  worker never reaches (the admission runs inside the claim script, the put
+  that ends a job reads the limit's line, and the holders are repaired every
+  64 jobs; no job waits).
 
 The figure is each form's jobs/s against plain's (target: at least 0.80),
-and the worker's round trips to Redis per job (a pipeline or a script is one),
-counted at redis-py's connection: on a loaded machine the rates swing run to
-run, the round trips do not.
+and the worker's round trips to Redis per job: requests that wait for a reply
+(a command, a pipeline or a script is one), counted at redis-py's connection;
+the commands sent on the ``CLIENT REPLY OFF`` connection (the mark of a job
+claimed ahead being begun, see docs/redis.md) wait for nothing and are shown
+apart. On a loaded machine the rates swing run to run, the round trips do not.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -52,31 +55,51 @@ def _prepared(form: str, n: int) -> list[Any]:
 
 
 class _RoundTrips:
-    """Counts the requests redis-py sends (one per command, one per pipeline)."""
+    """Counts the requests redis-py sends: ``count`` those that wait for a reply
+    (one per command, one per pipeline), ``unanswered`` those sent through
+    :class:`plugq_rq._connection.NoReply` (``CLIENT REPLY OFF``: no reply, no wait)."""
 
     def __init__(self) -> None:
         from redis.connection import Connection
 
+        from plugq_rq._connection import NoReply
+
         self.count = 0
-        self._cls = Connection
+        self.unanswered = 0
+        self._cls, self._no_reply = Connection, NoReply
         self._orig = Connection.send_packed_command
+        self._orig_send = NoReply.send
+        self._silent = threading.local()
 
     def __enter__(self) -> _RoundTrips:
-        orig = self._orig
+        orig, orig_send, silent = self._orig, self._orig_send, self._silent
 
         def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            self.count += 1
+            if getattr(silent, "on", False):
+                self.unanswered += 1
+            else:
+                self.count += 1
             orig(conn, command, check_health)
 
+        def sent(no_reply: Any, *args: Any) -> bool:
+            silent.on = True
+            try:
+                return orig_send(no_reply, *args)
+            finally:
+                silent.on = False
+
         self._cls.send_packed_command = counted  # type: ignore[method-assign]
+        self._no_reply.send = sent  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._cls.send_packed_command = self._orig  # type: ignore[method-assign]
+        self._no_reply.send = self._orig_send  # type: ignore[method-assign]
 
 
-def rate(url: str, form: str, measured: int) -> tuple[float, float]:
-    """(jobs/s, round trips per job) of one simple worker taking ``measured`` jobs of ``form``."""
+def rate(url: str, form: str, measured: int) -> tuple[float, float, float]:
+    """(jobs/s, round trips per job, commands sent without a reply per job) of one
+    simple worker taking ``measured`` jobs of ``form``."""
     import redis
 
     from plugq import Queue, Worker
@@ -94,7 +117,7 @@ def rate(url: str, form: str, measured: int) -> tuple[float, float]:
         seconds = time.perf_counter() - start
     assert w.successful_job_count == measured, (form, w.successful_job_count)
     conn.flushdb()
-    return measured / seconds, trips.count / measured
+    return measured / seconds, trips.count / measured, trips.unanswered / measured
 
 
 def main() -> int:
@@ -105,6 +128,7 @@ def main() -> int:
     args = parser.parse_args()
     rates: dict[str, list[float]] = {f: [] for f in FORMS}
     trips: dict[str, list[float]] = {f: [] for f in FORMS}
+    unanswered: dict[str, list[float]] = {f: [] for f in FORMS}
     with redis_server() as port:
         if port is None:
             print("no redis-server on PATH")
@@ -113,18 +137,21 @@ def main() -> int:
         rate(url, "plain", min(500, args.measured))  # warm: imports, scripts loaded
         for _ in range(args.runs):
             for form in FORMS:
-                jobs_s, per_job = rate(url, form, args.measured)
+                jobs_s, per_job, silent = rate(url, form, args.measured)
                 rates[form].append(jobs_s)
                 trips[form].append(per_job)
+                unanswered[form].append(silent)
     med = {f: statistics.median(r) for f, r in rates.items()}
     figures: dict[str, Any] = {"measured": args.measured, "runs": args.runs, "rates": rates,
-                               "median": med, "round_trips_per_job": trips}
+                               "median": med, "round_trips_per_job": trips,
+                               "sent_without_reply_per_job": unanswered}
     for form in FORMS:
         # the ratio of each run to the plain run next to it: the load hits both alike
         ratio = statistics.median(a / b for a, b in zip(rates[form], rates["plain"], strict=True))
         figures[f"{form}_ratio"] = ratio
         print(f"{form:>10}: {med[form]:,.0f} jobs/s (median of {args.runs}; {ratio:.2f}x plain, "
-              f"median of the per-run ratios), {statistics.median(trips[form]):.2f} round trips a job")
+              f"median of the per-run ratios), {statistics.median(trips[form]):.2f} round trips a job "
+              f"(+ {statistics.median(unanswered[form]):.2f} commands sent without a reply)")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
     return 0

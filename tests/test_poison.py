@@ -201,6 +201,8 @@ REDIS_JOB_CORRUPTIONS: dict[str, bytes] = {
     "plugq_attempts": b"many",
     "plugq_priority": b"high",
     "plugq_sig": b"\xff",
+    # concurrency 0 is no RateLimit: the claim script leaves it unadmitted, the claim fails it
+    "plugq_rate_limit": b'["k", 0, null, null]',
 }
 
 REDIS_WORKER_CORRUPTIONS: dict[str, bytes] = {

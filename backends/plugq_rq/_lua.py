@@ -291,8 +291,10 @@ local function write_hash(key, b)
 end
 
 -- Take the first runnable job of the queues named in ARGV[first..last] for worker.
+-- admit (LIMIT_RULE's admit_limited, or nil) admits a job that carries a
+-- RateLimit; a refused one is stored waiting and the next is taken.
 -- Returns {id, hash fields as they were before the claim, latest result} or false.
-local function claim_next(now, lease, worker, exec, started, first, last)
+local function claim_next(now, lease, worker, exec, started, first, last, admit)
   for qi = first, last do
     local q = ARGV[qi]
     while true do
@@ -306,6 +308,20 @@ local function claim_next(now, lease, worker, exec, started, first, last)
           -- its ttl ran out while queued: discarded, as Redis would expire rq's key
           forget(id, q, 'gone')
           redis.call('DEL', key)
+        elseif admit and not admit(id, redis.call('HGET', key, 'plugq_rate_limit'), now) then
+          -- refused: waiting in line, as the engine's gate leaves a refused claim
+          -- (attempts as they were, not started, no expiry)
+          redis.call('HSET', key, 'status', 'rate_limited')
+          redis.call('HDEL', key, 'started_at', 'worker_name', 'plugq_expires_at')
+          redis.call('ZREM', EXP, id)
+          -- entered after the last to enter, even at the same now (one script may refuse
+          -- several): the registry lists them in the order they entered
+          local top = redis.call('ZREVRANGE', REG.rate_limited .. q, 0, 0, 'WITHSCORES')[2]
+          local score = now
+          if top and tonumber(top) >= now then
+            score = tonumber(top) + math.max(math.abs(tonumber(top)) * 2.220446049250313e-16, 1e-9)
+          end
+          place(id, q, 'rate_limited', '0', score, now, lease, '', '')
         else
           -- handed back as it was: the caller checks every field before the claim's own writes
           local before = redis.call('HGETALL', key)
@@ -389,12 +405,187 @@ for origin in pairs(woken) do redis.call('PUBLISH', 'plugq:wake:' .. origin, '1'
 return {'ok'}
 """
 
+#: plugq.storage.ADMISSION_RULE in Lua (capability ``limit_rule``): the
+#: reference is plugq._limits._decide, and the storage conformance suite
+#: checks that both give the same answers, line and state. Defines
+#: admit_limited(id, rate_limit text or false, now) -> true (admitted, or no
+#: valid RateLimit: claimed as a plain job) / false (refused, put in line),
+#: and limit_line_waiting(rate_limit text or false) -> true/false/nil.
+LIMIT_RULE = r"""
+local LIMIT_TIDY_AT, LIMIT_EXACT, LIMIT_SLICES = 32, 16, 16
+local LIMIT_IN_LINE = {rate_limited = true, queued = true, started = true}
+
+-- The RateLimit text (JSON [key, concurrency, limit, period]) checked as
+-- RateLimit checks it; nil when it is not one (the claim's field check then
+-- quarantines the job).
+local function limit_of(text)
+  if not text then return nil end
+  local ok, v = pcall(cjson.decode, text)
+  if not ok or type(v) ~= 'table' then return nil end
+  local key, conc, lim, period = v[1], v[2], v[3], v[4]
+  if type(key) ~= 'string' or key == '' then return nil end
+  if type(conc) ~= 'number' then conc = nil end
+  if type(lim) ~= 'number' then lim = nil end
+  if type(period) ~= 'number' then period = nil end
+  if conc and (conc < 1 or conc ~= math.floor(conc)) then return nil end
+  if lim and (lim < 1 or lim ~= math.floor(lim)) then return nil end
+  if (lim == nil) ~= (period == nil) then return nil end
+  if period and not (period > 0 and period < math.huge) then return nil end
+  if not conc and not lim then return nil end
+  return {key = key, conc = conc, lim = lim, period = period}
+end
+
+-- Python's float floor division a // b, to the bit (CPython's float_floor_div).
+local function py_floordiv(a, b)
+  local mod = math.fmod(a, b)
+  local div = (a - mod) / b
+  if mod ~= 0 and ((b < 0) ~= (mod < 0)) then div = div - 1 end
+  if div == 0 then return 0 end
+  local f = math.floor(div)
+  if div - f > 0.5 then f = f + 1 end
+  return f
+end
+
+-- Python's bisect_right over the times of the flat starts list (pairs counted from 0).
+local function starts_bisect(starts, x)
+  local lo, hi = 0, #starts / 2
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if x < starts[2 * mid + 1] then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+
+local function first_index(list, x)
+  for k = 1, #list do if list[k] == x then return k end end
+  return nil
+end
+
+local function limit_decode(raw)
+  if not raw then return {}, {}, {} end
+  local v = cjson.decode(raw)
+  return v[1], v[2], v[3]
+end
+
+-- The state as JSON [holders, starts, waiting]; times with 17 significant digits
+-- (exact). As Python's json.dumps, an empty line is written last as ", []]".
+local function limit_encode(holders, starts, waiting)
+  local function strings(t)
+    -- cjson writes an empty table as {}; a list of strings as JSON, without spaces
+    if #t == 0 then return '[]' end
+    return cjson.encode(t)
+  end
+  local p = {}
+  for k = 1, #starts, 2 do
+    p[k] = string.format('%.17g', starts[k])
+    p[k + 1] = string.format('%d', starts[k + 1])
+  end
+  return '[' .. strings(holders) .. ', [' .. table.concat(p, ', ') .. '], ' .. strings(waiting) .. ']'
+end
+
+local function limit_expire(L, starts, now)
+  if not L.period or #starts == 0 then return starts end
+  local gone = starts_bisect(starts, now - L.period)
+  if gone == 0 then return starts end
+  local kept = {}
+  for k = 2 * gone + 1, #starts do kept[#kept + 1] = starts[k] end
+  return kept
+end
+
+local function limit_free(L, holders, starts)
+  local free
+  if L.conc then free = L.conc - #holders end
+  if L.lim then
+    local n = 0
+    for k = 2, #starts, 2 do n = n + starts[k] end
+    if free == nil or L.lim - n < free then free = L.lim - n end
+  end
+  if free < 0 then free = 0 end
+  return free
+end
+
+local function limit_add_start(L, starts, at)
+  local n = #starts
+  if n == 0 or at >= starts[n - 1] then
+    local width = L.period / LIMIT_SLICES
+    if n > 0 and L.lim > LIMIT_EXACT and py_floordiv(at, width) == py_floordiv(starts[n - 1], width) then
+      starts[n - 1] = at
+      starts[n] = starts[n] + 1
+    else
+      starts[n + 1] = at
+      starts[n + 2] = 1
+    end
+  else
+    local i = 2 * starts_bisect(starts, at)
+    table.insert(starts, i + 1, 1)
+    table.insert(starts, i + 1, at)
+  end
+end
+
+local function limit_status(id)
+  local s = redis.call('HGET', J .. id, 'status')
+  if s then return norm(s) end
+  return nil
+end
+
+local function admit_limited(id, text, now)
+  local L = limit_of(text)
+  if not L then return true end
+  local vkey = 'limit:' .. L.key
+  local holders, starts, waiting = limit_decode(redis.call('HGET', 'plugq:values', vkey))
+  local h = first_index(holders, id)
+  if h then table.remove(holders, h) end  -- a retry of a job that held a slot: it asks again
+  starts = limit_expire(L, starts, now)
+  local w = first_index(waiting, id)
+  local place = (w or (#waiting + 1)) - 1
+  local free = limit_free(L, holders, starts)
+  if place >= free or #holders >= LIMIT_TIDY_AT then
+    -- repair: a holder no longer started frees its slot; who no longer waits leaves the line
+    local kept = {}
+    for _, x in ipairs(holders) do
+      if x == id or limit_status(x) == 'started' then kept[#kept + 1] = x end
+    end
+    holders = kept
+    kept = {}
+    for _, x in ipairs(waiting) do
+      -- id itself is being claimed: queued here, started in the reference (both in line)
+      if x == id or LIMIT_IN_LINE[limit_status(x) or ''] then kept[#kept + 1] = x end
+    end
+    waiting = kept
+    w = first_index(waiting, id)
+    place = (w or (#waiting + 1)) - 1
+    free = limit_free(L, holders, starts)
+  end
+  local admitted = place < free
+  if admitted then
+    if L.conc then holders[#holders + 1] = id end
+    if L.lim then limit_add_start(L, starts, now) end
+    if w then table.remove(waiting, w) end
+  elseif not w then
+    waiting[#waiting + 1] = id
+  end
+  redis.call('HSET', 'plugq:values', vkey, limit_encode(holders, starts, waiting))
+  return admitted
+end
+
+-- Whether anyone waits in the line of the limit named by text (nil: no valid limit).
+local function limit_line_waiting(text)
+  local L = limit_of(text)
+  if not L then return nil end
+  local raw = redis.call('HGET', 'plugq:values', 'limit:' .. L.key)
+  -- an empty line is written last, as ", []]" (by limit_encode, and by Python's json.dumps)
+  if not raw or string.sub(raw, -5) == ', []]' then return false end
+  local _, _, waiting = limit_decode(raw)
+  return #waiting > 0
+end
+"""
+
 #: put(record, expected, expected_attempts): ARGV now, lease, check ('1'/'0'),
 #: expected statuses (comma-separated), expected attempts ('' = any), then the
 #: claim-ahead request (worker, execution id, started text, number of queues,
 #: queues…; worker '' = none), then the block packed into one argument.
 #: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
-PUT = COMMON + r"""
+PUT = COMMON + LIMIT_RULE + r"""
 -- Marks a job claimed ahead and not begun yet: plugq_ahead holds the execution id,
 -- then the fields the claim changed as they were (started_at, worker_name,
 -- plugq_attempts, plugq_expires_at; '' = absent), so that UNCLAIM_AHEAD can put
@@ -442,16 +633,24 @@ local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
 local ahead = false
 if ARGV[6] ~= '' then
-  ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq)
+  ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq, admit_limited)
   if ahead then mark_ahead(ahead, ARGV[7]) end
 end
-return {1, waiting, ahead}
+-- A limited job left started: whether its limit's line holds anyone, as this
+-- put (and the claim above) left it (RedisStorage.limit_waiting).
+local line = false
+if st == 'started' and b.status ~= 'started' then
+  local w = limit_line_waiting(redis.call('HGET', key, 'plugq_rate_limit'))
+  if w ~= nil then line = w and 1 or 0 end
+end
+return {1, waiting, ahead, line}
 """
 
 #: claim(queues, worker, now): ARGV now, lease, worker, execution id, started_at text, queues…
 #: Returns nil or {id, hash fields as they were before the claim, latest result fields}.
-CLAIM = COMMON + r"""
-return claim_next(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], 6, #ARGV)
+CLAIM = COMMON + LIMIT_RULE + r"""
+return claim_next(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], 6, #ARGV,
+                  admit_limited)
 """
 
 #: remove(id): returns 1 if the job existed.

@@ -11,6 +11,7 @@ field and refuses it, so the worker fails it unrun and takes the next one.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -18,6 +19,8 @@ import zlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from plugq.ratelimit import RateLimit
 
 Parse = Callable[[bytes], object]
 
@@ -61,6 +64,14 @@ def _name(raw: bytes) -> str:
 
 def _int(raw: bytes) -> int:
     return int(raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _rate_limit(raw: bytes) -> RateLimit:
+    # Checked before the claim script's admission meets it (a text that is not
+    # a RateLimit is claimed unadmitted, then quarantined here); cached: a
+    # store holds a handful of distinct limits, read at every limited claim.
+    return RateLimit.loads(raw.decode("utf-8"))
 
 
 def _flag(raw: bytes) -> bool:
@@ -160,6 +171,7 @@ JOB_FIELDS: dict[str, Parse] = {
     "plugq_retry_intervals": _numbers,
     "plugq_attempts": _int,
     "plugq_priority": _int,
+    "plugq_rate_limit": _rate_limit,
     "plugq_sig": _ascii,
 }
 

@@ -149,8 +149,10 @@ class RedisStorage(Storage):
 
     scheme: ClassVar[str] = "redis"
     #: Issue 16's primitives, native (docs/redis.md, "Beyond rq").
+    #: ``limit_rule``: the claim scripts admit RateLimit jobs by plugq.storage.ADMISSION_RULE
+    #: (_lua.LIMIT_RULE), so a limited job costs no round trip more than a plain one.
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"priority", "unique_keys", "progress", "values", "pipes"}
+        {"priority", "unique_keys", "progress", "values", "pipes", "limit_rule"}
     )
 
     def __init__(self, url: str, clock: Clock | None = None, *, client: Any = None) -> None:
@@ -230,6 +232,9 @@ class RedisStorage(Storage):
         self._made: dict[str, tuple[bytes, bytes, bool]] = {}
         #: Dependents a put of an ending record found waiting (handed to the next dependents()).
         self._waiting: dict[str, list[str]] = {}
+        #: job id -> whether its limit's line held anyone after the put that ended it
+        #: (handed to the next limit_waiting()).
+        self._lines: dict[str, bool] = {}
         #: worker name -> (queues, pid, thread) of its last claim here.
         self._claimers: dict[str, tuple[tuple[str, ...], int, int]] = {}
         #: worker name -> (job claimed ahead, the execution id of that claim).
@@ -401,6 +406,11 @@ class RedisStorage(Storage):
             if len(self._waiting) >= MADE_CACHE:
                 self._waiting.clear()
             self._waiting[record.id] = [d.decode() for d in answer[1]]
+        if len(answer) > 3 and answer[3] is not None:
+            # A limited job left started: the script read its limit's line (see limit_waiting).
+            if len(self._lines) >= MADE_CACHE:
+                self._lines.clear()
+            self._lines[record.id] = bool(answer[3])
         if ahead[0] and len(answer) > 2 and answer[2]:
             taken = self._taken(answer[2], ahead[0], ahead[2], now)
             if taken is not None:
@@ -804,6 +814,10 @@ class RedisStorage(Storage):
             key, "0" if expected is None else "1", expected or "",
             "0" if new is None else "1", new or "",
         ]))
+
+    def limit_waiting(self, job_id: str) -> bool | None:
+        # Read by the PUT script that ended the job (_lua.LIMIT_RULE's limit_line_waiting).
+        return self._lines.pop(job_id, None)
 
     @_translated
     def values(self, prefix: str) -> dict[str, str]:

@@ -15,6 +15,21 @@ claim (:meth:`~plugq.storage.Storage.claim_gated` with :func:`gate`): the
 claim, the key's new state and a refused job's ``rate_limited`` record commit
 together, in one transaction. Elsewhere the worker claims, then :func:`admit`
 compare-and-sets the key. Both go through :func:`_decide`, the one policy.
+
+A storage that cannot call Python inside its claim (Redis: the claim is a Lua
+script, and runs inside the put of the previous job's outcome) declares
+``limit_rule`` instead: it runs the same rule itself, as the storage contract
+states it (:data:`plugq.storage.ADMISSION_RULE`, of which :func:`_decide` is
+the reference implementation and the conformance suite the check), and its
+put that ends a limited job tells :func:`release` whether anyone waits
+(:meth:`~plugq.storage.Storage.limit_waiting`). The rule then lives in two
+languages, but it is specified once and each storage's answers are checked
+against :func:`_decide`; the waking, the repair on wake and the maintenance
+pass stay here. (The alternative of keeping the rule only in Python cannot
+save the round trips: the admission must be atomic with other workers' and
+must precede the job's run, and the claim that precedes it is a script.)
+The state's format, ``[holders, starts, waiting]`` as JSON (below), is part
+of that contract.
 """
 
 from __future__ import annotations
@@ -33,6 +48,9 @@ from .storage import ClaimValues, JobRecord, JobStatus, Storage
 
 log = logging.getLogger("plugq.limits")
 
+# The rule's constants below are part of plugq.storage.ADMISSION_RULE: a
+# ``limit_rule`` storage (Redis's Lua, plugq_rq._lua.LIMIT_RULE) has its own
+# copy, checked against these by the conformance suite.
 PREFIX = "limit:"
 #: A waiting job still counts as in line in these statuses (queued: woken, not yet claimed).
 _IN_LINE = frozenset({JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.STARTED})
@@ -72,6 +90,9 @@ _last: tuple[str, _State] | None = None
 
 @dataclass
 class _State:
+    """A key's state; its JSON form ``[holders, starts, waiting]`` is part of the
+    storage contract (:data:`plugq.storage.ADMISSION_RULE`)."""
+
     holders: list[str] = field(default_factory=list)
     #: ``[time, count, time, count, …]``, times ascending: ``count`` starts
     #: counted as made at ``time`` (the clock's own float, so a period ends
@@ -275,12 +296,20 @@ def release(storage: Storage, rec: JobRecord) -> None:
 
     The slot itself needs no write: a holder that is no longer started counts
     as gone the next time the key is read, so a job's end costs one read
-    when nobody waits, and none under a limit of the rate form alone (its
-    slots come free with the clock; the maintenance pass, :func:`wake_all`,
-    wakes those).
+    when nobody waits; none on a ``limit_rule`` storage, whose put that
+    ended ``rec`` read the line already, nor under a limit of the rate form
+    alone (its slots come free with the clock; the maintenance pass,
+    :func:`wake_all`, wakes those).
     """
     assert rec.rate_limit is not None
     limit = _limit(rec.rate_limit)
+    if "limit_rule" in storage.capabilities:
+        # The put that ended rec read the line (None: another process's put; read it here).
+        waiting = storage.limit_waiting(rec.id)
+        if waiting is not None:
+            if waiting:
+                wake(storage, limit)
+            return
     if limit.concurrency is None:
         # The rate form frees a slot when a start leaves its period, not when a
         # job ends: the maintenance pass (wake_all) wakes those jobs; a job's

@@ -233,8 +233,10 @@ class WorkerLoop:
     def __init__(self, engine: Engine, worker: WorkerSpec) -> None:
         self.engine = engine
         self.storage = engine.storage
-        #: The storage admits rate-limited jobs inside its claim (one transaction).
-        self._gated = "gated_claim" in self.storage.capabilities
+        #: The storage admits rate-limited jobs inside its claim: by the engine's gate
+        #: (``gated_claim``), or by the contract's rule, in the storage (``limit_rule``).
+        self._gated = not {"gated_claim", "limit_rule"}.isdisjoint(self.storage.capabilities)
+        self._by_gate = "gated_claim" in self.storage.capabilities
         self.worker = worker
         self.queues = list(worker.queues)
         self._state = "idle"
@@ -345,9 +347,9 @@ class WorkerLoop:
         report_quarantined(self.engine, self.worker)
 
     def _claim(self) -> JobRecord | None:
-        """The next job; on a ``gated_claim`` storage, admitted by its RateLimit in the claim."""
+        """The next job; on a ``gated_claim`` or ``limit_rule`` storage, admitted in the claim."""
         b = self.storage
-        if self._gated:
+        if self._by_gate:
             return b.claim_gated(self.queues, self.worker.name, b.clock.now(), _limits.gate)
         return b.claim(self.queues, self.worker.name, b.clock.now())
 

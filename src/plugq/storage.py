@@ -262,6 +262,9 @@ CAPABILITIES: dict[str, str] = {
               "(cron entries, rate-limit windows)",
     "gated_claim": "claim_gated runs the engine's admission check (rate limits) inside the "
                    "claim's own transaction: one commit, no compare-and-set round trips",
+    "limit_rule": "claim admits a rate-limited record itself, by the admission rule of "
+                  "ADMISSION_RULE, atomically with the claim; limit_waiting tells whether "
+                  "the put that ended a limited job left anyone in its limit's line",
     "pipes": "keeps JobRecord.pipe (a workflow step's inputs); the other fields of issue 16 "
              "(priority, unique_key, rate_limit) are kept by the capabilities above",
 }
@@ -286,6 +289,55 @@ class UniqueKey:
             rec.unique_key == self.key and rec.status in self.statuses
             and (self.since is None or rec.created_at > self.since)
         )
+
+#: The rate-limit admission rule, stated once. The engine's reference
+#: implementation is :func:`plugq._limits._decide` (run by its generic path and
+#: by the gate of :meth:`Storage.claim_gated`); a storage declaring
+#: ``limit_rule`` runs it itself inside :meth:`Storage.claim`, and
+#: ``plugq.testing.storage.StorageConformance`` checks that its answers, its
+#: line and its state equal the reference's over sequences of admissions,
+#: ends, wake-ups and clock moves.
+ADMISSION_RULE = """
+A claimed record J whose ``rate_limit`` is set (the text of
+``plugq.ratelimit.RateLimit.dumps``: JSON ``[key, concurrency, limit,
+period]``, ``null`` for an absent one) is admitted under its limit L at the
+moment t (the claim's ``now``) by reading and rewriting the named value
+``limit:<key>`` (absent = ``[[], [], []]``), in the same atomic step as the
+claim. The value is JSON ``[holders, starts, waiting]``: ``holders`` the
+ids holding a slot (concurrency form), ``starts`` a flat list ``[time,
+count, time, count, ...]`` of the starts in the period, times ascending
+(rate form), ``waiting`` the ids in line, first first. Writers may differ
+in whitespace and number spelling (times written with at least 17
+significant digits, so a reader gets the same float back); readers parse
+JSON.
+
+1. If J is among the holders, its first occurrence leaves them (a retry
+   asks again).
+2. Rate form: drop the leading (time, count) pairs with time <= t - period
+   (a Python ``bisect_right`` of t - period over the times).
+3. place = J's index in waiting (its first occurrence), else len(waiting).
+   free = the smaller of (concurrency - len(holders)) and (limit - the sum
+   of the counts), for the forms L has, and at least 0.
+4. If place >= free, or len(holders) >= 32: repair. A holder stays only if
+   its record exists with status ``started``; an id in line stays only if
+   its record exists with status ``rate_limited``, ``queued`` or
+   ``started``. Then 2 and 3 again.
+5. If place < free, J is admitted: J is appended to holders (concurrency
+   form); a start at t is counted (rate form: if starts is empty or t >= the
+   last time, then when limit > 16 and t and the last time fall in the same
+   slice of the clock (Python's float ``t // (period / 16)`` equal) the
+   last pair takes time t and count + 1, else (t, 1) is appended; if t is
+   earlier than the last time, (t, 1) is inserted before the first pair
+   whose time is > t); J's first occurrence leaves waiting. J is stored
+   started, as :meth:`Storage.claim` says.
+6. Else J is refused: appended to waiting unless already in it, and
+   stored as the engine's gate leaves a refused record: status
+   ``rate_limited`` (in that status's listing, entered at t), attempts as
+   before the claim, no ``started_at``, ``worker_name`` or ``expires_at``;
+   the claim then takes the next record.
+
+The new value is stored in either case.
+"""
 
 
 class ClaimValues(Protocol):
@@ -489,6 +541,13 @@ class Storage(ABC):
         A record with an unusable field (:func:`plugq._quarantine.job_problem`)
         is never returned: the storage fails it in the store, hands it to
         :meth:`report_quarantined` and takes the next.
+
+        With the ``limit_rule`` capability, a record whose ``rate_limit`` is
+        set is admitted by :data:`ADMISSION_RULE` in the same atomic step: an
+        admitted one is returned started, a refused one is stored waiting and
+        the claim takes the next. (A ``rate_limit`` that is not a valid
+        ``RateLimit`` text is claimed as if it had none, and so quarantined
+        by the claim's check of the fields.)
         """
 
     # -- listings (reads; none of them writes) -----------------------------
@@ -748,6 +807,20 @@ class Storage(ABC):
         """
         raise self._unsupported("gated_claim")
 
+    def limit_waiting(self, job_id: str) -> bool | None:
+        """Whether anyone waited in line for ``job_id``'s rate limit after its end (``limit_rule``).
+
+        Answers for the last :meth:`put` *through this storage object* that
+        took ``job_id`` (with ``rate_limit`` set) out of ``STARTED``: True if
+        the limit's ``waiting`` list was not empty as that put left it (read
+        inside the put, and after any claim the put made), False if it was
+        empty. None when this object made no such put (another process did,
+        or the answer was already taken): the engine then reads the value.
+        Each answer is given once. A storage where a put is a round trip
+        keeps the engine from paying a second one at every limited job's end.
+        """
+        raise self._unsupported("limit_rule")
+
     # -- waiting and closing ----------------------------------------------
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -764,6 +837,7 @@ class Storage(ABC):
 
 
 __all__ = [
+    "ADMISSION_RULE",
     "CAPABILITIES",
     "DEFAULT_FAILURE_TTL",
     "DEFAULT_RESULT_TTL",

@@ -14,6 +14,8 @@ from plugq.exceptions import DuplicateJobError
 from plugq.ratelimit import RateLimit
 from plugq.storage import ClaimValues, JobRecord, JobStatus, Storage, UniqueKey
 
+from .storage_limits import LimitRuleConformance
+
 T0 = 1_000_000_000.0
 
 
@@ -33,7 +35,7 @@ LIMITED = RateLimit("k", concurrency=1).dumps()
 PENDING = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
 
 
-class BeyondStorageConformance:
+class BeyondStorageConformance(LimitRuleConformance):
     """The optional primitives; every test skips without its capability."""
 
     # -- priority ---------------------------------------------------------------
