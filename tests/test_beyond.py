@@ -351,11 +351,14 @@ def test_postgres_priority_claim_is_an_index_lookup(postgres_url):
 # -- many processes ---------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def shared_url(request, tmp_path) -> str:
-    """A store every process of a test shares: a SQLite file, or a real redis-server."""
+    """A store every process of a test shares: a SQLite file, a real redis-server or PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
     server = request.getfixturevalue("redis_server")
     server.flushall()
     return server.url
