@@ -33,7 +33,7 @@ from plugq.exceptions import (
     ConfigurationError,
     DuplicateJobError,
 )
-from plugq.security import secret_key
+from plugq.security import secret_key, unseal
 from plugq.storage import (
     Clock,
     JobRecord,
@@ -108,6 +108,13 @@ def pack(values: Sequence[Any]) -> bytes:
     out[::2] = [b"%d:" % len(b) for b in encoded]
     out[1::2] = encoded
     return b"".join(out)
+
+
+def _text(value: Any) -> bytes | str:
+    """A value as :func:`pack` writes it, for arguments sent one by one."""
+    if type(value) is bytes or type(value) is str:
+        return value
+    return repr(value) if type(value) is float else str(value)
 
 
 def unpack(blob: bytes) -> list[bytes]:
@@ -324,14 +331,20 @@ class RedisStorage(Storage):
     ) -> None:
         key = secret_key()
         now = self.clock.now()
-        values: list[Any] = [len(unique_ids), *unique_ids, len(records)]
+        # INSERT's arguments, one Redis argument per value (see _lua.INSERT):
+        # Redis splits them, which cost the script more than all its writes
+        # when it parsed one packed string itself.
+        values: list[bytes | str] = [repr(now), repr(float(self.lease)), str(len(unique_ids)),
+                                     *unique_ids]
+        values += self._unique_values(unique_keys, [r for r in records if r.unique_key is not None])
+        values.append(str(len(records)))
+        block = self._insert_block
         for rec in records:
-            values.extend(self._block(rec, key, now, with_meta=True))
-        args: list[Any] = [now, self.lease, pack(values)]
-        keyed = [rec for rec in records if rec.unique_key is not None]
-        if unique_keys or keyed:
-            args.append(self._unique_arg(unique_keys, keyed))
-        answer = self._hot(self._insert, args)
+            values += block(rec, key, now)
+        if self._direct is None:
+            answer = self._insert(args=values)
+        else:
+            answer = self._direct.run_values(self._insert, values)
         if answer and answer[0] == b"dup":
             raise DuplicateJobError(f"Job {answer[1].decode()} is already {answer[2].decode()}")
         if answer and answer[0] == b"dupkey":
@@ -341,22 +354,37 @@ class RedisStorage(Storage):
                 job_id=holder,
             )
 
+    def _insert_block(self, rec: JobRecord, key: bytes | None, now: float) -> list[bytes | str]:
+        """One record of INSERT: ``q`` and a short block for a plain queued job, else ``g`` and
+        the block every write sends (see :meth:`_block`)."""
+        if (rec.status is not JobStatus.QUEUED or rec.expires_at is not None or rec.result is not None
+                or rec.exc_info or rec.depends_on or rec.id in self._corrupt or not unseal(rec.payload)):
+            return ["g", *[_text(v) for v in self._block(rec, key, now, with_meta=True)]]
+        # Nothing for the script to do but write the hash and queue the id: no
+        # result, dependencies, expiry or fields to keep, and the priority given
+        # here rather than read back from the hash.
+        round_times(rec)
+        fields = to_fields(rec, key, self._known(rec), with_meta=True)
+        return ["q", rec.id, rec.origin, "1" if rec.at_front else "0",
+                str(int(rec.priority)) if rec.priority else "0", str(len(fields)), *fields]
+
     @staticmethod
-    def _unique_arg(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> bytes:
-        """INSERT's unique-key argument: the conditions to check, then the records to index.
+    def _unique_values(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> list[str]:
+        """INSERT's unique-key values: the conditions to check, then the records to index.
 
         A record's ``created_at`` is its score in ``plugq:unique:<key>``, so a
-        condition's ``since`` is one range query (the records were rounded to
-        the microsecond by ``_block`` already, as they are stored).
+        condition's ``since`` is one range query (the records are rounded to
+        the microsecond here, as they are stored).
         """
-        values: list[Any] = [len(conditions)]
+        values: list[str] = [str(len(conditions))]
         for cond in conditions:
             values += [cond.key, ",".join(sorted(s.value for s in cond.statuses)),
                        "" if cond.since is None else repr(float(cond.since))]
-        values.append(len(keyed))
+        values.append(str(len(keyed)))
         for rec in keyed:
+            round_times(rec)
             values += [rec.id, repr(float(rec.created_at))]
-        return pack(values)
+        return values
 
     @_translated
     def get(self, job_id: str) -> JobRecord | None:
