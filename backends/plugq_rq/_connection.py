@@ -221,6 +221,16 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
+def translation(url: str, exc: Exception) -> BackendUnavailableError | None:
+    """For ``exc`` raised by a primitive: masks the URL in it; the error to raise instead, if any.
+
+    A connection error becomes BackendUnavailableError; any other is raised as it is.
+    """
+    # The client library's message (and anything chained to it) may quote the URL.
+    mask_exception(exc, url)
+    return unavailable(url, exc) if is_connection_error(exc) else None
+
+
 @contextlib.contextmanager
 def translated(url: str) -> Iterator[None]:
     """Turn redis-py connection errors raised inside the block into BackendUnavailableError."""
@@ -229,20 +239,30 @@ def translated(url: str) -> Iterator[None]:
     except BackendUnavailableError:
         raise
     except Exception as exc:
-        # The client library's message (and anything chained to it) may quote the URL.
-        mask_exception(exc, url)
-        if is_connection_error(exc):
-            raise unavailable(url, exc) from exc
+        instead = translation(url, exc)
+        if instead is not None:
+            raise instead from exc
         raise
 
 
 def translate_errors(method: F) -> F:
-    """Decorate a backend method so connection errors surface as BackendUnavailableError."""
+    """Decorate a backend method so connection errors surface as BackendUnavailableError.
+
+    A ``try`` in the wrapper rather than ``with translated(...)``: a generator
+    context manager costs more than a primitive's own Python work.
+    """
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with translated(self.url):
+        try:
             return method(self, *args, **kwargs)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:
+            instead = translation(self.url, exc)
+            if instead is not None:
+                raise instead from exc
+            raise
 
     return wrapper  # type: ignore[return-value]
 

@@ -330,10 +330,11 @@ end
 
 #: insert(records, unique_ids, unique_keys): ARGV now, lease, n unique ids, ids…,
 #: n unique-key conditions, (key, statuses, since or '')…, n records to index by
-#: unique key, (id, created_at)…, n records, blocks…; one Redis argument per
-#: value. A block is 'q', id, origin, front, priority, n fields, fields… for a
-#: plain queued job (no result, dependencies, expiry or fields to keep), or 'g'
-#: and read_block's block for any other.
+#: unique key, (id, created_at)…, n records, then the records' blocks; one Redis
+#: argument per value. A plain queued job (no result, dependencies, expiry or
+#: fields to keep) is 'q', id, n fields, fields…, placed as the last 'p', queue,
+#: front ('1'/'0'), priority before it says; any other record is 'g' and
+#: read_block's block.
 INSERT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local i = 3
@@ -357,20 +358,28 @@ local ni = tonumber(ARGV[i]); local iu = i + 1
 i = iu + 2 * ni
 local nr = tonumber(ARGV[i]); i = i + 1
 
--- First pass: where each block starts, its hash key, and whether the batch is
--- all new ids (none stored, none twice): then nothing stored needs forgetting,
--- and no hash needs looking at one by one.
-local starts, keys, blocks, seen, again = {}, {}, {}, {}, false
-for r = 1, nr do
-  starts[r] = i
-  local id = ARGV[i + 1]
-  if seen[id] then again = true end
-  seen[id] = true
-  keys[r] = J .. id
-  if ARGV[i] == 'q' then
-    i = i + 6 + tonumber(ARGV[i + 5])
+-- First pass: where each block starts, its hash key, its place ('q'), and
+-- whether the batch is all new ids (none stored, none twice): then nothing
+-- stored needs forgetting, and no hash needs looking at one by one.
+local starts, keys, blocks, places, seen, again = {}, {}, {}, {}, {}, false
+local here, r = nil, 0  -- the last 'p' entry (not place(), the helper)
+while r < nr do
+  local kind = ARGV[i]
+  if kind == 'p' then
+    here, i = i, i + 4
   else
-    blocks[r], i = read_block(ARGV, i + 1)
+    r = r + 1
+    starts[r] = i
+    local id = ARGV[i + 1]
+    if seen[id] then again = true end
+    seen[id] = true
+    keys[r] = J .. id
+    if kind == 'q' then
+      places[r] = here
+      i = i + 3 + tonumber(ARGV[i + 2])
+    else
+      blocks[r], i = read_block(ARGV, i + 1)
+    end
   end
 end
 local all_new = not again
@@ -421,15 +430,17 @@ for r = 1, nr do
   local origin
   if not b and all_new then
     -- a plain queued job, new: its hash, then its place in its queue
-    origin = ARGV[s + 2]
-    redis.call('HSET', key, unpack(ARGV, s + 6, s + 5 + tonumber(ARGV[s + 5])))
-    push_later(origin, ARGV[s + 4], ARGV[s + 3], ARGV[s + 1])
+    local p = places[r]
+    origin = ARGV[p + 1]
+    redis.call('HSET', key, unpack(ARGV, s + 3, s + 2 + tonumber(ARGV[s + 2])))
+    push_later(origin, ARGV[p + 3], ARGV[p + 2], ARGV[s + 1])
   else
     if not b then
-      b = {id = ARGV[s + 1], origin = ARGV[s + 2], status = 'queued', front = ARGV[s + 3],
+      local p = places[r]
+      b = {id = ARGV[s + 1], origin = ARGV[p + 1], status = 'queued', front = ARGV[p + 2],
            score = 0, exp = '', exec = '', worker = '', rtype = '', rv = '', exc = '', keep = '',
-           deps = {}, nf = tonumber(ARGV[s + 5]), fields = s + 6, A = ARGV, fresh = false,
-           priority = ARGV[s + 4]}
+           deps = {}, nf = tonumber(ARGV[s + 2]), fields = s + 3, A = ARGV, fresh = false,
+           priority = ARGV[p + 3]}
     end
     origin = b.origin
     local old = {}

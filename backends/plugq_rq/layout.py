@@ -36,7 +36,7 @@ from typing import Any
 
 from plugq._quarantine import quarantined
 from plugq.security import seal, seal_blob, strip_blob, unseal
-from plugq.serializers import get_serializer
+from plugq.serializers import SERIALIZERS, get_serializer
 from plugq.storage import (
     DEFAULT_FAILURE_TTL,
     DEFAULT_RESULT_TTL,
@@ -74,6 +74,8 @@ _STATUS[b"created"] = JobStatus.QUEUED
 
 #: The last whole second :func:`fmt_time` formatted, and its text up to the seconds.
 _second: tuple[float, str] = (-1.0, "")
+#: The last time :func:`fmt_time` was given, and its text.
+_last: tuple[float, str] = (-1.0, "")
 
 
 def fmt_time(ts: float) -> str:
@@ -86,7 +88,10 @@ def fmt_time(ts: float) -> str:
     per date written: a third of the cost for the dates of a batch, made
     within a second or two.
     """
-    global _second
+    global _second, _last
+    last_ts, last_text = _last
+    if ts == last_ts:
+        return last_text  # every job of a batch has the same enqueued_at
     if not 0 <= ts < 253402300799:  # datetime's own path for what the shortcut does not cover
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
     frac, whole = math.modf(ts)
@@ -98,7 +103,8 @@ def fmt_time(ts: float) -> str:
     if whole != last:
         text = datetime.fromtimestamp(whole, UTC).isoformat()[:19]
         _second = (whole, text)
-    return "%s.%06dZ" % (text, micros)  # noqa: UP031 - a third cheaper than the f-string
+    _last = (ts, "%s.%06dZ" % (text, micros))  # noqa: UP031 - a third cheaper than the f-string
+    return _last[1]
 
 
 def parse_time(raw: bytes | None) -> float | None:
@@ -155,7 +161,7 @@ def rq_inner(rec: JobRecord, data: bytes | None = None) -> bytes | None:
 
     ``data``: the record's serialized arguments (``unseal(rec.payload)``) when the caller has them.
     """
-    ser = get_serializer(rec.serializer)
+    ser = SERIALIZERS.get(rec.serializer) or get_serializer(rec.serializer)  # the dict: once per job
     try:
         args, kwargs = ser.loads(unseal(rec.payload) if data is None else data)
         if not isinstance(kwargs, dict):
@@ -285,17 +291,40 @@ def kept_fields(rec: JobRecord, *, with_meta: bool, data_stored: bool = False) -
     return ",".join(names)
 
 
+#: The last time :func:`round_time` was given, and its answer.
+_rounded: tuple[float, float] = (-1.0, -1.0)
+
+
+def round_time(ts: float) -> float:
+    """``ts`` as its stored text (:func:`fmt_time`) reads back: whole microseconds.
+
+    The microseconds :func:`fmt_time` writes, over 10**6 as an exact division
+    of integers, which is what ``datetime.timestamp()`` computes from the text
+    (:func:`parse_time`); ``round(ts, 6)`` costs twice as much (a decimal
+    conversion).
+    """
+    global _rounded
+    if ts == _rounded[0]:
+        return _rounded[1]
+    if not 0 <= ts < 253402300799:
+        return round(ts, 6)
+    frac, whole = math.modf(ts)
+    out = (int(whole) * 1000000 + round(frac * 1e6)) / 1000000
+    _rounded = (ts, out)
+    return out
+
+
 def round_times(rec: JobRecord) -> None:
     """Round the record's dates to the microsecond, as rq's date text keeps them."""
     # Spelled out, not a loop over getattr/setattr: this runs for every job written.
     if rec.created_at:
-        rec.created_at = round(rec.created_at, 6)
+        rec.created_at = round_time(rec.created_at)
     if rec.enqueued_at:
-        rec.enqueued_at = round(rec.enqueued_at, 6)
+        rec.enqueued_at = round_time(rec.enqueued_at)
     if rec.started_at:
-        rec.started_at = round(rec.started_at, 6)
+        rec.started_at = round_time(rec.started_at)
     if rec.ended_at:
-        rec.ended_at = round(rec.ended_at, 6)
+        rec.ended_at = round_time(rec.ended_at)
 
 
 def _text(value: Any) -> str:

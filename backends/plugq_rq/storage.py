@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Collection, Sequence
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from plugq._quarantine import quarantined_worker
@@ -52,6 +51,7 @@ from ._connection import (
     make_client,
     refuse_unknown_params,
     split_options,
+    translate_errors,
     translated,
 )
 from .layout import (
@@ -64,8 +64,6 @@ from .layout import (
     to_fields,
 )
 from .poison import WORKER_FIELDS, describe, field_problems, job_field_problems
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 WORKERS_KEY = "rq:workers"
 #: plugq's named values (cron entries, rate-limit state): one hash.
@@ -81,15 +79,8 @@ _REGISTRY_SCORE_NOW = (JobStatus.DEFERRED, JobStatus.CANCELED, JobStatus.RATE_LI
 _REGISTRY_SCORE_EXPIRY = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
-def _translated(method: F) -> F:
-    """Connection errors raised by a primitive surface as BackendUnavailableError."""
-
-    @functools.wraps(method)
-    def wrapper(self: RedisStorage, *args: Any, **kwargs: Any) -> Any:
-        with translated(self.url):
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+#: Connection errors raised by a primitive surface as BackendUnavailableError.
+_translated = translate_errors
 
 
 def pack(values: Sequence[Any]) -> bytes:
@@ -338,9 +329,23 @@ class RedisStorage(Storage):
                                      *unique_ids]
         values += self._unique_values(unique_keys, [r for r in records if r.unique_key is not None])
         values.append(str(len(records)))
-        block = self._insert_block
+        plain = self._plain_fields
+        last: tuple[str, bool, int] | None = None
         for rec in records:
-            values += block(rec, key, now)
+            fields = plain(rec, key)
+            if fields is None:
+                values.append("g")
+                values += [_text(v) for v in self._block(rec, key, now, with_meta=True)]
+                continue
+            # Where the job goes (queue, end, priority level), sent when it
+            # changes: once for a batch of one queue.
+            here = (rec.origin, rec.at_front, rec.priority)
+            if here != last:
+                last = here
+                values += ("p", rec.origin, "1" if rec.at_front else "0",
+                           str(int(rec.priority)) if rec.priority else "0")
+            values += ("q", rec.id, str(len(fields)))
+            values += fields
         if self._direct is None:
             answer = self._insert(args=values)
         else:
@@ -354,19 +359,17 @@ class RedisStorage(Storage):
                 job_id=holder,
             )
 
-    def _insert_block(self, rec: JobRecord, key: bytes | None, now: float) -> list[bytes | str]:
-        """One record of INSERT: ``q`` and a short block for a plain queued job, else ``g`` and
-        the block every write sends (see :meth:`_block`)."""
+    def _plain_fields(self, rec: JobRecord, key: bytes | None) -> list[bytes | str] | None:
+        """The hash of a plain queued job for INSERT's short block; None for any other record.
+
+        Plain: nothing for the script to do but write the hash and queue the
+        id (no result, dependencies, expiry, fields kept from a stored hash).
+        """
         if (rec.status is not JobStatus.QUEUED or rec.expires_at is not None or rec.result is not None
                 or rec.exc_info or rec.depends_on or rec.id in self._corrupt or not unseal(rec.payload)):
-            return ["g", *[_text(v) for v in self._block(rec, key, now, with_meta=True)]]
-        # Nothing for the script to do but write the hash and queue the id: no
-        # result, dependencies, expiry or fields to keep, and the priority given
-        # here rather than read back from the hash.
+            return None
         round_times(rec)
-        fields = to_fields(rec, key, self._known(rec), with_meta=True)
-        return ["q", rec.id, rec.origin, "1" if rec.at_front else "0",
-                str(int(rec.priority)) if rec.priority else "0", str(len(fields)), *fields]
+        return to_fields(rec, key, self._known(rec), with_meta=True)
 
     @staticmethod
     def _unique_values(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> list[str]:
