@@ -332,8 +332,9 @@ end
 #: n unique-key conditions, (key, statuses, since or '')…, n records to index by
 #: unique key, (id, created_at)…, n records, then the records' blocks; one Redis
 #: argument per value. A plain queued job (no result, dependencies, expiry or
-#: fields to keep) is 'q', id, n fields, fields…, placed as the last 'p', queue,
-#: front ('1'/'0'), priority before it says; any other record is 'g' and
+#: fields to keep) is 'q', id, n fields, fields…; the last 'p' entry before it
+#: gives its queue, front ('1'/'0'), priority, and n more fields, fields… of its
+#: hash (those the jobs of a batch share). Any other record is 'g' and
 #: read_block's block.
 INSERT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -366,7 +367,7 @@ local here, r = nil, 0  -- the last 'p' entry (not place(), the helper)
 while r < nr do
   local kind = ARGV[i]
   if kind == 'p' then
-    here, i = i, i + 4
+    here, i = i, i + 5 + tonumber(ARGV[i + 4])
   else
     r = r + 1
     starts[r] = i
@@ -422,6 +423,19 @@ local function push_pending()
   groups, order, last_o, last_p, last_f, last_g = {}, {}, nil, nil, nil, nil
 end
 
+-- A 'q' job's hash: its 'p' entry's fields, then its own, in one table
+-- (the shared part copied once per 'p' entry; unpack() is given the length).
+local hash, hash_p, hash_n = {}, nil, 0
+local function hash_of(p, s)
+  if p ~= hash_p then
+    hash, hash_p, hash_n = {}, p, tonumber(ARGV[p + 4])
+    for k = 1, hash_n do hash[k] = ARGV[p + 4 + k] end
+  end
+  local nf = tonumber(ARGV[s + 2])
+  for k = 1, nf do hash[hash_n + k] = ARGV[s + 2 + k] end
+  return hash_n + nf
+end
+
 -- Queued records are placed here, not by place(): rq:queues and the wake-up
 -- publish are done once per queue for the whole batch, not once per job.
 local queues, woken = {}, {}
@@ -432,14 +446,16 @@ for r = 1, nr do
     -- a plain queued job, new: its hash, then its place in its queue
     local p = places[r]
     origin = ARGV[p + 1]
-    redis.call('HSET', key, unpack(ARGV, s + 3, s + 2 + tonumber(ARGV[s + 2])))
+    local n = hash_of(p, s)  -- first: it may start a new table
+    redis.call('HSET', key, unpack(hash, 1, n))
     push_later(origin, ARGV[p + 3], ARGV[p + 2], ARGV[s + 1])
   else
     if not b then
       local p = places[r]
+      local n = hash_of(p, s)
       b = {id = ARGV[s + 1], origin = ARGV[p + 1], status = 'queued', front = ARGV[p + 2],
            score = 0, exp = '', exec = '', worker = '', rtype = '', rv = '', exc = '', keep = '',
-           deps = {}, nf = tonumber(ARGV[s + 2]), fields = s + 3, A = ARGV, fresh = false,
+           deps = {}, nf = n, fields = 1, A = {unpack(hash, 1, n)}, fresh = false,
            priority = ARGV[p + 3]}
     end
     origin = b.origin

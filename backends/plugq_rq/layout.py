@@ -180,9 +180,30 @@ def make_plain(rec: JobRecord, key: bytes | None, data: bytes | None = None) -> 
     return (sign_blob(key, inner) if key else inner), False
 
 
+def shared_fields(rec: JobRecord) -> list[bytes | str]:
+    """The fields of ``rec``'s hash the jobs of one batch have in common, as ``[field, value, …]``.
+
+    Status, queue, timeout, result and failure TTLs and the enqueue time:
+    :func:`to_fields` with ``shared=False`` leaves them out, for a batch that
+    sends them once (see ``RedisStorage.insert``).
+    """
+    timeout = rec.timeout
+    # The status text from a dict, not Enum's ``value`` property (a Python-level call).
+    f: list[bytes | str] = [
+        b"status", _STATUS_TEXT[rec.status],
+        b"origin", rec.origin,
+        b"timeout", "-1" if timeout is None else str(max(1, math.ceil(timeout))),
+        b"result_ttl", str(rec.result_ttl),
+        b"failure_ttl", str(rec.failure_ttl),
+    ]
+    if rec.enqueued_at is not None:
+        f += (b"enqueued_at", fmt_time(rec.enqueued_at))
+    return f
+
+
 def to_fields(
     rec: JobRecord, key: bytes | None, made: tuple[bytes, bool] | None, *, with_meta: bool,
-    data_stored: bool = False,
+    data_stored: bool = False, shared: bool = True,
 ) -> list[bytes | str]:
     """The job hash for ``rec`` as a flat ``[field, value, …]`` list.
 
@@ -190,7 +211,7 @@ def to_fields(
     will hold), ready for the wire. ``made`` is :func:`make_plain`'s answer
     already known for this payload, or None. ``data_stored``: the hash already
     holds that data (a rewrite keeps it, see :func:`kept_fields`), so it is not
-    sent again.
+    sent again. ``shared=False``: without :func:`shared_fields`' fields.
     """
     data = unseal(rec.payload)
     keep = not data
@@ -201,23 +222,17 @@ def to_fields(
     else:
         plain, opaque = made if made is not None else make_plain(rec, key, data)
     timeout = rec.timeout
-    # Built as a list (no dict to flatten); the status text from a dict, not
-    # Enum's ``value`` property (a Python-level call per job).
+    # Built as a list, no dict to flatten.
     f: list[bytes | str] = [
-        b"status", _STATUS_TEXT[rec.status],
-        b"origin", rec.origin,
         b"created_at", fmt_time(rec.created_at),
         b"description", rec.description,
-        b"timeout", "-1" if timeout is None else str(max(1, math.ceil(timeout))),
-        b"result_ttl", str(rec.result_ttl),
-        b"failure_ttl", str(rec.failure_ttl),
     ]
+    if shared:
+        f += shared_fields(rec)
     if not keep and not data_stored:
         f += (b"data", plain if _stored_plain(plain) else zlib.compress(plain))
     if timeout is not None and timeout != math.ceil(timeout):
         f += (b"plugq_timeout", _num(timeout))
-    if rec.enqueued_at is not None:
-        f += (b"enqueued_at", fmt_time(rec.enqueued_at))
     if rec.started_at is not None:
         f += (b"started_at", fmt_time(rec.started_at))
     if rec.ended_at is not None:
@@ -270,6 +285,9 @@ def to_fields(
         f += (b"plugq_opaque", "1", b"plugq_func", rec.func_name, b"plugq_serializer", rec.serializer)
     elif key:
         named = dict(zip(f[::2], f[1::2], strict=True))
+        if not shared:
+            every = shared_fields(rec)
+            named.update(zip(every[::2], every[1::2], strict=True))
         callbacks = tuple(_text(named.get(name.encode())) for name in CALLBACK_FIELDS)
         bound = tuple(_text(named.get(name.encode())) for name in BOUND_FIELDS)
         f += (SIG_FIELD.encode(), job_mac(key, rec.id, plain, callbacks, bound))  # type: ignore[arg-type]

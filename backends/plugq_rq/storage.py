@@ -61,6 +61,7 @@ from .layout import (
     parse_time,
     result_fields,
     round_times,
+    shared_fields,
     to_fields,
 )
 from .poison import WORKER_FIELDS, describe, field_problems, job_field_problems
@@ -330,20 +331,24 @@ class RedisStorage(Storage):
         values += self._unique_values(unique_keys, [r for r in records if r.unique_key is not None])
         values.append(str(len(records)))
         plain = self._plain_fields
-        last: tuple[str, bool, int] | None = None
+        last: tuple[Any, ...] | None = None
         for rec in records:
             fields = plain(rec, key)
             if fields is None:
                 values.append("g")
                 values += [_text(v) for v in self._block(rec, key, now, with_meta=True)]
                 continue
-            # Where the job goes (queue, end, priority level), sent when it
-            # changes: once for a batch of one queue.
-            here = (rec.origin, rec.at_front, rec.priority)
+            # Where the job goes (queue, end, priority level) and the fields the
+            # jobs of a batch share (layout.shared_fields), sent when they change:
+            # once for a batch of one queue. The TTLs as text: 500 == 500.0.
+            here = (rec.origin, rec.at_front, rec.priority, rec.timeout, str(rec.result_ttl),
+                    str(rec.failure_ttl), rec.enqueued_at)
             if here != last:
                 last = here
+                shared = shared_fields(rec)
                 values += ("p", rec.origin, "1" if rec.at_front else "0",
-                           str(int(rec.priority)) if rec.priority else "0")
+                           str(int(rec.priority)) if rec.priority else "0", str(len(shared)))
+                values += shared
             values += ("q", rec.id, str(len(fields)))
             values += fields
         if self._direct is None:
@@ -360,7 +365,8 @@ class RedisStorage(Storage):
             )
 
     def _plain_fields(self, rec: JobRecord, key: bytes | None) -> list[bytes | str] | None:
-        """The hash of a plain queued job for INSERT's short block; None for any other record.
+        """The hash of a plain queued job for INSERT's short block, without the fields a
+        batch shares; None for any other record.
 
         Plain: nothing for the script to do but write the hash and queue the
         id (no result, dependencies, expiry, fields kept from a stored hash).
@@ -369,7 +375,7 @@ class RedisStorage(Storage):
                 or rec.exc_info or rec.depends_on or rec.id in self._corrupt or not unseal(rec.payload)):
             return None
         round_times(rec)
-        return to_fields(rec, key, self._known(rec), with_meta=True)
+        return to_fields(rec, key, self._known(rec), with_meta=True, shared=False)
 
     @staticmethod
     def _unique_values(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> list[str]:
