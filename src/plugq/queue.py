@@ -394,7 +394,10 @@ class Queue:
     def _split(
         f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[EnqueueData, bool | Unique, Any]:
-        # The common enqueue(f, *args) has no keyword arguments: skip the scan.
+        if not kwargs:
+            # The common enqueue(f, *args): every option at its default, no scan.
+            return EnqueueData(f, args, kwargs, None, None, None, None, None, None, False, None,
+                               None, None, None, None), False, None
         reserved = {
             k: kwargs.pop(k)
             for k in (
@@ -404,7 +407,7 @@ class Queue:
                 "priority", "rate_limit",
             )
             if k in kwargs
-        } if kwargs else {}
+        }
         if "args" in kwargs or "kwargs" in kwargs:
             if args:
                 raise TypeError(
