@@ -309,10 +309,6 @@ def kept_fields(rec: JobRecord, *, with_meta: bool, data_stored: bool = False) -
     return ",".join(names)
 
 
-#: The last time :func:`round_time` was given, and its answer.
-_rounded: tuple[float, float] = (-1.0, -1.0)
-
-
 def round_time(ts: float) -> float:
     """``ts`` as its stored text (:func:`fmt_time`) reads back: whole microseconds.
 
@@ -321,24 +317,29 @@ def round_time(ts: float) -> float:
     (:func:`parse_time`); ``round(ts, 6)`` costs twice as much (a decimal
     conversion).
     """
-    global _rounded
-    if ts == _rounded[0]:
-        return _rounded[1]
     if not 0 <= ts < 253402300799:
         return round(ts, 6)
     frac, whole = math.modf(ts)
-    out = (int(whole) * 1000000 + round(frac * 1e6)) / 1000000
-    _rounded = (ts, out)
-    return out
+    return (int(whole) * 1000000 + round(frac * 1e6)) / 1000000
+
+
+#: The last ``enqueued_at`` :func:`round_times` rounded, and its rounding.
+_enqueued: tuple[float, float] = (-1.0, -1.0)
 
 
 def round_times(rec: JobRecord) -> None:
     """Round the record's dates to the microsecond, as rq's date text keeps them."""
+    global _enqueued
     # Spelled out, not a loop over getattr/setattr: this runs for every job written.
     if rec.created_at:
         rec.created_at = round_time(rec.created_at)
-    if rec.enqueued_at:
-        rec.enqueued_at = round_time(rec.enqueued_at)
+    ts = rec.enqueued_at
+    if ts:
+        last, rounded = _enqueued
+        if ts != last:  # the jobs of a batch are enqueued at one time
+            rounded = round_time(ts)
+            _enqueued = (ts, rounded)
+        rec.enqueued_at = rounded
     if rec.started_at:
         rec.started_at = round_time(rec.started_at)
     if rec.ended_at:

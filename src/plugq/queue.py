@@ -309,6 +309,24 @@ class Queue:
         name = func_path(data.func)
         args, kwargs = tuple(data.args), dict(data.kwargs)
         ser = self.serializer
+        if group_id is None and data[3:] == _NO_OPTIONS:
+            # enqueue(f, *args, **kwargs) with no option, the usual job: the record
+            # as the checks below would make it, without going through them.
+            default = self._default_timeout
+            rec = JobRecord(
+                id=new_job_id(), func_name=name, origin=self.name, payload=b"",
+                serializer=ser.name, status=status, description=describe(name, args, kwargs),
+                created_at=self.backend.clock.now(),
+                timeout=DEFAULT_TIMEOUT if default is None else None if default == -1 else default,
+                result_ttl=(self._default_result_ttl if self._default_result_ttl is not None
+                            else DEFAULT_RESULT_TTL),
+                failure_ttl=DEFAULT_FAILURE_TTL,
+            )
+            if scheduled_for is not None:
+                rec.scheduled_for = scheduled_for
+            rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
+                               key)
+            return rec
         timeout = parse_timeout(data.timeout) if data.timeout is not None else self._default_timeout
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
@@ -580,5 +598,8 @@ class Queue:
         when = self.backend.clock.now_datetime() + time_delta
         return self.enqueue_at(when, f, *args, **kwargs)
 
+
+#: The options of an :class:`EnqueueData` (its fields after func, args and kwargs), all left out.
+_NO_OPTIONS = Queue.prepare_data(None)[3:]
 
 register_queue_class(Queue)
