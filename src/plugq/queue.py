@@ -295,11 +295,13 @@ class Queue:
         rate_limit: Any = None,
     ) -> EnqueueData:
         """Describe one job for :meth:`enqueue_many`, as RQ's ``Queue.prepare_data``."""
-        return EnqueueData(
+        # tuple.__new__ as the NamedTuple's own __new__ does, without its Python-level
+        # call (one per job of a batch): every field is given here, in order.
+        return tuple.__new__(EnqueueData, (
             func, args or (), kwargs or {}, timeout, result_ttl, ttl, failure_ttl,
             description, job_id, at_front, meta, retry, on_success, on_failure, depends_on,
             repeat, on_stopped, webhooks, priority, rate_limit,
-        )
+        ))
 
     def _record(self, data: EnqueueData, *, status: JobStatus = JobStatus.QUEUED,
                 scheduled_for: float | None = None, group_id: str | None = None,
