@@ -127,3 +127,20 @@ def test_a_refused_batch_writes_nothing(storage: Any) -> None:
         storage.insert([record("fresh1"), record("held"), record("fresh2")], unique_ids=["held", "fresh1"])
     assert storage.get("fresh1") is None and storage.get("fresh2") is None
     assert storage.ids("q", JobStatus.QUEUED) == ["held"]
+
+
+def test_an_insert_after_the_server_lost_its_scripts_or_the_connection(redis_server: Any) -> None:
+    from plugq_rq.storage import RedisStorage
+
+    redis_server.flushall()
+    s = RedisStorage(redis_server.url)
+    try:
+        s.insert([record("s1")])
+        s.redis.script_flush()  # a restart or SCRIPT FLUSH: the script is loaded again
+        s.insert([record("s2")])
+        # the storage's own connection closed by the server: a new one, the batch sent once
+        s.redis.client_kill_filter(_type="normal", skipme=True)
+        s.insert([record("s3"), record("s4")])
+        assert s.ids("q", JobStatus.QUEUED) == ["s1", "s2", "s3", "s4"]
+    finally:
+        s.close()
