@@ -344,64 +344,166 @@ local function claim_next(now, lease, worker, exec, started, first, last, admit)
 end
 """
 
-#: insert(records, unique_ids): ARGV now, lease, then one packed argument:
-#: n unique, ids…, n records, blocks…
+#: insert(records, unique_ids, unique_keys): ARGV now, lease, n unique ids, ids…,
+#: n unique-key conditions, (key, statuses, since or '')…, n records to index by
+#: unique key, (id, created_at)…, n records, then the records' blocks; one Redis
+#: argument per value. A plain queued job (no result, dependencies, expiry or
+#: fields to keep) is 'q', id, n fields, fields…; the last 'p' entry before it
+#: gives its queue, front ('1'/'0'), priority, and n more fields, fields… of its
+#: hash (those the jobs of a batch share). Any other record is 'g' and
+#: read_block's block.
 INSERT = COMMON + r"""
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local A = unpack_values(ARGV[3])
-local i = 1
-local nu = tonumber(A[i]); i = i + 1
+local i = 3
+local nu = tonumber(ARGV[i]); i = i + 1
 for k = i, i + nu - 1 do
-  local st = norm(redis.call('HGET', J .. A[k], 'status'))
-  if st == 'queued' or st == 'started' then return {'dup', A[k], st} end
+  local st = norm(redis.call('HGET', J .. ARGV[k], 'status'))
+  if st == 'queued' or st == 'started' then return {'dup', ARGV[k], st} end
 end
 i = i + nu
--- plugq's unique keys (ARGV[4], packed; absent when none): n conditions
--- (key, statuses, since or ''), then n records to index (id, created_at).
-local U, u = {}, 1
-if ARGV[4] then U = unpack_values(ARGV[4]) end
-local nc = tonumber(U[u] or '0'); u = u + 1
+local nc = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nc do
   local statuses = {}
-  for s in string.gmatch(U[u + 1], '[^,]+') do statuses[s] = true end
+  for s in string.gmatch(ARGV[i + 1], '[^,]+') do statuses[s] = true end
   local since = nil
-  if U[u + 2] ~= '' then since = U[u + 2] end
-  local holder, st = unique_holder(U[u], statuses, since)
-  if holder then return {'dupkey', holder, st, U[u]} end
-  u = u + 3
+  if ARGV[i + 2] ~= '' then since = ARGV[i + 2] end
+  local holder, st = unique_holder(ARGV[i], statuses, since)
+  if holder then return {'dupkey', holder, st, ARGV[i]} end
+  i = i + 3
 end
-local nr = tonumber(A[i]); i = i + 1
+local ni = tonumber(ARGV[i]); local iu = i + 1
+i = iu + 2 * ni
+local nr = tonumber(ARGV[i]); i = i + 1
+
+-- First pass: where each block starts, its hash key, its place ('q'), and
+-- whether the batch is all new ids (none stored, none twice): then nothing
+-- stored needs forgetting, and no hash needs looking at one by one.
+local starts, keys, blocks, places, seen, again = {}, {}, {}, {}, {}, false
+local here, r = nil, 0  -- the last 'p' entry (not place(), the helper)
+while r < nr do
+  local kind = ARGV[i]
+  if kind == 'p' then
+    here, i = i, i + 5 + tonumber(ARGV[i + 4])
+  else
+    r = r + 1
+    starts[r] = i
+    local id = ARGV[i + 1]
+    if seen[id] then again = true end
+    seen[id] = true
+    keys[r] = J .. id
+    if kind == 'q' then
+      places[r] = here
+      i = i + 3 + tonumber(ARGV[i + 2])
+    else
+      blocks[r], i = read_block(ARGV, i + 1)
+    end
+  end
+end
+local all_new = not again
+for s = 1, nr, 4000 do  -- in slices: unpack() takes at most ~8,000 values
+  if not all_new then break end
+  all_new = redis.call('EXISTS', unpack(keys, s, math.min(s + 3999, nr))) == 0
+end
+
+-- Queued ids are pushed together, one command per list and end, after the
+-- hashes: pushes to the front and to the back of a list commute, so the order
+-- is the one pushing each in turn would give. Whatever reads a list (the
+-- forgetting of a stored record) first pushes what is pending.
+local groups, order = {}, {}
+local last_o, last_p, last_f, last_g
+local function push_later(origin, p, front, id)
+  local g = last_g
+  if origin ~= last_o or p ~= last_p or front ~= last_f then
+    local lk, level = Q .. origin, nil
+    if p ~= '0' then lk, level = PQ .. origin .. ':' .. p, p end
+    local cmd = (front == '1') and 'LPUSH' or 'RPUSH'
+    g = groups[cmd .. lk]
+    if not g then
+      g = {cmd = cmd, key = lk, origin = origin, level = level, ids = {}}
+      groups[cmd .. lk] = g
+      order[#order + 1] = g
+    end
+    last_o, last_p, last_f, last_g = origin, p, front, g
+  end
+  g.ids[#g.ids + 1] = id
+end
+local function push_pending()
+  for _, g in ipairs(order) do
+    local ids = g.ids
+    for s = 1, #ids, 4000 do
+      redis.call(g.cmd, g.key, unpack(ids, s, math.min(s + 3999, #ids)))
+    end
+    -- the level is added with its jobs, never before (a forget meanwhile would drop it as empty)
+    if g.level then redis.call('ZADD', LV .. g.origin, g.level, g.level) end
+  end
+  groups, order, last_o, last_p, last_f, last_g = {}, {}, nil, nil, nil, nil
+end
+
+-- A 'q' job's hash: its 'p' entry's fields, then its own, in one table
+-- (the shared part copied once per 'p' entry; unpack() is given the length).
+local hash, hash_p, hash_n = {}, nil, 0
+local function hash_of(p, s)
+  if p ~= hash_p then
+    hash, hash_p, hash_n = {}, p, tonumber(ARGV[p + 4])
+    for k = 1, hash_n do hash[k] = ARGV[p + 4 + k] end
+  end
+  local nf = tonumber(ARGV[s + 2])
+  for k = 1, nf do hash[hash_n + k] = ARGV[s + 2 + k] end
+  return hash_n + nf
+end
+
 -- Queued records are placed here, not by place(): rq:queues and the wake-up
 -- publish are done once per queue for the whole batch, not once per job.
 local queues, woken = {}, {}
-for _ = 1, nr do
-  local b
-  b, i = read_block(A, i)
-  local key = J .. b.id
-  local old = redis.call('HMGET', key, 'origin', 'status')
-  if old[2] then forget(b.id, old[1], old[2]) else b.fresh = true end
-  write_hash(key, b)
-  if b.status == 'queued' then
-    enqueue_id(b.id, b.origin, b.front)
-    if not woken[b.origin] then
-      woken[b.origin] = true
-      if b.origin ~= '' then queues[#queues + 1] = Q .. b.origin end
-    end
+for r = 1, nr do
+  local s, key, b = starts[r], keys[r], blocks[r]
+  local origin
+  if not b and all_new then
+    -- a plain queued job, new: its hash, then its place in its queue
+    local p = places[r]
+    origin = ARGV[p + 1]
+    local n = hash_of(p, s)  -- first: it may start a new table
+    redis.call('HSET', key, unpack(hash, 1, n))
+    push_later(origin, ARGV[p + 3], ARGV[p + 2], ARGV[s + 1])
   else
-    place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+    if not b then
+      local p = places[r]
+      local n = hash_of(p, s)
+      b = {id = ARGV[s + 1], origin = ARGV[p + 1], status = 'queued', front = ARGV[p + 2],
+           score = 0, exp = '', exec = '', worker = '', rtype = '', rv = '', exc = '', keep = '',
+           deps = {}, nf = n, fields = 1, A = {unpack(hash, 1, n)}, fresh = false,
+           priority = ARGV[p + 3]}
+    end
+    origin = b.origin
+    local old = {}
+    if not all_new then old = redis.call('HMGET', key, 'origin', 'status') end
+    if old[2] then
+      push_pending()
+      forget(b.id, old[1], old[2])
+    else
+      b.fresh = true
+    end
+    write_hash(key, b)
+    if b.status == 'queued' then
+      -- the stored text (whole numbers, as Python writes them) names the level
+      push_later(origin, b.priority or redis.call('HGET', key, 'plugq_priority') or '0', b.front, b.id)
+    else
+      place(b.id, b.origin, b.status, b.front, b.score, now, lease, b.exec, b.worker)
+    end
+    set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
+    add_deps(b.id, b.deps)
+    set_expiry(b.id, b.exp, b.fresh)
   end
-  set_result(b.id, b.rtype, b.rv, b.exc, b.worker, b.fresh)
-  add_deps(b.id, b.deps)
-  set_expiry(b.id, b.exp, b.fresh)
+  if (not b or b.status == 'queued') and not woken[origin] then
+    woken[origin] = true
+    if origin ~= '' then queues[#queues + 1] = Q .. origin end
+  end
 end
-local ni = tonumber(U[u] or '0'); u = u + 1
-for _ = 1, ni do
-  index_unique(U[u], U[u + 1])
-  u = u + 2
-end
+push_pending()
+for k = iu, iu + 2 * ni - 1, 2 do index_unique(ARGV[k], ARGV[k + 1]) end
 if #queues > 0 then redis.call('SADD', 'rq:queues', unpack(queues)) end
 -- wakes idle plugq workers of the queues (see RedisStorage.wait), after every job is in
-for origin in pairs(woken) do redis.call('PUBLISH', 'plugq:wake:' .. origin, '1') end
+for q in pairs(woken) do redis.call('PUBLISH', 'plugq:wake:' .. q, '1') end
 return {'ok'}
 """
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Collection, Sequence
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from plugq._quarantine import quarantined_worker
@@ -33,7 +32,7 @@ from plugq.exceptions import (
     ConfigurationError,
     DuplicateJobError,
 )
-from plugq.security import secret_key
+from plugq.security import secret_key, unseal
 from plugq.storage import (
     Clock,
     JobRecord,
@@ -52,6 +51,7 @@ from ._connection import (
     make_client,
     refuse_unknown_params,
     split_options,
+    translate_errors,
     translated,
 )
 from .layout import (
@@ -61,11 +61,10 @@ from .layout import (
     parse_time,
     result_fields,
     round_times,
+    shared_fields,
     to_fields,
 )
 from .poison import WORKER_FIELDS, describe, field_problems, job_field_problems
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 WORKERS_KEY = "rq:workers"
 #: plugq's named values (cron entries, rate-limit state): one hash.
@@ -81,33 +80,36 @@ _REGISTRY_SCORE_NOW = (JobStatus.DEFERRED, JobStatus.CANCELED, JobStatus.RATE_LI
 _REGISTRY_SCORE_EXPIRY = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
-def _translated(method: F) -> F:
-    """Connection errors raised by a primitive surface as BackendUnavailableError."""
-
-    @functools.wraps(method)
-    def wrapper(self: RedisStorage, *args: Any, **kwargs: Any) -> Any:
-        with translated(self.url):
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+#: Connection errors raised by a primitive surface as BackendUnavailableError.
+_translated = translate_errors
 
 
 def pack(values: Sequence[Any]) -> bytes:
     """Values as one script argument, ``<length>:<bytes>`` each (read by the scripts' ``unpack_values``).
 
-    One argument instead of one per value: redis-py encodes each argument of
-    a command separately, which cost more than the whole script's work.
+    For a put's record, sent through redis-py's command packing, which costs
+    more per argument than the script's work. The batch insert sends its values
+    as arguments of their own instead (``_connection.resp_command``): Redis
+    splits them in C, where ``unpack_values`` cost the script more than all
+    its writes.
     """
     encoded = [
         v if type(v) is bytes else (v if type(v) is str else repr(v) if type(v) is float else str(v)).encode()
         for v in values
     ]
     # Lengths and values interleaved by slice assignment: a third cheaper than
-    # formatting "%d:%b" per value (a batch of 500 jobs packs ~15,000 values).
+    # formatting "%d:%b" per value.
     out: list[bytes] = [b""] * (2 * len(encoded))
     out[::2] = [b"%d:" % len(b) for b in encoded]
     out[1::2] = encoded
     return b"".join(out)
+
+
+def _text(value: Any) -> bytes | str:
+    """A value as :func:`pack` writes it, for arguments sent one by one."""
+    if type(value) is bytes or type(value) is str:
+        return value
+    return repr(value) if type(value) is float else str(value)
 
 
 def unpack(blob: bytes) -> list[bytes]:
@@ -329,14 +331,38 @@ class RedisStorage(Storage):
     ) -> None:
         key = secret_key()
         now = self.clock.now()
-        values: list[Any] = [len(unique_ids), *unique_ids, len(records)]
+        # INSERT's arguments, one Redis argument per value (see _lua.INSERT):
+        # Redis splits them, which cost the script more than all its writes
+        # when it parsed one packed string itself.
+        values: list[bytes | str] = [repr(now), repr(float(self.lease)), str(len(unique_ids)),
+                                     *unique_ids]
+        values += self._unique_values(unique_keys, [r for r in records if r.unique_key is not None])
+        values.append(str(len(records)))
+        plain = self._plain_fields
+        last: tuple[Any, ...] | None = None
         for rec in records:
-            values.extend(self._block(rec, key, now, with_meta=True))
-        args: list[Any] = [now, self.lease, pack(values)]
-        keyed = [rec for rec in records if rec.unique_key is not None]
-        if unique_keys or keyed:
-            args.append(self._unique_arg(unique_keys, keyed))
-        answer = self._hot(self._insert, args)
+            fields = plain(rec, key)
+            if fields is None:
+                values.append("g")
+                values += [_text(v) for v in self._block(rec, key, now, with_meta=True)]
+                continue
+            # Where the job goes (queue, end, priority level) and the fields the
+            # jobs of a batch share (layout.shared_fields), sent when they change:
+            # once for a batch of one queue. The TTLs as text: 500 == 500.0.
+            here = (rec.origin, rec.at_front, rec.priority, rec.timeout, str(rec.result_ttl),
+                    str(rec.failure_ttl), rec.enqueued_at)
+            if here != last:
+                last = here
+                shared = shared_fields(rec)
+                values += ("p", rec.origin, "1" if rec.at_front else "0",
+                           str(int(rec.priority)) if rec.priority else "0", str(len(shared)))
+                values += shared
+            values += ("q", rec.id, str(len(fields)))
+            values += fields
+        if self._direct is None:
+            answer = self._insert(args=values)
+        else:
+            answer = self._direct.run_values(self._insert, values)
         if answer and answer[0] == b"dup":
             raise DuplicateJobError(f"Job {answer[1].decode()} is already {answer[2].decode()}")
         if answer and answer[0] == b"dupkey":
@@ -346,22 +372,36 @@ class RedisStorage(Storage):
                 job_id=holder,
             )
 
+    def _plain_fields(self, rec: JobRecord, key: bytes | None) -> list[bytes | str] | None:
+        """The hash of a plain queued job for INSERT's short block, without the fields a
+        batch shares; None for any other record.
+
+        Plain: nothing for the script to do but write the hash and queue the
+        id (no result, dependencies, expiry, fields kept from a stored hash).
+        """
+        if (rec.status is not JobStatus.QUEUED or rec.expires_at is not None or rec.result is not None
+                or rec.exc_info or rec.depends_on or rec.id in self._corrupt or not unseal(rec.payload)):
+            return None
+        round_times(rec)
+        return to_fields(rec, key, self._known(rec), with_meta=True, shared=False)
+
     @staticmethod
-    def _unique_arg(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> bytes:
-        """INSERT's unique-key argument: the conditions to check, then the records to index.
+    def _unique_values(conditions: Sequence[UniqueKey], keyed: Sequence[JobRecord]) -> list[str]:
+        """INSERT's unique-key values: the conditions to check, then the records to index.
 
         A record's ``created_at`` is its score in ``plugq:unique:<key>``, so a
-        condition's ``since`` is one range query (the records were rounded to
-        the microsecond by ``_block`` already, as they are stored).
+        condition's ``since`` is one range query (the records are rounded to
+        the microsecond here, as they are stored).
         """
-        values: list[Any] = [len(conditions)]
+        values: list[str] = [str(len(conditions))]
         for cond in conditions:
             values += [cond.key, ",".join(sorted(s.value for s in cond.statuses)),
                        "" if cond.since is None else repr(float(cond.since))]
-        values.append(len(keyed))
+        values.append(str(len(keyed)))
         for rec in keyed:
+            round_times(rec)
             values += [rec.id, repr(float(rec.created_at))]
-        return pack(values)
+        return values
 
     @_translated
     def get(self, job_id: str) -> JobRecord | None:

@@ -22,7 +22,7 @@ from .registry import (
     StartedJobRegistry,
 )
 from .retry import Retry, dependency_ids
-from .security import seal, seal_blob, unseal
+from .security import seal, seal_blob, secret_key, unseal
 from .serializers import Serializer, get_serializer
 from .storage import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, JobRecord, JobStatus
 from .unique import Unique
@@ -295,30 +295,55 @@ class Queue:
         rate_limit: Any = None,
     ) -> EnqueueData:
         """Describe one job for :meth:`enqueue_many`, as RQ's ``Queue.prepare_data``."""
-        return EnqueueData(
+        # tuple.__new__ as the NamedTuple's own __new__ does, without its Python-level
+        # call (one per job of a batch): every field is given here, in order.
+        return tuple.__new__(EnqueueData, (
             func, args or (), kwargs or {}, timeout, result_ttl, ttl, failure_ttl,
             description, job_id, at_front, meta, retry, on_success, on_failure, depends_on,
             repeat, on_stopped, webhooks, priority, rate_limit,
-        )
+        ))
 
     def _record(self, data: EnqueueData, *, status: JobStatus = JobStatus.QUEUED,
-                scheduled_for: float | None = None, group_id: str | None = None) -> JobRecord:
+                scheduled_for: float | None = None, group_id: str | None = None,
+                key: bytes | None = None) -> JobRecord:
+        """The record for one job. ``key``: the signing key read once for a whole batch
+        (``b""`` for none); None reads it here."""
         name = func_path(data.func)
         args, kwargs = tuple(data.args), dict(data.kwargs)
         ser = self.serializer
+        if group_id is None and data[3:] == _NO_OPTIONS:
+            # enqueue(f, *args, **kwargs) with no option, the usual job: the record
+            # as the checks below would make it, without going through them.
+            default = self._default_timeout
+            rec = JobRecord(
+                id=new_job_id(), func_name=name, origin=self.name, payload=b"",
+                serializer=ser.name, status=status, description=describe(name, args, kwargs),
+                created_at=self.backend.clock.now(),
+                timeout=DEFAULT_TIMEOUT if default is None else None if default == -1 else default,
+                result_ttl=(self._default_result_ttl if self._default_result_ttl is not None
+                            else DEFAULT_RESULT_TTL),
+                failure_ttl=DEFAULT_FAILURE_TTL,
+            )
+            if scheduled_for is not None:
+                rec.scheduled_for = scheduled_for
+            rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
+                               key)
+            return rec
         timeout = parse_timeout(data.timeout) if data.timeout is not None else self._default_timeout
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
-        result_ttl = _ttl(data.result_ttl, "result_ttl", -1)
-        failure_ttl = _ttl(data.failure_ttl, "failure_ttl", -1)
-        ttl = _ttl(data.ttl, "ttl", -1)
-        dep_ids, allow_failure, dep_front = dependency_ids(data.depends_on)
+        # The checks of options left out are skipped (a call each), not only passed.
+        result_ttl = None if data.result_ttl is None else _ttl(data.result_ttl, "result_ttl", -1)
+        failure_ttl = None if data.failure_ttl is None else _ttl(data.failure_ttl, "failure_ttl", -1)
+        ttl = None if data.ttl is None else _ttl(data.ttl, "ttl", -1)
+        dep_ids, allow_failure, dep_front = (
+            ([], False, False) if data.depends_on is None else dependency_ids(data.depends_on))
         retry = data.retry
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry must be a plugq.Retry, got {retry!r}")
         job_id = validate_job_id(data.job_id) if data.job_id is not None else new_job_id()
-        on_success = _callback_path(data.on_success, "on_success")
-        on_failure = _callback_path(data.on_failure, "on_failure")
+        on_success = None if data.on_success is None else _callback_path(data.on_success, "on_success")
+        on_failure = None if data.on_failure is None else _callback_path(data.on_failure, "on_failure")
         if job_id in dep_ids:
             raise ValueError(f"job {job_id} cannot depend on itself")
         extras = _extras_for(data, self.backend, job_id) if (
@@ -330,7 +355,7 @@ class Queue:
                 extras["group"] = group_id
             meta = _extras.join(job_id, ser.name, dict(data.meta or {}), extras)
         else:
-            meta = seal_blob(job_id, "meta", ser.dumps(dict(data.meta))) if data.meta else b""
+            meta = seal_blob(job_id, "meta", ser.dumps(dict(data.meta)), key) if data.meta else b""
         priority = _priority(data.priority) if data.priority else 0
         if priority:
             self.backend.require("priority")
@@ -356,28 +381,43 @@ class Queue:
                         else self._default_result_ttl if self._default_result_ttl is not None
                         else DEFAULT_RESULT_TTL),
             failure_ttl=DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl,
-            ttl=None if ttl in (None, -1) else ttl,
             meta=meta,
-            retries_left=retry.max if retry else None,
-            retry_intervals=list(retry.intervals) if retry else [],
-            depends_on=dep_ids,
-            allow_dependency_failure=allow_failure,
-            on_success=on_success,
-            on_failure=on_failure,
-            scheduled_for=scheduled_for,
-            at_front=bool(data.at_front or dep_front),
-            priority=priority,
-            rate_limit=rate_limit,
         )
+        # The fields most jobs leave at their defaults are set only when given:
+        # each keyword argument of the dataclass's __init__ costs, given or not.
+        if ttl is not None and ttl != -1:
+            rec.ttl = ttl
+        if retry:
+            rec.retries_left = retry.max
+            rec.retry_intervals = list(retry.intervals)
+        if dep_ids:
+            rec.depends_on = dep_ids
+        if allow_failure:
+            rec.allow_dependency_failure = allow_failure
+        if on_success is not None:
+            rec.on_success = on_success
+        if on_failure is not None:
+            rec.on_failure = on_failure
+        if scheduled_for is not None:
+            rec.scheduled_for = scheduled_for
+        if data.at_front or dep_front:
+            rec.at_front = True
+        if priority:
+            rec.priority = priority
+        if rate_limit is not None:
+            rec.rate_limit = rate_limit
         # Sealed last: the MAC covers the record's id, queue, callbacks and dependencies.
-        rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)))
+        rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)), key)
         return rec
 
     @staticmethod
     def _split(
         f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[EnqueueData, bool | Unique, Any]:
-        # The common enqueue(f, *args) has no keyword arguments: skip the scan.
+        if not kwargs:
+            # The common enqueue(f, *args): every option at its default, no scan.
+            return EnqueueData(f, args, kwargs, None, None, None, None, None, None, False, None,
+                               None, None, None, None), False, None
         reserved = {
             k: kwargs.pop(k)
             for k in (
@@ -387,7 +427,7 @@ class Queue:
                 "priority", "rate_limit",
             )
             if k in kwargs
-        } if kwargs else {}
+        }
         if "args" in kwargs or "kwargs" in kwargs:
             if args:
                 raise TypeError(
@@ -502,7 +542,9 @@ class Queue:
         With ``pipeline`` (from ``queue.connection.pipeline()``) the jobs are
         stored by ``pipeline.execute()``, together with the pipeline's others.
         """
-        records = [self._record(d, group_id=group_id) for d in job_datas]
+        # The signing key is read once for the batch, not once per job.
+        key = (secret_key() or b"") if job_datas else b""
+        records = [self._record(d, group_id=group_id, key=key) for d in job_datas]
         ids = [r.id for r in records]
         if len(set(ids)) != len(ids):
             raise ValueError("enqueue_many: two jobs in the batch share a job_id")
@@ -558,5 +600,8 @@ class Queue:
         when = self.backend.clock.now_datetime() + time_delta
         return self.enqueue_at(when, f, *args, **kwargs)
 
+
+#: The options of an :class:`EnqueueData` (its fields after func, args and kwargs), all left out.
+_NO_OPTIONS = Queue.prepare_data(None)[3:]
 
 register_queue_class(Queue)
