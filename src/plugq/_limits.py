@@ -41,6 +41,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _json_str
 
 from . import _rules
 from .ratelimit import RateLimit
@@ -80,7 +81,10 @@ _TEXT: dict[float | str, str] = {}
 def _text(value: float | str) -> str:
     if len(_TEXT) >= 4096:
         _TEXT.clear()
-    text = _TEXT[value] = json.dumps(value)
+    # What json.dumps writes for one value, without its per-call set-up (a
+    # new holder and the newest start time miss the table at every admission):
+    # a finite float's repr; an id as JSON's ASCII-escaped string.
+    text = _TEXT[value] = _json_str(value) if type(value) is str else repr(value)
     return text
 
 
