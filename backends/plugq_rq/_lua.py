@@ -235,7 +235,7 @@ local function latest_result(id)
   return {}
 end
 
--- The values packed into one argument: "<length>:<bytes>" each (see storage.pack).
+-- The values packed into one string: "<length>:<bytes>" each (the plugq_ahead mark, see packed).
 local function unpack_values(s)
   local out, pos, n = {}, 1, #s
   while pos <= n do
@@ -293,7 +293,8 @@ end
 -- Take the first runnable job of the queues named in ARGV[first..last] for worker.
 -- admit (LIMIT_RULE's admit_limited, or nil) admits a job that carries a
 -- RateLimit; a refused one is stored waiting and the next is taken.
--- Returns {id, hash fields as they were before the claim, latest result} or false.
+-- Returns {id, hash fields as they were before the claim, latest result} or false;
+-- then, for a claim, those fields unpacked (HGETALL's flat list, for mark_ahead).
 local function claim_next(now, lease, worker, exec, started, first, last, admit)
   for qi = first, last do
     local q = ARGV[qi]
@@ -335,7 +336,7 @@ local function claim_next(now, lease, worker, exec, started, first, last, admit)
           if redis.call('EXISTS', wkey) == 1 then
             redis.call('HSET', wkey, 'state', 'busy', 'current_job', id)
           end
-          return {id, packed(before), packed(latest_result(id))}
+          return {id, packed(before), packed(latest_result(id))}, before
         end
       end
     end
@@ -685,23 +686,27 @@ end
 #: put(record, expected, expected_attempts): ARGV now, lease, check ('1'/'0'),
 #: expected statuses (comma-separated), expected attempts ('' = any), then the
 #: claim-ahead request (worker, execution id, started text, number of queues,
-#: queues…; worker '' = none), then the block packed into one argument.
+#: queues…; worker '' = none), the record's created_at (its unique-key score,
+#: should the key change), then read_block's block, one Redis argument per
+#: value (Redis splits them in C; unpack_values of one packed argument cost
+#: the script more than most of its writes).
 #: Returns {0} or {1, {dependents waiting on the job…}, claimed job or false}.
 PUT = COMMON + LIMIT_RULE + r"""
 -- Marks a job claimed ahead and not begun yet: plugq_ahead holds the execution id,
 -- then the fields the claim changed as they were (started_at, worker_name,
 -- plugq_attempts, plugq_expires_at; '' = absent), so that UNCLAIM_AHEAD can put
 -- it back unrun if its worker dies before beginning it (see RedisStorage.claim).
-local function mark_ahead(ahead, exec)
-  local kv, h = unpack_values(ahead[2]), {}
-  for k = 1, #kv, 2 do h[kv[k]] = kv[k + 1] end
-  redis.call('HSET', J .. ahead[1], 'plugq_ahead', packed({exec, h['started_at'] or '',
+-- before: the hash as the claim read it (HGETALL's flat list, claim_next's second result).
+local function mark_ahead(id, before, exec)
+  local h = {}
+  for k = 1, #before, 2 do h[before[k]] = before[k + 1] end
+  redis.call('HSET', J .. id, 'plugq_ahead', packed({exec, h['started_at'] or '',
              h['worker_name'] or '', h['plugq_attempts'] or '', h['plugq_expires_at'] or ''}))
 end
 
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
-local b = read_block(unpack_values(ARGV[10 + nq]), 1)
+local b = read_block(ARGV, 11 + nq)
 local key = J .. b.id
 local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts', 'plugq_priority',
                        'plugq_unique_key')
@@ -716,9 +721,9 @@ if ARGV[5] ~= '' and tonumber(cur[3] or '0') ~= tonumber(ARGV[5]) then return {0
 write_hash(key, b)
 local now_uk = redis.call('HGET', key, 'plugq_unique_key')
 if now_uk ~= cur[5] then
-  -- the unique key changed (ARGV after the block: the record's created_at)
+  -- the unique key changed (ARGV[10 + nq]: the record's created_at)
   if cur[5] then redis.call('ZREM', 'plugq:unique:' .. cur[5], b.id) end
-  index_unique(b.id, ARGV[11 + nq])
+  index_unique(b.id, ARGV[10 + nq])
 end
 if st == b.status and origin == b.origin and (st == 'started' or (st == 'queued'
     and redis.call('HGET', key, 'plugq_priority') == cur[4])) then
@@ -735,8 +740,9 @@ local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
 local ahead = false
 if ARGV[6] ~= '' then
-  ahead = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq, admit_limited)
-  if ahead then mark_ahead(ahead, ARGV[7]) end
+  local before
+  ahead, before = claim_next(now, lease, ARGV[6], ARGV[7], ARGV[8], 10, 9 + nq, admit_limited)
+  if ahead then mark_ahead(ahead[1], before, ARGV[7]) end
 end
 -- A limited job left started: whether its limit's line holds anyone, as this
 -- put (and the claim above) left it (RedisStorage.limit_waiting).
@@ -751,8 +757,8 @@ return {1, waiting, ahead, line}
 #: claim(queues, worker, now): ARGV now, lease, worker, execution id, started_at text, queues…
 #: Returns nil or {id, hash fields as they were before the claim, latest result fields}.
 CLAIM = COMMON + LIMIT_RULE + r"""
-return claim_next(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], 6, #ARGV,
-                  admit_limited)
+return (claim_next(tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], 6, #ARGV,
+                   admit_limited))
 """
 
 #: remove(id): returns 1 if the job existed.

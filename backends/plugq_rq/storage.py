@@ -84,29 +84,14 @@ _REGISTRY_SCORE_EXPIRY = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPE
 _translated = translate_errors
 
 
-def pack(values: Sequence[Any]) -> bytes:
-    """Values as one script argument, ``<length>:<bytes>`` each (read by the scripts' ``unpack_values``).
+def _text(value: Any) -> bytes | str:
+    """A value as a script argument: bytes and text as they are, a float by repr, any other by str.
 
-    For a put's record, sent through redis-py's command packing, which costs
-    more per argument than the script's work. The batch insert sends its values
-    as arguments of their own instead (``_connection.resp_command``): Redis
-    splits them in C, where ``unpack_values`` cost the script more than all
+    The scripts' arguments are sent one per value (``_connection.resp_command``):
+    Redis splits them in C, where parsing one packed ``<length>:<bytes>``
+    argument (the scripts' ``unpack_values``) cost a script more than most of
     its writes.
     """
-    encoded = [
-        v if type(v) is bytes else (v if type(v) is str else repr(v) if type(v) is float else str(v)).encode()
-        for v in values
-    ]
-    # Lengths and values interleaved by slice assignment: a third cheaper than
-    # formatting "%d:%b" per value.
-    out: list[bytes] = [b""] * (2 * len(encoded))
-    out[::2] = [b"%d:" % len(b) for b in encoded]
-    out[1::2] = encoded
-    return b"".join(out)
-
-
-def _text(value: Any) -> bytes | str:
-    """A value as :func:`pack` writes it, for arguments sent one by one."""
     if type(value) is bytes or type(value) is str:
         return value
     return repr(value) if type(value) is float else str(value)
@@ -430,14 +415,19 @@ class RedisStorage(Storage):
     ) -> bool:
         now = self.clock.now()
         ahead = self._ahead_request(record, expected, expected_attempts)
-        argv: list[Any] = [
-            now, self.lease, "0" if expected is None else "1",
+        # PUT's arguments (see _lua.PUT), one Redis argument per value.
+        values: list[bytes | str] = [
+            repr(now), repr(float(self.lease)), "0" if expected is None else "1",
             ",".join(s.value for s in expected or ()),
-            "" if expected_attempts is None else expected_attempts,
-            *ahead, pack(self._block(record, secret_key(), now, with_meta=False)),
+            "" if expected_attempts is None else str(expected_attempts),
+            *ahead,
             repr(float(record.created_at)),  # its unique-key score, should the key change
         ]
-        answer = self._hot(self._put, argv)
+        values += [_text(v) for v in self._block(record, secret_key(), now, with_meta=False)]
+        if self._direct is None:
+            answer = self._put(args=values)
+        else:
+            answer = self._direct.run_values(self._put, values)
         if not answer or not int(answer[0]):
             return False
         if (expected is not None and JobStatus.STARTED in expected
@@ -459,7 +449,7 @@ class RedisStorage(Storage):
 
     def _ahead_request(
         self, record: JobRecord, expected: Collection[JobStatus] | None, attempts: int | None
-    ) -> list[Any]:
+    ) -> list[str]:
         """Claim-ahead arguments for a put that ends the job a worker claimed here.
 
         The worker's next job is claimed in the same round trip as the outcome
@@ -473,12 +463,12 @@ class RedisStorage(Storage):
         name = record.worker_name
         if (name is None or expected is None or attempts is None or record.status is JobStatus.STARTED
                 or JobStatus.STARTED not in expected or name in self._ahead):
-            return ["", "", "", 0]
+            return ["", "", "", "0"]
         known = self._claimers.get(name)
         if known is None or known[1] != os.getpid() or known[2] != threading.get_ident():
-            return ["", "", "", 0]
+            return ["", "", "", "0"]
         now = self.clock.now()
-        return [name, uuid.uuid4().hex, fmt_time(now), len(known[0]), *known[0]]
+        return [name, uuid.uuid4().hex, fmt_time(now), str(len(known[0])), *known[0]]
 
     def _taken(self, answer: Any, worker_name: str, started: str, now: float) -> JobRecord | None:
         """The record a claim took, or None for a poison hash.
