@@ -133,8 +133,7 @@ class _State:
             # a copy of it, without parsing the JSON again at every claim.
             return last[1].copy()
         holders, starts, waiting = json.loads(raw)
-        state = cls(holders, starts, waiting)
-        return state
+        return cls(holders, starts, waiting)
 
     def copy(self) -> _State:
         return _State(list(self.holders), list(self.starts), list(self.waiting))

@@ -156,6 +156,10 @@ class Queue:
         self._default_timeout = (parse_timeout(default_timeout, "default_timeout")
                                  if default_timeout is not None else configured.job_timeout)
         self._default_result_ttl: int | None = configured.result_ttl
+        # What a job that names neither gets, as stored (worked out once, not per job).
+        self._job_timeout = _stored_timeout(self._default_timeout)
+        self._job_result_ttl = (DEFAULT_RESULT_TTL if self._default_result_ttl is None
+                                else self._default_result_ttl)
 
     # -- identity -------------------------------------------------------------
 
@@ -314,24 +318,19 @@ class Queue:
         if group_id is None and data[3:] == _NO_OPTIONS:
             # enqueue(f, *args, **kwargs) with no option, the usual job: the record
             # as the checks below would make it, without going through them.
-            default = self._default_timeout
             rec = JobRecord(
                 id=new_job_id(), func_name=name, origin=self.name, payload=b"",
                 serializer=ser.name, status=status, description=describe(name, args, kwargs),
-                created_at=self.backend.clock.now(),
-                timeout=DEFAULT_TIMEOUT if default is None else None if default == -1 else default,
-                result_ttl=(self._default_result_ttl if self._default_result_ttl is not None
-                            else DEFAULT_RESULT_TTL),
-                failure_ttl=DEFAULT_FAILURE_TTL,
+                created_at=self.backend.clock.now(), timeout=self._job_timeout,
+                result_ttl=self._job_result_ttl, failure_ttl=DEFAULT_FAILURE_TTL,
             )
             if scheduled_for is not None:
                 rec.scheduled_for = scheduled_for
             rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)),
                                key)
             return rec
-        timeout = parse_timeout(data.timeout) if data.timeout is not None else self._default_timeout
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT
+        timeout = (self._job_timeout if data.timeout is None
+                   else _stored_timeout(parse_timeout(data.timeout)))
         # The checks of options left out are skipped (a call each), not only passed.
         result_ttl = None if data.result_ttl is None else _ttl(data.result_ttl, "result_ttl", -1)
         failure_ttl = None if data.failure_ttl is None else _ttl(data.failure_ttl, "failure_ttl", -1)
@@ -376,10 +375,8 @@ class Queue:
             status=status,
             description=data.description or describe(name, args, kwargs),
             created_at=self.backend.clock.now(),
-            timeout=None if timeout == -1 else timeout,
-            result_ttl=(result_ttl if result_ttl is not None
-                        else self._default_result_ttl if self._default_result_ttl is not None
-                        else DEFAULT_RESULT_TTL),
+            timeout=timeout,
+            result_ttl=self._job_result_ttl if result_ttl is None else result_ttl,
             failure_ttl=DEFAULT_FAILURE_TTL if failure_ttl is None else failure_ttl,
             meta=meta,
         )
@@ -599,6 +596,13 @@ class Queue:
             raise TypeError(f"enqueue_in takes a datetime.timedelta, got {time_delta!r}")
         when = self.backend.clock.now_datetime() + time_delta
         return self.enqueue_at(when, f, *args, **kwargs)
+
+
+def _stored_timeout(timeout: float | None) -> float | None:
+    """A job's timeout as stored: the default for none given, None (no limit) for -1."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    return None if timeout == -1 else timeout
 
 
 #: The options of an :class:`EnqueueData` (its fields after func, args and kwargs), all left out.
