@@ -653,6 +653,34 @@ def test_rate_limit_holds_across_three_worker_processes(tmp_path, form, shared_u
         assert starts[-1] - starts[0] >= 2.0 - 0.01
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_limits_kept_start_texts_follow_every_change(seed):
+    """_State keeps each start's JSON text beside it (pairs) and changes both in
+    step: after any mix of admissions, expiries, out-of-order starts and copies,
+    what dumps writes is what json.dumps writes of the state."""
+    import json
+
+    from plugq import RateLimit
+    from plugq._limits import _State
+
+    rnd = random.Random(seed)
+    limit = RateLimit("k", limit=rnd.choice([3, 16, 17, 1000]), period=rnd.choice([1.0, 0.37, 10]))
+    st, now = _State.loads(None), 1733612345.0
+    for step in range(300):
+        now += rnd.choice([0.0, 0.001, 0.01, 0.05, 0.2])
+        at = now - rnd.choice([0.0, 0.0, 0.0, 0.03])  # now and then a clock a little behind
+        st.expire(limit, now)
+        st.add_start(limit, at)
+        if rnd.random() < 0.3:
+            st.holders.append(str(uuid.UUID(int=rnd.getrandbits(128))))
+        text = st.dumps()
+        assert text == json.dumps([st.holders, st.starts, st.waiting]), step
+        # The next admission starts from a copy of the remembered state, or
+        # (another process wrote last) from the JSON text itself.
+        st = _State.loads(text) if rnd.random() < 0.7 else _State(*json.loads(text))
+        assert (st.holders, st.starts, st.waiting) == tuple(json.loads(text))
+
+
 @pytest.mark.parametrize("state", [
     ([], [], []),
     (["a", 'quote"d', "é-ü"], [1.0, 1, 2.5, 3, 1733612345.123456, 17], ["w"]),

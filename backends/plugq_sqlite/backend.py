@@ -219,8 +219,9 @@ class _ClaimValues:
                 f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
             ).fetchall()
             for job_id, status in rows:
-                with contextlib.suppress(ValueError):  # a corrupt status holds no slot
-                    found[job_id] = JobStatus(status)
+                known = _STATUS.get(status) if isinstance(status, str) else None
+                if known is not None:  # a corrupt status holds no slot
+                    found[job_id] = known
         return found
 
 

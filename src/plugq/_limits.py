@@ -88,6 +88,11 @@ def _text(value: float | str) -> str:
     return text
 
 
+def _pair(at: float, count: float) -> str:
+    # A start time as repr writes it (as json.dumps does), its count as a whole number.
+    return f"{_TEXT.get(at) or _text(at)}, {count!r}"
+
+
 #: The last state text this process wrote, with its state (see :meth:`_State.loads`).
 _last: tuple[str, _State] | None = None
 
@@ -105,22 +110,30 @@ class _State:
     #: times as much.
     starts: list[float] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
+    #: The JSON text of each (time, count) pair of ``starts``, kept in step
+    #: with it by the methods below (None: not known, made by :meth:`dumps`).
+    #: Only the newest pair changes from one admission to the next, and
+    #: writing up to 17 pairs' text again was most of an admission's cost.
+    pairs: list[str] | None = field(default=None, compare=False, repr=False)
 
     def dumps(self) -> str:
         global _last
-        # What json.dumps([holders, starts, waiting]) writes, with each start
-        # time's text remembered: the same times are written at every limited
-        # claim until they leave the period, and a float's text is the costly
-        # part of the state (~0.5 us each, up to 17 of them).
-        starts = self.starts
-        texts = [""] * len(starts)
-        texts[0::2] = [_TEXT.get(t) or _text(t) for t in starts[0::2]]
-        texts[1::2] = [str(n) for n in starts[1::2]]
+        # What json.dumps([holders, starts, waiting]) writes, each start's
+        # text kept with the state (see pairs): the same starts are written at
+        # every limited claim until they leave the period, and a float's text
+        # is the costly part of the state (~0.5 us each, up to 17 of them).
+        pairs = self.pairs
+        if pairs is None:
+            starts = self.starts
+            pairs = self.pairs = [_pair(starts[k], starts[k + 1]) for k in range(0, len(starts), 2)]
         # Ids too: a holder is written at every admission while it is listed.
-        holders = ", ".join([_TEXT.get(i) or _text(i) for i in self.holders])
-        waiting = ", ".join([_TEXT.get(i) or _text(i) for i in self.waiting])
-        raw = f"[[{holders}], [{', '.join(texts)}], [{waiting}]]"
-        _last = (raw, self.copy())
+        get = _TEXT.get
+        holders = ", ".join([get(i) or _text(i) for i in self.holders])
+        waiting = ", ".join([get(i) or _text(i) for i in self.waiting]) if self.waiting else ""
+        raw = f"[[{holders}], [{', '.join(pairs)}], [{waiting}]]"
+        # Kept as it is, not copied: whoever dumps a state is done changing it
+        # (loads hands out copies).
+        _last = (raw, self)
         return raw
 
     @classmethod
@@ -136,16 +149,21 @@ class _State:
         return cls(holders, starts, waiting)
 
     def copy(self) -> _State:
-        return _State(list(self.holders), list(self.starts), list(self.waiting))
+        pairs = self.pairs
+        return _State(list(self.holders), list(self.starts), list(self.waiting),
+                      None if pairs is None else list(pairs))
 
     def started(self) -> int:
         return int(sum(self.starts[1::2]))
 
     def expire(self, limit: RateLimit, now: float) -> None:
-        if limit.period is not None and self.starts:
-            gone = bisect_right(self.starts[0::2], now - limit.period)
-            if gone:
-                del self.starts[: 2 * gone]
+        starts = self.starts
+        # Most admissions find the oldest start still in the period: no bisect.
+        if limit.period is not None and starts and starts[0] <= now - limit.period:
+            gone = bisect_right(starts[0::2], now - limit.period)
+            del starts[: 2 * gone]
+            if self.pairs is not None:
+                del self.pairs[:gone]
 
     def add_start(self, limit: RateLimit, now: float) -> None:
         """Count a start at ``now``, keeping the rate form's state small.
@@ -169,12 +187,18 @@ class _State:
             if starts and limit.limit > STARTS_EXACT and at // width == starts[-2] // width:
                 starts[-2] = at
                 starts[-1] += 1
+                if self.pairs is not None:
+                    self.pairs[-1] = _pair(at, starts[-1])
             else:
                 starts += (at, 1)
+                if self.pairs is not None:
+                    self.pairs.append(_pair(at, 1))
         else:
             # Another process's clock (or claim) was a little behind: keep the order.
             i = 2 * bisect_right(starts[0::2], at)
             starts[i:i] = (at, 1)
+            if self.pairs is not None:
+                self.pairs.insert(i // 2, _pair(at, 1))
 
 
 @lru_cache(maxsize=256)
@@ -188,7 +212,7 @@ def _repaired(statuses_of: StatusesOf, limit: RateLimit, st: _State, now: float)
     found = statuses_of(ids) if ids else {}
     holders = [i for i in st.holders if found.get(i) is JobStatus.STARTED]
     waiting = [i for i in st.waiting if found.get(i) in _IN_LINE]
-    repaired = _State(holders, st.starts, waiting)
+    repaired = _State(holders, st.starts, waiting, st.pairs)
     repaired.expire(limit, now)
     return repaired
 
@@ -200,12 +224,14 @@ def _statuses_via(storage: Storage) -> StatusesOf:
 
 
 def _free(limit: RateLimit, st: _State) -> int:
-    free = []
-    if limit.concurrency is not None:
-        free.append(limit.concurrency - len(st.holders))
+    # A RateLimit has at least one of the two forms (RateLimit checks it).
+    free = limit.concurrency - len(st.holders) if limit.concurrency is not None else None
     if limit.limit is not None:
-        free.append(limit.limit - st.started())
-    return max(min(free), 0)
+        left = limit.limit - st.started()
+        if free is None or left < free:
+            free = left
+    assert free is not None
+    return free if free > 0 else 0
 
 
 def _decide(
@@ -319,7 +345,9 @@ def release(storage: Storage, rec: JobRecord) -> None:
         # end has nothing to read.
         return
     raw = storage.get_value(PREFIX + limit.key)
-    _seen.setdefault(storage, {})[PREFIX + limit.key] = raw
+    if "gated_claim" not in storage.capabilities:
+        # For admit's first guess (a gated claim reads the value in its transaction).
+        _seen.setdefault(storage, {})[PREFIX + limit.key] = raw
     # _State.dumps writes the line last: "…, []]" is a state nobody waits in,
     # told without parsing it (this runs at the end of every limited job).
     if raw is not None and not raw.endswith(", []]") and _State.loads(raw).waiting:
