@@ -11,6 +11,9 @@ import os
 import re
 import threading
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +164,15 @@ def current_settings() -> Settings:
     enqueue. Call :func:`clear_settings_cache` after editing the file in the
     same process.
 
+    Inside :func:`pinned_settings` (a worker's run), the settings as found
+    when it began, without looking at the directory or the environment.
+
     Raises:
         ConfigurationError: as :func:`load_settings`.
     """
+    pinned = _pinned_settings.get()
+    if pinned is not None:
+        return pinned
     key = (
         os.getcwd(),
         os.environ.get("PLUGQ_URL", ""),
@@ -176,6 +185,26 @@ def current_settings() -> Settings:
         return cached
 
 
+@contextmanager
+def pinned_settings() -> Iterator[Settings]:
+    """:func:`current_settings` read once, for everything run in this context until it exits.
+
+    A worker asks for the settings for each job (the allow-list, the
+    serializer policy); the cache key alone cost a ``getcwd`` system call
+    and two environment reads each time. A worker's settings are those of
+    its start, as they are for every other option: a task that changes
+    directory does not change them.
+
+    Raises:
+        ConfigurationError: as :func:`load_settings`.
+    """
+    token = _pinned_settings.set(current_settings())
+    try:
+        yield current_settings()
+    finally:
+        _pinned_settings.reset(token)
+
+
 def clear_settings_cache() -> None:
     """Forget the settings :func:`current_settings` has read."""
     with _settings_lock:
@@ -183,6 +212,7 @@ def clear_settings_cache() -> None:
 
 
 _settings_lock = threading.Lock()
+_pinned_settings: ContextVar[Settings | None] = ContextVar("plugq_settings", default=None)
 _settings_cache: dict[tuple[str, str, str], Settings] = {}
 
 

@@ -21,7 +21,9 @@ import hmac
 import importlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from ._execution import resolve
@@ -40,13 +42,22 @@ class UntrustedJobError(PlugqError):
     """A job failed a security check and was not run; the message says which."""
 
 
+#: The key as a worker's run read it at its start (see :func:`pinned_secret_key`).
+_pinned_key: ContextVar[tuple[bytes | None] | None] = ContextVar("plugq_secret_key", default=None)
+
+
 def secret_key() -> bytes | None:
     """The signing key from ``PLUGQ_SECRET_KEY`` (None when unset).
+
+    Inside :func:`pinned_secret_key` (a worker's run), the key as read when it began.
 
     Raises:
         ConfigurationError: the variable is set but empty. An empty key would
             silently turn verification off, which is never what setting it meant.
     """
+    pinned = _pinned_key.get()
+    if pinned is not None:
+        return pinned[0]
     key = os.environ.get("PLUGQ_SECRET_KEY")
     if key is None:
         return None
@@ -56,6 +67,26 @@ def secret_key() -> bytes | None:
             "secret, or unset it to run without signing"
         )
     return key.encode()
+
+
+@contextmanager
+def pinned_secret_key() -> Iterator[bytes | None]:
+    """Read ``PLUGQ_SECRET_KEY`` once, for everything run in this context until it exits.
+
+    A worker's run asks for the key several times a job (verify, sign the
+    outcome, the storage's own signing); reading the environment each time
+    was a measurable part of a job's cost. The key is a process's setting,
+    fixed for a worker's run: as every other setting, a change takes a
+    worker restart.
+
+    Raises:
+        ConfigurationError: as :func:`secret_key`.
+    """
+    token = _pinned_key.set((secret_key(),))
+    try:
+        yield _pinned_key.get()[0]  # type: ignore[index]
+    finally:
+        _pinned_key.reset(token)
 
 
 def _bound_fields(rec: JobRecord) -> tuple[str, ...]:

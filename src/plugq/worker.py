@@ -12,9 +12,10 @@ from typing import Any
 
 from ._clock import to_datetime
 from .backend import Backend, WorkerSpec
+from .config import pinned_settings
 from .exceptions import NotSupportedError
 from .queue import Queue
-from .security import secret_key
+from .security import pinned_secret_key
 from .storage import WorkerRecord
 
 #: Every keyword argument of rq 2.x's ``Worker``; a backend honours those in
@@ -240,15 +241,16 @@ class Worker:
             ValueError: another live worker already uses this name.
             ConfigurationError: ``PLUGQ_SECRET_KEY`` is set but empty.
         """
-        # Before any job is taken: an empty key would otherwise show up only as
-        # every signed job failing (or, worse, as verification quietly off).
-        secret_key()
         if logging_level is not None:
             logging.getLogger("plugq").setLevel(logging_level)
-        self._spec.stop.clear()
-        return self.backend.run_worker(
-            self._spec, burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
-        )
+        # The key and the settings read once for the run (and before any job
+        # is taken: an empty key would otherwise show up only as every signed
+        # job failing, or worse, as verification quietly off).
+        with pinned_secret_key(), pinned_settings():
+            self._spec.stop.clear()
+            return self.backend.run_worker(
+                self._spec, burst=burst, max_jobs=max_jobs, with_scheduler=with_scheduler
+            )
 
     def request_stop(self) -> None:
         """Warm shutdown: finish the current job, then return from ``work()``."""
