@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,48 @@ def test_rq_reads_plugq_dependencies_and_waits_for_all_of_them(url):
     assert first.get_status() == "finished"
     assert both.get_status() == "deferred"  # still waits for the scheduled one
     assert q.get_job_ids() == []
+
+
+def test_rq3_rate_limited_jobs_keep_moving_under_a_plugq_worker(url):
+    """rq 3's RateLimit takes a slot at enqueue and holds back the rest in
+    rq:rl:<key>:rate_limited; its worker gives the slot back at a job's end and
+    queues the next. A plugq worker running those jobs does the same (else the
+    held-back jobs would wait forever), including across an immediate retry
+    (which keeps its slot) and a failure."""
+    rq = pytest.importorskip("rq")
+    if not hasattr(rq, "RateLimit"):
+        pytest.skip(f"rq {rq.__version__} has no RateLimit (rq 3.0 added it)")
+    from redis import Redis
+    from rq import Queue as RQQueue
+    from rq import RateLimit as RQRateLimit
+    from rq import Retry as RQRetry
+
+    conn = Redis.from_url(url)
+    rq_queue = RQQueue("interop-rl", connection=conn)
+    one = RQRateLimit("partner", concurrency=1)
+    first = rq_queue.enqueue(tasks.fail, "first fails once", retry=RQRetry(max=1), rate_limit=one)
+    rest = [rq_queue.enqueue(tasks.add, i, 10, rate_limit=one) for i in range(3)]
+    # rq let the first through and holds back the rest
+    assert conn.zrange("rq:rl:partner:allowed", 0, -1) == [first.id.encode()]
+    # rq's line, first first (scored by the second of enqueue, then by id)
+    line = [i.decode() for i in conn.zrange("rq:rl:partner:rate_limited", 0, -1)]
+    assert sorted(line) == sorted(j.id for j in rest)
+    for job in rest:
+        assert job.get_status(refresh=True) == "rate_limited"
+
+    q = Queue("interop-rl", connection=url)
+    assert Worker([q], connection=url).work(burst=True)  # plugq's worker
+
+    # Every held-back job was queued in turn and ran; the first failed after its retry.
+    for i, job in enumerate(rest):
+        job.refresh()
+        assert job.get_status() == "finished" and job.return_value() == i + 10
+    first.refresh()
+    assert first.get_status() == "failed" and first.retries_left == 0
+    # and rq's limiter is back at rest: no slot held, nobody waiting
+    assert conn.zcard("rq:rl:partner:allowed") == 0
+    assert conn.zcard("rq:rl:partner:rate_limited") == 0
+    # queued by the releases in the order of rq's line, one after the other
+    done = [Job.fetch(job_id, connection=url) for job_id in line]
+    for before, after in pairwise(done):
+        assert after.ended_at > before.ended_at

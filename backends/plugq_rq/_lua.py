@@ -275,10 +275,12 @@ local function read_block(A, i)
 end
 
 -- Rewrites the hash from the block: its fields set, every other field deleted
--- except those named in b.keep (comma-separated), which keep their stored values.
+-- except those named in b.keep (comma-separated), which keep their stored values,
+-- and rq 3's RateLimit fields, which plugq does not model but rq's worker and
+-- rq_rate_release (PUT) read until the job gives its slot back.
 local function write_hash(key, b)
   if not b.fresh then
-    local wanted = {}
+    local wanted = {rate_limit_key = true, rate_limit_concurrency = true}
     for f in string.gmatch(b.keep, '[^,]+') do wanted[f] = true end
     for k = b.fields, b.fields + b.nf - 1, 2 do wanted[b.A[k]] = true end
     local gone = {}
@@ -704,12 +706,39 @@ local function mark_ahead(id, before, exec)
              h['worker_name'] or '', h['plugq_attempts'] or '', h['plugq_expires_at'] or ''}))
 end
 
+-- rq 3's RateLimit (rq.rate_limit): a job rq let through holds a slot in
+-- rq:rl:<key>:allowed until it ends; then rq's worker gives the slot back and
+-- queues the first job rq holds back in rq:rl:<key>:rate_limited (its
+-- RateLimitRegistry.release_and_enqueue). A plugq worker that runs such a job
+-- does the same here, so rq's limited jobs keep moving. at: enqueued_at text
+-- for the job queued ('' leaves it as it was).
+local function rq_rate_release(rk, id, now, at)
+  local base = 'rq:rl:' .. rk
+  local allowed, held = base .. ':allowed', base .. ':rate_limited'
+  redis.call('ZREM', allowed, id)
+  local conc = tonumber(redis.call('HGET', base, 'concurrency') or '') or 0
+  if redis.call('ZCARD', allowed) >= conc then return end
+  while true do
+    local top = redis.call('ZPOPMIN', held)
+    if #top == 0 then return end
+    local h = redis.call('HMGET', J .. top[1], 'origin', 'status', 'enqueue_at_front')
+    -- as rq: a held entry whose job is gone or no longer waits is dropped
+    if h[1] and h[2] == 'rate_limited' then
+      redis.call('ZADD', allowed, now, top[1])
+      redis.call('HSET', J .. top[1], 'status', 'queued')
+      if at ~= '' then redis.call('HSET', J .. top[1], 'enqueued_at', at) end
+      place(top[1], h[1], 'queued', h[3] == '1' and '1' or '0', 0, now, 0, '', '')
+      return
+    end
+  end
+end
+
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
 local b = read_block(ARGV, 11 + nq)
 local key = J .. b.id
 local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts', 'plugq_priority',
-                       'plugq_unique_key')
+                       'plugq_unique_key', 'rate_limit_key')
 if not cur[1] then return {0} end
 local st, origin = norm(cur[1]), cur[2] or ''
 if ARGV[3] == '1' then
@@ -738,6 +767,13 @@ set_result(b.id, b.rtype, b.rv, b.exc, b.worker, false)
 set_expiry(b.id, b.exp, false)
 local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
+-- A job rq 3 limited leaves started, done or to wait for a delayed retry (an
+-- immediate retry, back to queued, keeps its slot, as under rq's worker).
+if cur[6] and st == 'started' and b.status ~= 'started' and b.status ~= 'queued' then
+  local at = ARGV[8]
+  if at == '' then at = redis.call('HGET', key, 'ended_at') or '' end
+  rq_rate_release(cur[6], b.id, now, at)
+end
 local ahead = false
 if ARGV[6] ~= '' then
   local before
