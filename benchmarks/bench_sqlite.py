@@ -15,6 +15,14 @@ Both run the task ``digit_sum(uuid4 hex)`` and keep results. Run::
     .venv/bin/python benchmarks/bench_sqlite.py [--jobs 5000] [--bulk 50000]
     .venv/bin/python benchmarks/bench_sqlite.py --latency   # idle CPU, wake-up delay
     .venv/bin/python benchmarks/bench_sqlite.py --features  # priority / RateLimit overhead
+    .venv/bin/python benchmarks/bench_sqlite.py --features --instructions  # the same, counted
+
+``--instructions`` runs each worker under valgrind's callgrind and reports
+the instructions it executed per job: the same count run after run, whatever
+else the machine does (on a shared machine the wall-clock rows move 10-15 %
+from run to run, more than the differences they are meant to show). It
+leaves out the time spent in the kernel (SQLite's writes to the WAL) and
+cache effects, so it complements the timed rows rather than replacing them.
 
 Not a test: numbers depend on the machine. Prints rates and ratios.
 """
@@ -24,6 +32,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -137,6 +147,54 @@ def bench_features(folder: str, jobs: int, first: int = 0) -> dict[str, float]:
     return {key: out[key] for name in names for key in (name, f"{name} cpu")}
 
 
+_DRAIN = """
+import sys
+from plugq import Queue, Worker
+from plugq_sqlite import SqliteStorage
+backend = SqliteStorage("sqlite:///" + sys.argv[1])
+Worker([Queue("bench", connection=backend)], connection=backend).work(burst=True)
+"""
+
+
+def _instructions(path: str) -> int:
+    """Instructions a worker process executes draining the file at ``path`` (callgrind)."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, "-c", _DRAIN, path],
+        capture_output=True, text=True, check=True,
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+_WARM_UP = 20
+
+
+def count_features(folder: str, jobs: int) -> dict[str, float]:
+    """Instructions per job of a worker draining ``jobs`` jobs, per row of :data:`FEATURES`.
+
+    Each row also drains a file of :data:`_WARM_UP` jobs, whose count is
+    taken off: start-up, shutdown and what the first jobs do once (imports
+    of the task's module and of the engine's parts a row uses), so what is
+    left is what each further job costs.
+    """
+    out = {}
+    for name, extra in FEATURES.items():
+        counts = []
+        for n in (_WARM_UP, _WARM_UP + jobs):
+            path = f"{folder}/count-{name}-{n}.db"
+            backend = SqliteStorage(f"sqlite:///{path}")
+            q = Queue("bench", connection=backend)
+            for i in range(n):
+                q.enqueue(digit_sum, uuid.uuid4().hex, **extra(i))
+            backend.close()
+            counts.append(_instructions(path))
+        out[name] = (counts[1] - counts[0]) / jobs
+    return out
+
+
 _IDLE_WORKER = """
 import sys
 from plugq import Queue, RateLimit, Worker
@@ -200,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: idle worker CPU use and enqueue-to-start delay")
     parser.add_argument("--features", action="store_true",
                         help="instead: processing with priorities and rate limits against plain")
+    parser.add_argument("--instructions", action="store_true",
+                        help="with --features: instructions per job under valgrind, not time")
     parser.add_argument("--samples", type=int, default=200, help="jobs for --latency")
     parser.add_argument("--poll", default="", help="the URL's poll= for --latency")
     opts = parser.parse_args(argv)
@@ -215,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     def best(runs: list[dict[str, float]]) -> dict[str, float]:
         return {key: max(r[key] for r in runs) for key in runs[0]}
 
+    if opts.features and opts.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind (apt-get install valgrind)")
+        with tempfile.TemporaryDirectory() as folder:
+            counted = count_features(folder, opts.jobs)
+        print(f"python={sys.version.split()[0]} jobs={opts.jobs}; 1 worker, "
+              "instructions per job (callgrind) and plain's count over the row's")
+        for name in FEATURES:
+            print(f"{name:14}{counted[name]:12,.0f}{counted['plain'] / counted[name]:7.0%}")
+        return 0
     if opts.features:
         runs = []
         for run in range(opts.runs):
