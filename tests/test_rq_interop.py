@@ -154,15 +154,19 @@ def test_rq_dependencies_schedules_and_result_ttl_run_on_plugq_worker(url):
     rq_queue = RQQueue("interop-c", connection=conn)
     parent = rq_queue.enqueue(tasks.add, 1, 1, result_ttl=600)
     child = rq_queue.enqueue(tasks.add, 2, 2, depends_on=parent)
-    later = rq_queue.enqueue_in(timedelta(seconds=1), tasks.add, 3, 3)
+    # Far enough ahead that the first burst (three jobs and a worker's start,
+    # which took over a second on a loaded machine) ends before it is due.
+    later = rq_queue.enqueue_in(timedelta(seconds=4), tasks.add, 3, 3)
     gone = rq_queue.enqueue(tasks.add, 4, 4, result_ttl=0)
     assert child.get_status() == "deferred" and later.get_status() == "scheduled"
     q = Queue("interop-c", connection=url)
     assert q.deferred_job_registry.get_job_ids() == [child.id]
     assert q.scheduled_job_registry.get_job_ids() == [later.id]
+    due = conn.zscore("rq:scheduled:interop-c", later.id)
     assert Worker([q]).work(burst=True)
-    wait_until(lambda: Job.fetch(later.id, connection=url).get_status() == "scheduled", 1)
-    time.sleep(1.1)
+    assert time.time() < due, "the first burst outlasted the schedule: the check below proves nothing"
+    assert Job.fetch(later.id, connection=url).get_status() == "scheduled"  # not run early
+    time.sleep(due - time.time() + 0.1)
     assert Worker([q]).work(burst=True)
     for job, value in ((parent, 2), (child, 4), (later, 6)):
         job.refresh()  # rq's own view
