@@ -265,3 +265,40 @@ def test_rq3_rate_limited_jobs_keep_moving_under_a_plugq_worker(url):
     done = [Job.fetch(job_id, connection=url) for job_id in line]
     for before, after in pairwise(done):
         assert after.ended_at > before.ended_at
+
+
+def test_rq_repeat_runs_again_under_a_plugq_worker(url):
+    """rq's Repeat (rq 2.2+) on a job rq made: after each success the job runs
+    again, at once for interval 0 and scheduled for a later one, as under rq's
+    own worker; a failure does not repeat."""
+    from redis import Redis
+    from rq import Queue as RQQueue
+    from rq import Repeat as RQRepeat
+    from rq.job import Job as RQJob
+
+    conn = Redis.from_url(url)
+    rq_queue = RQQueue("interop-repeat", connection=conn)
+    now_again = rq_queue.enqueue(tasks.add, 1, 2, repeat=RQRepeat(times=2, interval=0))
+    later = rq_queue.enqueue(tasks.add, 3, 4, repeat=RQRepeat(times=2, interval=[60, 120]))
+    failing = rq_queue.enqueue(tasks.fail, "no repeat", repeat=RQRepeat(times=1, interval=0))
+    q = Queue("interop-repeat", connection=url)
+    assert Worker([q], connection=url).work(burst=True)
+
+    # three runs (the first and its two repeats), each one result in rq's stream
+    job = RQJob.fetch(now_again.id, connection=conn)
+    assert job.get_status() == "finished" and job.repeats_left == 0
+    assert [r.return_value for r in job.results()] == [3, 3, 3]
+    assert now_again.id not in q.scheduled_job_registry.get_job_ids()
+
+    # one run, then scheduled 60 s on with one repeat left and the next interval first
+    job = RQJob.fetch(later.id, connection=conn)
+    assert job.get_status() == "scheduled" and job.repeats_left == 1
+    assert job.repeat_intervals == [120]
+    assert [r.return_value for r in job.results()] == [7]
+    due = conn.zscore("rq:scheduled:interop-repeat", later.id)
+    assert due is not None and 55 < due - time.time() <= 60
+    assert later.id not in q.finished_job_registry.get_job_ids()
+    assert Job.fetch(later.id, connection=url).get_status() == "scheduled"  # plugq agrees
+
+    job = RQJob.fetch(failing.id, connection=conn)
+    assert job.get_status() == "failed" and job.repeats_left == 1

@@ -158,14 +158,16 @@ local function add_deps(id, deps)
   end
 end
 
--- The results stream: a new entry when the outcome changed, none kept when there is none.
-local function set_result(id, rtype, rv, exc, worker, fresh)
+-- The results stream: a new entry when the outcome changed (always for the end
+-- of a run, run: each run is an entry, as rq's worker writes them, even when two
+-- runs returned the same), none kept when there is none.
+local function set_result(id, rtype, rv, exc, worker, fresh, run)
   local rkey = 'rq:results:' .. id
   if rv == '' and exc == '' then
     if not fresh then redis.call('DEL', rkey) end
     return
   end
-  local last = redis.call('XREVRANGE', rkey, '+', '-', 'COUNT', 1)[1]
+  local last = not run and redis.call('XREVRANGE', rkey, '+', '-', 'COUNT', 1)[1]
   if last then
     local f, kv = {}, last[2]
     for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
@@ -276,11 +278,12 @@ end
 
 -- Rewrites the hash from the block: its fields set, every other field deleted
 -- except those named in b.keep (comma-separated), which keep their stored values,
--- and rq 3's RateLimit fields, which plugq does not model but rq's worker and
--- rq_rate_release (PUT) read until the job gives its slot back.
+-- and rq's RateLimit (rq 3) and Repeat fields, which plugq does not model but
+-- rq's worker and the PUT script's rq upkeep (rq_rate_release, rq_repeat) read.
 local function write_hash(key, b)
   if not b.fresh then
-    local wanted = {rate_limit_key = true, rate_limit_concurrency = true}
+    local wanted = {rate_limit_key = true, rate_limit_concurrency = true,
+                    repeats_left = true, repeat_intervals = true}
     for f in string.gmatch(b.keep, '[^,]+') do wanted[f] = true end
     for k = b.fields, b.fields + b.nf - 1, 2 do wanted[b.A[k]] = true end
     local gone = {}
@@ -733,12 +736,44 @@ local function rq_rate_release(rk, id, now, at)
   end
 end
 
+-- rq's Repeat (rq.repeat, rq 2.2+): a job rq made with repeats left
+-- (repeats_left, repeat_intervals) runs again after a success, as rq's worker
+-- does it (Repeat.schedule): one repeat fewer, the first interval taken (the
+-- last one stays), then queued again at once or scheduled that many seconds
+-- on. plugq's own Repeat rides in the job's meta and is the engine's; this is
+-- rq's, kept here like the dependents sets, so a plugq worker honours it.
+local function rq_repeat(id, origin, left, intervals_text, now, at)
+  local n = tonumber(left)
+  if not n or n < 1 then return end
+  local ok, intervals = pcall(cjson.decode, intervals_text or '[]')
+  if not ok or type(intervals) ~= 'table' then intervals = {} end
+  local interval = tonumber(intervals[1]) or 0
+  local key = J .. id
+  if #intervals > 1 then
+    table.remove(intervals, 1)
+    redis.call('HSET', key, 'repeat_intervals', cjson.encode(intervals))
+  end
+  redis.call('HSET', key, 'repeats_left', string.format('%d', n - 1))
+  -- not finished after all: out of the finished registry, and no expiry
+  unplace(id, origin, 'finished')
+  redis.call('ZREM', EXP, id)
+  redis.call('HDEL', key, 'plugq_expires_at')
+  if interval > 0 then
+    redis.call('HSET', key, 'status', 'scheduled')
+    place(id, origin, 'scheduled', '0', now + interval, now, 0, '', '')
+  else
+    redis.call('HSET', key, 'status', 'queued')
+    if at ~= '' then redis.call('HSET', key, 'enqueued_at', at) end
+    place(id, origin, 'queued', '0', 0, now, 0, '', '')
+  end
+end
+
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nq = tonumber(ARGV[9])
 local b = read_block(ARGV, 11 + nq)
 local key = J .. b.id
 local cur = redis.call('HMGET', key, 'status', 'origin', 'plugq_attempts', 'plugq_priority',
-                       'plugq_unique_key', 'rate_limit_key')
+                       'plugq_unique_key', 'rate_limit_key', 'repeats_left', 'repeat_intervals')
 if not cur[1] then return {0} end
 local st, origin = norm(cur[1]), cur[2] or ''
 if ARGV[3] == '1' then
@@ -763,16 +798,20 @@ else
 end
 drop_deps(b.id)
 add_deps(b.id, b.deps)
-set_result(b.id, b.rtype, b.rv, b.exc, b.worker, false)
+set_result(b.id, b.rtype, b.rv, b.exc, b.worker, false, st == 'started' and b.status ~= 'started')
 set_expiry(b.id, b.exp, false)
 local waiting = {}
 if b.status ~= 'queued' and b.status ~= 'started' then waiting = dependents_waiting(b.id) end
--- A job rq 3 limited leaves started, done or to wait for a delayed retry (an
--- immediate retry, back to queued, keeps its slot, as under rq's worker).
-if cur[6] and st == 'started' and b.status ~= 'started' and b.status ~= 'queued' then
+-- rq's upkeep for a job rq made, when this put ends its run (at: enqueued_at
+-- text for a job queued again).
+if (cur[6] or cur[7]) and st == 'started' and b.status ~= 'started' then
   local at = ARGV[8]
   if at == '' then at = redis.call('HGET', key, 'ended_at') or '' end
-  rq_rate_release(cur[6], b.id, now, at)
+  -- a success with repeats left (rq's Repeat) runs again
+  if cur[7] and b.status == 'finished' then rq_repeat(b.id, b.origin, cur[7], cur[8], now, at) end
+  -- rq 3's RateLimit: leaving started, done or to wait for a delayed retry, gives the
+  -- slot back (an immediate retry, back to queued, keeps it, as under rq's worker)
+  if cur[6] and b.status ~= 'queued' then rq_rate_release(cur[6], b.id, now, at) end
 end
 local ahead = false
 if ARGV[6] ~= '' then
