@@ -158,9 +158,9 @@ local function add_deps(id, deps)
   end
 end
 
--- The results stream: a new entry when the outcome changed (always for the end
--- of a run, run: each run is an entry, as rq's worker writes them, even when two
--- runs returned the same), none kept when there is none.
+-- The results stream: a new entry when the outcome changed, and at every end of
+-- a run (run: each run is one entry, as rq's worker writes them, even when two
+-- runs returned the same); none kept when there is none.
 local function set_result(id, rtype, rv, exc, worker, fresh, run)
   local rkey = 'rq:results:' .. id
   if rv == '' and exc == '' then

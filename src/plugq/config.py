@@ -198,9 +198,10 @@ def pinned_settings() -> Iterator[Settings]:
     Raises:
         ConfigurationError: as :func:`load_settings`.
     """
-    token = _pinned_settings.set(current_settings())
+    settings = current_settings()
+    token = _pinned_settings.set(settings)
     try:
-        yield current_settings()
+        yield settings
     finally:
         _pinned_settings.reset(token)
 

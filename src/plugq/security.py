@@ -82,9 +82,10 @@ def pinned_secret_key() -> Iterator[bytes | None]:
     Raises:
         ConfigurationError: as :func:`secret_key`.
     """
-    token = _pinned_key.set((secret_key(),))
+    key = secret_key()
+    token = _pinned_key.set((key,))
     try:
-        yield _pinned_key.get()[0]  # type: ignore[index]
+        yield key
     finally:
         _pinned_key.reset(token)
 

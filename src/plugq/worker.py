@@ -239,7 +239,8 @@ class Worker:
 
         Raises:
             ValueError: another live worker already uses this name.
-            ConfigurationError: ``PLUGQ_SECRET_KEY`` is set but empty.
+            ConfigurationError: ``PLUGQ_SECRET_KEY`` is set but empty, or the
+                settings (``[tool.plugq]``, ``PLUGQ_*``) are not valid.
         """
         if logging_level is not None:
             logging.getLogger("plugq").setLevel(logging_level)
