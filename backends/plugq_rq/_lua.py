@@ -715,6 +715,14 @@ end
 -- RateLimitRegistry.release_and_enqueue). A plugq worker that runs such a job
 -- does the same here, so rq's limited jobs keep moving. at: enqueued_at text
 -- for the job queued ('' leaves it as it was).
+-- Queue a job rq made again (rq's own upkeep below): status queued, enqueued_at
+-- at (a date text; '' leaves it as it was), at the back (front: '1' at the front).
+local function requeue_rq_job(id, origin, front, now, at)
+  redis.call('HSET', J .. id, 'status', 'queued')
+  if at ~= '' then redis.call('HSET', J .. id, 'enqueued_at', at) end
+  place(id, origin, 'queued', front, 0, now, 0, '', '')
+end
+
 local function rq_rate_release(rk, id, now, at)
   local base = 'rq:rl:' .. rk
   local allowed, held = base .. ':allowed', base .. ':rate_limited'
@@ -728,9 +736,7 @@ local function rq_rate_release(rk, id, now, at)
     -- as rq: a held entry whose job is gone or no longer waits is dropped
     if h[1] and h[2] == 'rate_limited' then
       redis.call('ZADD', allowed, now, top[1])
-      redis.call('HSET', J .. top[1], 'status', 'queued')
-      if at ~= '' then redis.call('HSET', J .. top[1], 'enqueued_at', at) end
-      place(top[1], h[1], 'queued', h[3] == '1' and '1' or '0', 0, now, 0, '', '')
+      requeue_rq_job(top[1], h[1], h[3] == '1' and '1' or '0', now, at)
       return
     end
   end
@@ -762,9 +768,7 @@ local function rq_repeat(id, origin, left, intervals_text, now, at)
     redis.call('HSET', key, 'status', 'scheduled')
     place(id, origin, 'scheduled', '0', now + interval, now, 0, '', '')
   else
-    redis.call('HSET', key, 'status', 'queued')
-    if at ~= '' then redis.call('HSET', key, 'enqueued_at', at) end
-    place(id, origin, 'queued', '0', 0, now, 0, '', '')
+    requeue_rq_job(id, origin, '0', now, at)
   end
 end
 
