@@ -114,6 +114,9 @@ FEATURES: dict[str, Callable[[int], dict[str, object]]] = {
     "priority": lambda n: {"priority": n % 11 - 5},
     "concurrency": lambda n: {"rate_limit": RateLimit("bench-c", concurrency=8)},
     "rate": lambda n: {"rate_limit": RateLimit("bench-r", limit=1_000_000, period=1.0)},
+    # Priorities and a rate limit, as issue 16 puts it; "both" adds the concurrency form.
+    "rate+priority": lambda n: {"priority": n % 11 - 5,
+                                "rate_limit": RateLimit("bench-rp", limit=1_000_000, period=1.0)},
     "both": lambda n: {"priority": n % 11 - 5,
                        "rate_limit": RateLimit("bench-b", concurrency=8, limit=1_000_000,
                                                period=1.0)},

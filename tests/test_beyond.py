@@ -699,3 +699,91 @@ def test_a_limits_state_is_written_as_json_and_read_back(state):
         assert (back.holders, back.starts, back.waiting) == tuple(list(p) for p in state)
         back.holders.append("changed")  # a copy: the remembered state is not touched
     assert _State.loads(text).holders == list(state[0])
+
+
+@pytest.mark.parametrize("stop", ["max_jobs", "stop_flag"])
+def test_a_worker_that_stops_after_a_limited_job_wakes_its_line(tmp_path, stop):
+    """On SQLite a job's end hands its line to the worker's next claim (_limits.Ended); a
+    worker that stops instead (max_jobs reached, or told to stop) reads it as it stops:
+    the job held back while the first ran is queued again, not left waiting."""
+    import threading
+
+    from plugq import RateLimit, Worker
+
+    url = f"sqlite:///{tmp_path}/line.db"
+    q = Queue("q", connection=url)
+    gate = tmp_path / "gate"
+    limit = RateLimit("line", concurrency=1)
+    first = q.enqueue(tasks.wait_for_file, str(gate), rate_limit=limit)
+    worker = Worker([q], connection=url, name="first")
+    runs = {}
+
+    def run() -> None:
+        if stop == "max_jobs":
+            runs["n"] = worker.work(max_jobs=1)
+        else:
+            runs["n"] = worker.work()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        end = time.monotonic() + 15
+        while first.get_status() != JobStatus.STARTED:
+            assert time.monotonic() < end, "the first job never started"
+            time.sleep(0.01)
+        held = q.enqueue(tasks.add, 2, 3, rate_limit=limit)
+        # Another worker claims it while the first holds the only slot: held back, in line.
+        Worker([q], connection=url, name="second").work(burst=True)
+        assert held.get_status() == JobStatus.RATE_LIMITED
+        if stop == "stop_flag":
+            worker.request_stop()
+    finally:
+        gate.touch()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert first.get_status() == JobStatus.FINISHED
+    assert held.get_status() == JobStatus.QUEUED  # woken by the first worker as it stopped
+    assert q.job_ids == [held.id]
+    Worker([q], connection=url, name="third").work(burst=True)
+    assert held.get_status() == JobStatus.FINISHED and held.result == 5
+
+
+def test_a_limited_jobs_end_wakes_its_line_before_the_next_job_runs(tmp_path):
+    """The line a limited job leaves is woken when that job ends, not when the worker next
+    finds its queues empty: here the worker goes on to a long job, and the job held back
+    is queued again (for any worker) while that one runs."""
+    import threading
+
+    from plugq import RateLimit, Worker
+
+    url = f"sqlite:///{tmp_path}/line.db"
+    q = Queue("q", connection=url)
+    gate_a, gate_c = tmp_path / "a", tmp_path / "c"
+    limit = RateLimit("line", concurrency=1)
+    first = q.enqueue(tasks.wait_for_file, str(gate_a), rate_limit=limit)
+    runner = threading.Thread(
+        target=lambda: Worker([q], connection=url, name="first").work(burst=True))
+    runner.start()
+    try:
+        end = time.monotonic() + 15
+        while first.get_status() != JobStatus.STARTED:
+            assert time.monotonic() < end, "the first job never started"
+            time.sleep(0.01)
+        held = q.enqueue(tasks.add, 2, 3, rate_limit=limit)
+        Worker([q], connection=url, name="second").work(burst=True)
+        assert held.get_status() == JobStatus.RATE_LIMITED
+        long = q.enqueue(tasks.wait_for_file, str(gate_c))
+        gate_a.touch()
+        end = time.monotonic() + 15
+        while held.get_status() != JobStatus.QUEUED:
+            assert time.monotonic() < end, (held.get_status(), long.get_status())
+            time.sleep(0.01)
+        assert long.get_status() == JobStatus.STARTED  # it woke before the long job ended
+        assert first.get_status() == JobStatus.FINISHED
+    finally:
+        gate_a.touch()
+        gate_c.touch()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert [j.get_status() for j in (first, held, long)] == [JobStatus.FINISHED] * 3
+    assert held.result == 5

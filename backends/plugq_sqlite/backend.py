@@ -36,6 +36,7 @@ from plugq.config import mask_url
 from plugq.exceptions import BackendUnavailableError, ConfigurationError, DuplicateJobError
 from plugq.storage import (
     ClaimGate,
+    ClaimPeek,
     Clock,
     JobRecord,
     JobStatus,
@@ -113,6 +114,8 @@ _CLAIM = (
     f"{_UNEXPIRED}ORDER BY qrank, pos LIMIT 1) "
     f"RETURNING {_COLS}"
 )
+#: _CLAIM, returning also the named value of a key given last (see SqliteStorage.claim_gated).
+_CLAIM_AND_VALUE = _CLAIM + ", (SELECT value FROM named_values WHERE key = ?)"
 _GET = f"SELECT {_COLS} FROM jobs WHERE id = ?"
 _ANY_QUEUED = "SELECT 1 FROM jobs WHERE origin = ? AND status = 'queued' LIMIT 1"
 _GET_MANY_CHUNK = 500
@@ -193,19 +196,39 @@ def _put_params(record: JobRecord, conditions: tuple[Any, ...]) -> tuple[Any, ..
     )
 
 
+#: _ClaimValues.read when the claim's statement read no value.
+_UNREAD = object()
+
+
 class _ClaimValues:
-    """:class:`~plugq.storage.ClaimValues` on the connection whose transaction holds a claim."""
+    """:class:`~plugq.storage.ClaimValues` on the connection whose transaction holds a claim.
 
-    __slots__ = ("conn",)
+    ``key``/``read``: a named value the claim's own statement read (see
+    :meth:`SqliteStorage.claim_gated`), handed out without a statement of its
+    own; ``asked``: the last key read by a statement here, the next claim's
+    guess.
+    """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    __slots__ = ("asked", "conn", "key", "read")
+
+    def __init__(self, conn: sqlite3.Connection, key: str | None = None,
+                 read: object = _UNREAD) -> None:
         self.conn = conn
+        self.key = key
+        self.read = read
+        self.asked: str | None = None
 
     def get_value(self, key: str) -> str | None:
+        read = self.read
+        if key == self.key and read is not _UNREAD:
+            return None if read is None else str(read)
+        self.asked = key
         row = self.conn.execute("SELECT value FROM named_values WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_value(self, key: str, value: str) -> None:
+        if key == self.key:
+            self.read = value  # read again in this transaction (a gate and a peek may both ask)
         # An UPDATE in place first: REPLACE would delete and re-insert the row.
         sql = "UPDATE named_values SET value = ? WHERE key = ?"
         if self.conn.execute(sql, (value, key)).rowcount == 0:
@@ -440,6 +463,11 @@ class SqliteStorage(Storage):
             )
         #: True with ``?mode=ro``: every write raises BackendUnavailableError.
         self.read_only = mode == "ro"
+        #: The named value a claim's statement reads along (see claim_gated):
+        #: the key the last gate or peek asked for. Shared by the threads
+        #: using this storage; a wrong guess costs only the read it would
+        #: have saved.
+        self._value_guess: str | None = None
         self._local = threading.local()
         self._pid = os.getpid()
         self._conns_lock = threading.Lock()
@@ -777,7 +805,8 @@ class SqliteStorage(Storage):
         return None
 
     def claim_gated(
-        self, queues: Sequence[str], worker_name: str, now: float, gate: ClaimGate
+        self, queues: Sequence[str], worker_name: str, now: float, gate: ClaimGate,
+        peek: ClaimPeek | None = None,
     ) -> JobRecord | None:
         # One BEGIN IMMEDIATE around the claim, the gate's reads and writes of
         # the key and the refused record: a limited job costs the one commit
@@ -785,17 +814,36 @@ class SqliteStorage(Storage):
         refused_sql = _PUT_SQL_ATTEMPTS[1]
 
         def body(name: str, c: sqlite3.Connection) -> JobRecord | None:
-            rows = c.execute(_CLAIM, (now, worker_name, _POSITIONS.next(), name, now)).fetchall()
+            params = (now, worker_name, _POSITIONS.next(), name, now)
+            guess = self._value_guess
+            values: _ClaimValues | None = None
+            if guess is None:
+                rows = c.execute(_CLAIM, params).fetchall()
+            else:
+                # The claim's statement also reads the value the last claim's
+                # gate or peek read (the limit key of the jobs of this queue,
+                # as a rule): their read then costs no statement of its own.
+                rows = c.execute(_CLAIM_AND_VALUE, (*params, guess)).fetchall()
+                if rows:
+                    row = rows[0]
+                    values = _ClaimValues(c, guess, row[-1])
+                    rows = [row[:-1]]
+            if peek is not None:
+                values = values or _ClaimValues(c)
+                peek(values)
             if not rows:
+                self._guess_from(values)
                 return None
             rec = self._decode(rows[0], store=True)
             if rec.status is JobStatus.STARTED and rec.rate_limit is not None:
                 claimed = rec.attempts
+                values = values or _ClaimValues(c)
                 # The clock read now, under the write lock: a start counted
                 # at ``now`` (taken before BEGIN IMMEDIATE waited for the
                 # lock) would leave its period early by that wait.
-                if not gate(rec, _ClaimValues(c), self.clock.now()):
+                if not gate(rec, values, self.clock.now()):
                     c.execute(refused_sql, _put_params(rec, (JobStatus.STARTED.value, claimed)))
+            self._guess_from(values)
             return rec
 
         for name in queues:
@@ -807,6 +855,12 @@ class SqliteStorage(Storage):
                     return rec
                 # A poison record was quarantined: take the next job instead.
         return None
+
+    def _guess_from(self, values: _ClaimValues | None) -> None:
+        # A key read by a statement of its own becomes the next claims' guess;
+        # one read from the claim's statement stays the guess.
+        if values is not None and values.asked is not None:
+            self._value_guess = values.asked
 
     # -- primitives: listings -------------------------------------------------------------
 

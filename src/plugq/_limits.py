@@ -325,7 +325,9 @@ def release(storage: Storage, rec: JobRecord) -> None:
 
     The slot itself needs no write: a holder that is no longer started counts
     as gone the next time the key is read, so a job's end costs one read
-    when nobody waits; none on a ``limit_rule`` storage, whose put that
+    when nobody waits (on a ``gated_claim`` storage the worker loop makes
+    that read in its next claim's transaction instead, see :class:`Ended`);
+    none on a ``limit_rule`` storage, whose put that
     ended ``rec`` read the line already, nor under a limit of the rate form
     alone (its slots come free with the clock; the maintenance pass,
     :func:`wake_all`, wakes those).
@@ -348,10 +350,58 @@ def release(storage: Storage, rec: JobRecord) -> None:
     if "gated_claim" not in storage.capabilities:
         # For admit's first guess (a gated claim reads the value in its transaction).
         _seen.setdefault(storage, {})[PREFIX + limit.key] = raw
+    if _line_holds_anyone(raw):
+        wake(storage, limit)
+
+
+def _line_holds_anyone(raw: str | None) -> bool:
     # _State.dumps writes the line last: "…, []]" is a state nobody waits in,
     # told without parsing it (this runs at the end of every limited job).
-    if raw is not None and not raw.endswith(", []]") and _State.loads(raw).waiting:
-        wake(storage, limit)
+    return raw is not None and not raw.endswith(", []]") and bool(_State.loads(raw).waiting)
+
+
+class Ended:
+    """:func:`release` for a ``gated_claim`` storage, its read riding on the next claim.
+
+    The worker loop hands the end of a job holding a concurrency slot to its
+    next claim (:meth:`~plugq.storage.Storage.claim_gated`'s ``peek``): the
+    line is read in that claim's transaction, which reads the key anyway when
+    the next job carries the same limit (SQLite's claim statement reads it
+    along), instead of in a statement of its own between the job's end and
+    the claim. :meth:`settle` then wakes who waits, as :func:`release` would
+    have just before; a claim that ran no peek (it failed) leaves the read to
+    :meth:`settle`.
+    """
+
+    __slots__ = ("limit", "raw", "read", "rec")
+
+    def __init__(self, rec: JobRecord, limit: RateLimit) -> None:
+        self.rec = rec
+        self.limit = limit
+        self.raw: str | None = None
+        self.read = False
+
+    def peek(self, values: ClaimValues) -> None:
+        self.raw = values.get_value(PREFIX + self.limit.key)
+        self.read = True
+
+    def settle(self, storage: Storage) -> None:
+        """Wake who waits in the line as the peek read it (or read it now: no peek ran)."""
+        if not self.read:
+            release(storage, self.rec)
+        elif _line_holds_anyone(self.raw):
+            wake(storage, self.limit)
+
+
+def ended(rec: JobRecord) -> Ended | None:
+    """The end of ``rec`` for :class:`Ended` (a ``gated_claim`` storage); None: nothing to read.
+
+    A limit of the rate form alone frees no slot when a job ends (see
+    :func:`release`): nothing to hand on.
+    """
+    assert rec.rate_limit is not None
+    limit = _limit(rec.rate_limit)
+    return None if limit.concurrency is None else Ended(rec, limit)
 
 
 def wake(storage: Storage, limit: RateLimit) -> int:

@@ -237,6 +237,8 @@ class WorkerLoop:
         #: (``gated_claim``), or by the contract's rule, in the storage (``limit_rule``).
         self._gated = not {"gated_claim", "limit_rule"}.isdisjoint(self.storage.capabilities)
         self._by_gate = "gated_claim" in self.storage.capabilities
+        #: A limited job that ended here, its line read by the next claim (see _limits.Ended).
+        self._ended: _limits.Ended | None = None
         self.worker = worker
         self.queues = list(worker.queues)
         self._state = "idle"
@@ -349,9 +351,37 @@ class WorkerLoop:
     def _claim(self) -> JobRecord | None:
         """The next job; on a ``gated_claim`` or ``limit_rule`` storage, admitted in the claim."""
         b = self.storage
-        if self._by_gate:
+        if not self._by_gate:
+            return b.claim(self.queues, self.worker.name, b.clock.now())
+        ended, self._ended = self._ended, None
+        if ended is None:
             return b.claim_gated(self.queues, self.worker.name, b.clock.now(), _limits.gate)
-        return b.claim(self.queues, self.worker.name, b.clock.now())
+        try:
+            rec = b.claim_gated(self.queues, self.worker.name, b.clock.now(), _limits.gate,
+                                ended.peek)
+        except BaseException:
+            self._ended = ended  # settled at the next claim, or when the worker stops
+            raise
+        try:
+            ended.settle(b)
+        except BackendUnavailableError as exc:
+            # The claimed job runs all the same (else it would sit started until
+            # its lease ran out); the maintenance pass wakes who waits.
+            log.warning("could not wake the jobs waiting for a rate limit: %s", exc)
+        return rec
+
+    def _limited_job_ended(self, rec: JobRecord) -> None:
+        """Wake the line of ``rec``'s limit now, or (``gated_claim``) at the next claim."""
+        if self._by_gate:
+            self._ended = _limits.ended(rec)  # read by the next claim, or as the worker stops
+        else:
+            _limits.release(self.storage, rec)
+
+    def _settle_ended(self) -> None:
+        """Wake the line of the limited job that ended last, if no claim read it since."""
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended.settle(self.storage)
 
     def _step(self, kind: str, burst: bool, with_scheduler: bool) -> bool | None:
         """Claim and run one job. True: one ran; False: none yet; None: burst found no work."""
@@ -402,7 +432,7 @@ class WorkerLoop:
                                  stop_outside, horse=handle, fork_guard=self._fork_lock)
             finally:
                 if rec.rate_limit is not None:
-                    _limits.release(b, rec)
+                    self._limited_job_ended(rec)
         finally:
             self._running = None
         self.worker.stats.working_time += time.monotonic() - started
@@ -467,6 +497,11 @@ class WorkerLoop:
                     if max_jobs is not None and processed >= max_jobs:
                         break
         finally:
+            try:
+                self._settle_ended()
+            except BackendUnavailableError:
+                log.warning("could not wake the jobs waiting for a rate limit: the store is "
+                            "unavailable (the next worker's maintenance wakes them)")
             restore_alarm()
             self._beat_stop.set()
             self._changed.set()

@@ -367,6 +367,11 @@ class ClaimValues(Protocol):
 #: form to store instead (``RATE_LIMITED``, not started).
 ClaimGate = Callable[[JobRecord, ClaimValues, float], bool]
 
+#: A read the engine makes inside a claim's transaction (:meth:`Storage.claim_gated`'s
+#: ``peek``): called as ``peek(values)`` whether or not the claim found a record.
+#: It only reads (:meth:`ClaimValues.get_value`, :meth:`ClaimValues.statuses`).
+ClaimPeek = Callable[[ClaimValues], None]
+
 
 class Storage(ABC):
     """Where jobs and workers are kept: the primitives plugq's engine composes.
@@ -775,7 +780,8 @@ class Storage(ABC):
         raise self._unsupported("values")
 
     def claim_gated(
-        self, queues: Sequence[str], worker_name: str, now: float, gate: ClaimGate
+        self, queues: Sequence[str], worker_name: str, now: float, gate: ClaimGate,
+        peek: ClaimPeek | None = None,
     ) -> JobRecord | None:
         """:meth:`claim`, with the engine's admission check inside the same transaction.
 
@@ -844,6 +850,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HIDDEN_PREFIX",
     "ClaimGate",
+    "ClaimPeek",
     "ClaimValues",
     "Clock",
     "DuplicateJobError",

@@ -218,6 +218,39 @@ class BeyondStorageConformance(LimitRuleConformance):
         assert storage.get("limited").status is JobStatus.STARTED  # type: ignore[union-attr]
         assert storage.claim_gated(["q"], "w", T0, gate) is None
 
+    def test_a_peek_reads_inside_every_claim_before_the_gate(self, storage: Storage) -> None:
+        """The peek sees each claim's own view: another writer's value between claims, the
+        value before the gate changes it, and it runs when no record is found too."""
+        _needs(storage, "gated_claim")
+        storage.insert([_record("plain"), _record("limited", rate_limit=LIMITED)])
+        assert storage.swap_value("line", None, "v1")
+        seen: list[object] = []
+
+        def peek(values: ClaimValues) -> None:
+            seen.append(values.get_value("line"))
+
+        def gate(rec: JobRecord, values: ClaimValues, now: float) -> bool:
+            seen.append(("gate", values.get_value("line")))
+            values.set_value("line", "v2")
+            seen.append(("gate again", values.get_value("line")))
+            return True
+
+        first = storage.claim_gated(["q"], "w", T0, gate, peek)
+        assert first is not None and first.id == "plain"
+        assert seen == ["v1"]
+        # Another writer between two claims: the next claim reads what it wrote.
+        assert storage.swap_value("line", "v1", "v1b")
+        second = storage.claim_gated(["q"], "w", T0, gate, peek)
+        assert second is not None and second.id == "limited"
+        assert second.status is JobStatus.STARTED
+        assert seen == ["v1", "v1b", ("gate", "v1b"), ("gate again", "v2")]
+        assert storage.claim_gated(["q"], "w", T0, gate, peek) is None
+        assert seen[-1] == "v2"
+        assert storage.swap_value("line", "v2", "v3")
+        assert storage.claim_gated(["q"], "w", T0, gate, peek) is None
+        assert seen[-1] == "v3"
+        assert storage.get_value("line") == "v3"
+
     def test_a_refused_record_is_stored_as_the_gate_left_it(self, storage: Storage) -> None:
         _needs(storage, "gated_claim")
         storage.insert([_record("a", rate_limit=LIMITED), _record("b", rate_limit=LIMITED)])
