@@ -10,7 +10,11 @@ load hits them alike:
 * **ratelimit**: every job under one ``RateLimit(concurrency=64)``, which one
   worker never reaches (the admission runs inside the claim script, the put
   that ends a job reads the limit's line, and the holders are repaired every
-  64 jobs; no job waits).
+  64 jobs; no job waits);
+* **rate+priority**: issue 16's own words, "priorities and a rate limit in
+  use": the priorities above and ``RateLimit(limit=1_000_000, period=1.0)``;
+* **both**: the priorities and one limit of both forms
+  (``concurrency=64, limit=1_000_000, period=1.0``).
 
 The figure is each form's jobs/s against plain's (target: at least 0.80),
 and the worker's round trips to Redis per job: requests that wait for a reply
@@ -35,22 +39,24 @@ from benchmarks.__main__ import redis_server
 from benchmarks.tasks import digit_sum
 
 BATCH = 1000
-FORMS = ("plain", "priority", "ratelimit")
+FORMS = ("plain", "priority", "ratelimit", "rate+priority", "both")
 
 
 def _prepared(form: str, n: int) -> list[Any]:
     from plugq import Queue, RateLimit
 
-    limit = RateLimit("bench", concurrency=64)
+    limits = {"ratelimit": RateLimit("bench", concurrency=64),
+              "rate+priority": RateLimit("bench-rate", limit=1_000_000, period=1.0),
+              "both": RateLimit("bench-both", concurrency=64, limit=1_000_000, period=1.0)}
     out = []
     for i in range(n):
         h = uuid.uuid4().hex
-        if form == "priority":
-            out.append(Queue.prepare_data(digit_sum, (h,), priority=i % 4 - 1))
-        elif form == "ratelimit":
-            out.append(Queue.prepare_data(digit_sum, (h,), rate_limit=limit))
-        else:
-            out.append(Queue.prepare_data(digit_sum, (h,)))
+        options: dict[str, Any] = {}
+        if form in ("priority", "rate+priority", "both"):
+            options["priority"] = i % 4 - 1
+        if form in limits:
+            options["rate_limit"] = limits[form]
+        out.append(Queue.prepare_data(digit_sum, (h,), **options))
     return out
 
 
@@ -149,7 +155,7 @@ def main() -> int:
         # the ratio of each run to the plain run next to it: the load hits both alike
         ratio = statistics.median(a / b for a, b in zip(rates[form], rates["plain"], strict=True))
         figures[f"{form}_ratio"] = ratio
-        print(f"{form:>10}: {med[form]:,.0f} jobs/s (median of {args.runs}; {ratio:.2f}x plain, "
+        print(f"{form:>13}: {med[form]:,.0f} jobs/s (median of {args.runs}; {ratio:.2f}x plain, "
               f"median of the per-run ratios), {statistics.median(trips[form]):.2f} round trips a job "
               f"(+ {statistics.median(unanswered[form]):.2f} commands sent without a reply)")
     if args.out:

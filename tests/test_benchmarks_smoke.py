@@ -56,7 +56,7 @@ def test_redis_beyond_benchmark_runs_and_verifies_every_job(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr  # each run asserts its job count
     figures = json.loads(out.read_text())
-    assert set(figures["median"]) == {"plain", "priority", "ratelimit"}
+    assert set(figures["median"]) == {"plain", "priority", "ratelimit", "rate+priority", "both"}
     assert all(rate > 0 for rate in figures["median"].values())
 
 
