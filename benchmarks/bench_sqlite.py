@@ -114,7 +114,10 @@ FEATURES: dict[str, Callable[[int], dict[str, object]]] = {
     "priority": lambda n: {"priority": n % 11 - 5},
     "concurrency": lambda n: {"rate_limit": RateLimit("bench-c", concurrency=8)},
     "rate": lambda n: {"rate_limit": RateLimit("bench-r", limit=1_000_000, period=1.0)},
-    # Priorities and a rate limit, as issue 16 puts it; "both" adds the concurrency form.
+    # Priorities and a rate limit, as issue 16 puts it (each form of RateLimit);
+    # "both" has both forms in one limit, with priorities.
+    "concurrency+priority": lambda n: {"priority": n % 11 - 5,
+                                       "rate_limit": RateLimit("bench-cp", concurrency=8)},
     "rate+priority": lambda n: {"priority": n % 11 - 5,
                                 "rate_limit": RateLimit("bench-rp", limit=1_000_000, period=1.0)},
     "both": lambda n: {"priority": n % 11 - 5,
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python={sys.version.split()[0]} jobs={opts.jobs}; 1 worker, "
               "instructions per job (callgrind) and plain's count over the row's")
         for name in FEATURES:
-            print(f"{name:14}{counted[name]:12,.0f}{counted['plain'] / counted[name]:7.0%}")
+            print(f"{name:21}{counted[name]:12,.0f}{counted['plain'] / counted[name]:7.0%}")
         return 0
     if opts.features:
         runs = []
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
               f"best of {opts.runs} runs; 1 worker, processing (jobs/s), wall and CPU time")
         for name in FEATURES:
             wall, cpu = top[name], top[f"{name} cpu"]
-            print(f"{name:14}{wall:10,.0f}{wall / top['plain']:7.0%}"
+            print(f"{name:21}{wall:10,.0f}{wall / top['plain']:7.0%}"
                   f"{cpu:10,.0f}{cpu / top['plain cpu']:7.0%}")
         return 0
 

@@ -68,4 +68,5 @@ def test_sqlite_features_mode_runs_every_row() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
-    assert rows == ["plain", "priority", "concurrency", "rate", "rate+priority", "both"]
+    assert rows == ["plain", "priority", "concurrency", "rate", "concurrency+priority",
+                    "rate+priority", "both"]
