@@ -429,3 +429,247 @@ def test_a_signed_group_callback_runs_with_its_members_results(url, monkeypatch,
     assert callback.get_status(refresh=True) == JobStatus.FINISHED, callback.exc_info
     members = callback.return_value()["args"][0]
     assert [m.result for m in members] == [3, 7]
+
+
+# -- issue 16's fields are signed (v3), and jobs signed before v3 still run -------------
+
+#: The stored name of each field: the SQLite column, the Redis hash field.
+_ISSUE16_FIELD = {
+    "sqlite": {"priority": "priority", "unique_key": "unique_key", "rate_limit": "rate_limit"},
+    "redis": {"priority": "plugq_priority", "unique_key": "plugq_unique_key",
+              "rate_limit": "plugq_rate_limit"},
+}
+#: What the producer asked for, and what the attacker writes instead (or adds).
+_ISSUE16_VALUE = {
+    "priority": (3, "9"),
+    "unique_key": ("report-1", "report-2"),
+    "rate_limit": (("partner", 1), ("partner", 1000)),
+}
+
+
+def _issue16_options(field: str) -> dict:
+    from plugq import RateLimit, Unique
+
+    value = _ISSUE16_VALUE[field][0]
+    if field == "priority":
+        return {"priority": value}
+    if field == "unique_key":
+        return {"unique": Unique(value)}
+    key, concurrency = value
+    return {"rate_limit": RateLimit(key, concurrency=concurrency)}
+
+
+def _issue16_forged(field: str) -> str:
+    from plugq import RateLimit
+
+    value = _ISSUE16_VALUE[field][1]
+    if field == "rate_limit":
+        key, concurrency = value
+        return RateLimit(key, concurrency=concurrency).dumps()
+    return value
+
+
+def _write_field(url: str, job_id: str, field: str, value: str | None) -> None:
+    """Set (or, with None, remove) a stored field, as an attacker with write access."""
+    if value is not None:
+        _set_field(url, job_id, field, value)
+        return
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        conn.execute(f"UPDATE jobs SET {field} = ? WHERE id = ?",
+                     (0 if field == "priority" else None, job_id))
+        conn.close()
+        return
+    import redis
+
+    conn = redis.Redis.from_url(url)
+    conn.hdel(f"rq:job:{job_id}", field)
+    conn.close()
+
+
+def _stored_field(url: str, job_id: str, field: str):
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        (value,) = conn.execute(f"SELECT {field} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        conn.close()
+        return value
+    import redis
+
+    conn = redis.Redis.from_url(url)
+    value = conn.hget(f"rq:job:{job_id}", field)
+    conn.close()
+    return value
+
+
+def assert_refused_unrun(url: str, job_id: str, marker: Path) -> None:
+    assert not marker.exists()
+    assert_refused(url, job_id, "bad signature")
+    text = Job.fetch(job_id, connection=url).exc_info or ""
+    assert "UntrustedJobError" in text and "refused unrun" in text, text
+
+
+@pytest.mark.parametrize("field", ["priority", "unique_key", "rate_limit"])
+@pytest.mark.parametrize("change", ["altered", "removed"])
+def test_an_issue16_field_changed_on_a_signed_job_is_refused(url, kind, monkeypatch, tmp_path,
+                                                              marker, field, change):
+    """Re-ordering a job, dropping or loosening its RateLimit, or changing its unique key
+    in the store breaks its signature: the worker refuses it unrun."""
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("i16", connection=url)
+    job = q.enqueue(tasks.append_line, str(marker), "x", **_issue16_options(field))
+    stored = _ISSUE16_FIELD[kind][field]
+    assert _stored_field(url, job.id, stored) not in (None, 0, b"")  # the producer's value is there
+    _write_field(url, job.id, stored, _issue16_forged(field) if change == "altered" else None)
+    run(url, "i16")
+    assert_refused_unrun(url, job.id, marker)
+
+
+@pytest.mark.parametrize("field", ["priority", "unique_key", "rate_limit"])
+def test_an_issue16_field_added_to_a_signed_job_is_refused(url, kind, monkeypatch, tmp_path,
+                                                            marker, field):
+    configure(monkeypatch, tmp_path, key="s3cret")
+    job = Queue("i16add", connection=url).enqueue(tasks.append_line, str(marker), "x")
+    _write_field(url, job.id, _ISSUE16_FIELD[kind][field], _issue16_forged(field))
+    run(url, "i16add")
+    assert_refused_unrun(url, job.id, marker)
+
+
+def test_a_signed_job_with_issue16_fields_runs(url, kind, monkeypatch, tmp_path, marker):
+    """The control for the tests above: unchanged, the job verifies and runs."""
+    from plugq import RateLimit, Unique
+
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("i16ok", connection=url)
+    job = q.enqueue(tasks.append_line, str(marker), "x", priority=3, unique=Unique("report-1"),
+                    rate_limit=RateLimit("partner", concurrency=1))
+    # Written in the current format (v3), which binds the three fields.
+    if kind == "sqlite":
+        assert _stored_field(url, job.id, "payload")[:4] == b"PQS3"
+    else:
+        assert _stored_field(url, job.id, "plugq_sig").startswith(b"v3:")
+    run(url, "i16ok")
+    assert job.get_status(refresh=True) == JobStatus.FINISHED, job.exc_info
+    assert marker.read_text() == "x\n"
+
+
+def _relabel_v2(url: str, job_id: str) -> None:
+    """The downgrade: keep the v3 MAC but label the signature v2, which does not bind
+    issue 16's fields (the attacker cannot compute a v2 MAC without the key)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        (payload,) = conn.execute("SELECT payload FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        assert payload[:4] == b"PQS3"
+        conn.execute("UPDATE jobs SET payload = ? WHERE id = ?", (b"PQS1" + payload[4:], job_id))
+        conn.close()
+        return
+    import redis
+
+    conn = redis.Redis.from_url(url)
+    sig = conn.hget(f"rq:job:{job_id}", "plugq_sig")
+    assert sig is not None and sig.startswith(b"v3:") and len(sig) == 3 + 64
+    conn.hset(f"rq:job:{job_id}", "plugq_sig", sig[3:])
+    conn.close()
+
+
+@pytest.mark.parametrize(("field", "change"), [
+    (None, None), ("priority", "removed"), ("rate_limit", "removed"),
+    ("priority", "added"), ("rate_limit", "added"),
+])
+def test_a_v3_signature_relabelled_v2_is_refused(url, kind, monkeypatch, tmp_path, marker,
+                                                 field, change):
+    configure(monkeypatch, tmp_path, key="s3cret")
+    options = _issue16_options(field) if change == "removed" else {}
+    job = Queue("downgrade", connection=url).enqueue(tasks.append_line, str(marker), "x", **options)
+    _relabel_v2(url, job.id)
+    if field is not None:
+        # What the downgrade is for: a field v2 did not bind, removed or added.
+        _write_field(url, job.id, _ISSUE16_FIELD[kind][field],
+                     None if change == "removed" else _issue16_forged(field))
+    run(url, "downgrade")
+    assert_refused_unrun(url, job.id, marker)
+
+
+def _resign_v2(url: str, job_id: str, key: bytes) -> None:
+    """Rewrite a stored job's signature as plugq wrote it before v3 (see _legacy_signing)."""
+    from _legacy_signing import rq_v2_sig, sealed_data, v2_seal
+
+    if url.startswith("sqlite"):
+        from plugq_sqlite import SqliteBackend
+
+        backend = SqliteBackend(url)
+        rec = backend.get(job_id)
+        backend.close()
+        assert rec is not None and rec.payload[:4] == b"PQS3"
+        payload = v2_seal(rec, sealed_data(rec.payload), key)
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        conn.execute("UPDATE jobs SET payload = ? WHERE id = ?", (payload, job_id))
+        conn.close()
+        return
+    import redis
+
+    conn = redis.Redis.from_url(url)
+    raw = conn.hgetall(f"rq:job:{job_id}")
+    assert raw[b"plugq_sig"].startswith(b"v3:")
+    conn.hset(f"rq:job:{job_id}", "plugq_sig", rq_v2_sig(key, job_id, raw))
+    conn.close()
+
+
+def test_a_job_signed_before_v3_still_runs(url, kind, monkeypatch, tmp_path, marker):
+    """Compatibility: a job signed by the pre-v3 code (its format does not bind priority,
+    unique_key or rate_limit) and still in the store runs under the current code."""
+    from plugq import RateLimit, Unique
+
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("legacy", connection=url)
+    job = q.enqueue(tasks.append_line, str(marker), "x", priority=3, unique=Unique("report-1"),
+                    rate_limit=RateLimit("partner", concurrency=1))
+    _resign_v2(url, job.id, b"s3cret")
+    run(url, "legacy")
+    assert job.get_status(refresh=True) == JobStatus.FINISHED, job.exc_info
+    assert marker.read_text() == "x\n"
+    if kind == "sqlite":
+        # A storage keeps the payload as sealed: still v2.
+        assert _stored_field(url, job.id, "payload")[:4] == b"PQS1"
+    else:
+        # The outcome's rewrite, after the v2 signature verified, signs it v3.
+        assert _stored_field(url, job.id, "plugq_sig").startswith(b"v3:")
+
+
+def test_a_job_signed_before_v3_moved_to_another_queue_is_still_refused(url, monkeypatch,
+                                                                     tmp_path, marker):
+    """A v2 signature is verified, not waved through: what v2 bound stays bound."""
+    configure(monkeypatch, tmp_path, key="s3cret")
+    q = Queue("legacy-cb", connection=url)
+    job = q.enqueue(tasks.append_line, str(marker), "x", priority=3)
+    _resign_v2(url, job.id, b"s3cret")
+    _set_field(url, job.id, "origin", "elsewhere")
+    if url.startswith("redis"):
+        import redis
+
+        conn = redis.Redis.from_url(url)
+        conn.lrem("rq:queue:legacy-cb", 0, job.id)
+        conn.rpush("rq:queue:elsewhere", job.id)
+        conn.sadd("rq:queues", "rq:queue:elsewhere")
+        conn.close()
+    run(url, "elsewhere")
+    assert_refused_unrun(url, job.id, marker)
+
+
+def test_without_a_key_issue16_fields_are_stored_unsigned_and_run(url, kind, monkeypatch,
+                                                                  tmp_path, marker):
+    from plugq import RateLimit, Unique
+
+    configure(monkeypatch, tmp_path, key=None)
+    q = Queue("nokey16", connection=url)
+    job = q.enqueue(tasks.append_line, str(marker), "x", priority=3, unique=Unique("report-1"),
+                    rate_limit=RateLimit("partner", concurrency=1))
+    if kind == "sqlite":
+        payload = _stored_field(url, job.id, "payload")
+        assert payload[:4] not in (b"PQS1", b"PQS3")
+    else:
+        assert _stored_field(url, job.id, "plugq_sig") is None
+    # Without a key the store is trusted: a changed priority is not checked.
+    _write_field(url, job.id, _ISSUE16_FIELD[kind]["priority"], "5")
+    run(url, "nokey16")
+    assert job.get_status(refresh=True) == JobStatus.FINISHED, job.exc_info
+    assert marker.read_text() == "x\n"

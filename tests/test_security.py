@@ -177,3 +177,95 @@ def test_json_serializer_refuses_objects_at_enqueue(backend):
     with pytest.raises(SerializationError, match="json"):
         q.enqueue(tasks.echo, Evil("x"))
     assert len(q) == 0
+
+
+# -- issue 16's fields are bound by the seal (v3); pre-v3 seals still verify ---------------
+
+_LIMIT = '["partner", 1, null, null]'
+_FORGED = {"priority": 9, "unique_key": "report-2", "rate_limit": '["partner", 1000, null, null]'}
+_UNSET = {"priority": 0, "unique_key": None, "rate_limit": None}
+
+
+def _enqueue_with(q: Queue, marker: Path, field: str | None):
+    from plugq import RateLimit, Unique
+
+    options = {
+        None: {},
+        "priority": {"priority": 3},
+        "unique_key": {"unique": Unique("report-1")},
+        "rate_limit": {"rate_limit": RateLimit("partner", concurrency=1)},
+    }[field]
+    return q.enqueue(tasks.append_line, str(marker), "x", **options)
+
+
+@pytest.mark.parametrize("field", ["priority", "unique_key", "rate_limit"])
+@pytest.mark.parametrize("change", ["altered", "removed", "added"])
+def test_issue16_field_tampered_refused(backend, monkeypatch, marker, field, change):
+    monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
+    q = Queue("tamper16", connection=backend)
+    job = _enqueue_with(q, marker, None if change == "added" else field)
+    rec = backend.get(job.id)
+    assert rec.payload[:4] == b"PQS3"
+    setattr(rec, field, _UNSET[field] if change == "removed" else _FORGED[field])
+    backend.insert([rec])
+    run(backend, "tamper16")
+    rec = backend.get(job.id)
+    assert rec.status is JobStatus.FAILED
+    assert "UntrustedJobError" in rec.exc_info and "bad signature" in rec.exc_info
+    assert not marker.exists()
+
+
+def _legacy_record(marker: Path, queue: str) -> JobRecord:
+    """A job with issue 16's fields, sealed as plugq sealed it before v3."""
+    from _legacy_signing import v2_seal
+
+    rec = JobRecord(id=str(uuid.uuid4()), func_name="plugq.testing.tasks.append_line",
+                    origin=queue, payload=b"", enqueued_at=1.0, created_at=1.0, priority=3,
+                    unique_key="report-1", rate_limit=_LIMIT)
+    rec.payload = v2_seal(rec, pickle.dumps(((str(marker), "x"), {})), b"s3cret")
+    return rec
+
+
+def test_job_sealed_before_v3_still_runs(backend, monkeypatch, marker):
+    monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
+    rec = _legacy_record(marker, "legacy")
+    backend.insert([rec])
+    from plugq import Job
+
+    job = Job.fetch(rec.id, connection=backend)
+    assert job.args == (str(marker), "x")  # a reader (monitor) verifies it too
+    run(backend, "legacy")
+    assert backend.get(rec.id).status is JobStatus.FINISHED
+    assert marker.read_text() == "x\n"
+
+
+@pytest.mark.parametrize("had_priority", [True, False])
+def test_v3_seal_relabelled_v2_refused(backend, monkeypatch, marker, had_priority):
+    """The downgrade: the v3 MAC under the v2 prefix (which binds no priority) does not
+    verify, so the priority v2 left unbound cannot be changed, removed or added."""
+    monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
+    job = _enqueue_with(Queue("downgrade", connection=backend), marker,
+                        "priority" if had_priority else None)
+    rec = backend.get(job.id)
+    assert rec.payload[:4] == b"PQS3"
+    rec.payload = b"PQS1" + rec.payload[4:]
+    rec.priority = 0 if had_priority else 9
+    backend.insert([rec])
+    run(backend, "downgrade")
+    rec = backend.get(job.id)
+    assert rec.status is JobStatus.FAILED and "bad signature" in rec.exc_info
+    assert not marker.exists()
+
+
+def test_unique_enqueue_is_sealed_with_its_key(backend, monkeypatch):
+    """The unique key is set after the record is first sealed: it is sealed again."""
+    from plugq import Unique
+
+    monkeypatch.setenv("PLUGQ_SECRET_KEY", "s3cret")
+    q = Queue("unique16", connection=backend)
+    job = q.enqueue(tasks.add, 2, 3, unique=Unique("sum"))
+    rec = backend.get(job.id)
+    assert rec.unique_key == "sum" and rec.payload[:4] == b"PQS3"
+    assert q.enqueue(tasks.add, 2, 3, unique=Unique("sum")).id == job.id
+    run(backend, "unique16")
+    assert job.get_status() == "finished" and job.result == 5

@@ -289,7 +289,8 @@ def to_fields(
             every = shared_fields(rec)
             named.update(zip(every[::2], every[1::2], strict=True))
         callbacks = tuple(_text(named.get(name.encode())) for name in CALLBACK_FIELDS)
-        bound = bound_values(lambda name: _text(named.get(name.encode())))
+        bound = bound_values(lambda name: None if (v := named.get(name.encode())) is None
+                             else _text(v))
         f += (SIG_FIELD.encode(), job_mac(key, rec.id, plain, callbacks, bound))  # type: ignore[arg-type]
     return f
 

@@ -172,6 +172,8 @@ JOB_FIELDS: dict[str, Parse] = {
     "plugq_attempts": _int,
     "plugq_priority": _int,
     "plugq_rate_limit": _rate_limit,
+    # "v3:<hex>" (or a pre-v3 bare hex): ASCII, which hmac.compare_digest needs of a str;
+    # its value is checked by plugq_rq.signing.refusal (a wrong one: "bad signature").
     "plugq_sig": _ascii,
 }
 

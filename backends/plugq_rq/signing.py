@@ -13,8 +13,12 @@ it, in every process (worker, producer, monitor):
 * ``PLUGQ_SECRET_KEY``: jobs are written with a :class:`SignedSerializer`
   (every blob — data, meta, return values — carries an HMAC, checked before
   the inner serializer sees it) and the job hash carries ``plugq_sig``, an
-  HMAC over the job id, ``data`` and the three callback names. A job missing
-  either, or not matching, is refused.
+  HMAC over the job id, ``data``, the three callback names and the other
+  fields a worker acts on (:func:`bound_values`). A job missing either, or
+  not matching, is refused. ``plugq_sig`` is versioned: ``v3:<hex>`` (written
+  now) also binds issue 16's ``plugq_priority``, ``plugq_unique_key`` and
+  ``plugq_rate_limit``, present or not; a bare ``<hex>`` (v2, written before)
+  is still verified over the fields v2 bound.
 
 A refused job keeps the reason in ``job.plugq_refusal`` and a serializer that
 refuses to load anything, so no later code path can deserialize it by accident;
@@ -36,8 +40,11 @@ from plugq.security import UntrustedJobError, module_allowed, secret_key
 #: Prefix of a signed blob: MAGIC + 32-byte HMAC-SHA256 + the inner serializer's bytes.
 MAGIC = b"PQR1"
 _MAC_LEN = 32
-#: Job hash field holding the job-level signature (hex).
+#: Job hash field holding the job-level signature: :data:`SIG_PREFIX` + hex (v3), or
+#: bare hex (v2, written before v3; still verified).
 SIG_FIELD = "plugq_sig"
+#: Prefix of a v3 ``plugq_sig``.
+SIG_PREFIX = "v3:"
 CALLBACK_FIELDS = ("success_callback_name", "failure_callback_name", "stopped_callback_name")
 #: Other hash fields the worker acts on, covered by ``plugq_sig`` too: the queue
 #: (a job moved to another queue fails), dependencies, retry and repeat
@@ -46,19 +53,33 @@ BOUND_FIELDS = (
     "origin", "dependency_ids", "allow_dependency_failures", "webhooks", "retry_intervals",
     "plugq_retry_intervals", "timeout", "repeat_intervals",
 )
-#: Fields covered only when present (later than the v2 signature; a job without
-#: them keeps its signature): a workflow step's inputs, the jobs whose results
-#: become its leading arguments. Adding or removing one breaks the signature too.
+#: v2's fields covered only when present (a job without them kept the signature
+#: it was written with): a workflow step's inputs, the jobs whose results become
+#: its leading arguments. Adding or removing one breaks the signature too.
 OPTIONAL_BOUND_FIELDS = ("plugq_pipe",)
+#: v3 binds these whether present or not (absent and empty differ): the pipe,
+#: and issue 16's fields, where the job is taken in its queue, which job a
+#: Unique enqueue answers with and how often it may run.
+V3_BOUND_FIELDS = ("plugq_pipe", "plugq_priority", "plugq_unique_key", "plugq_rate_limit")
+#: The v3 element of a hash with none of :data:`V3_BOUND_FIELDS`.
+_UNSET_V3 = json.dumps([None] * len(V3_BOUND_FIELDS))
 
 
-def bound_values(text_of: Callable[[str], str]) -> tuple[str, ...]:
-    """The signed values of :data:`BOUND_FIELDS` and the present :data:`OPTIONAL_BOUND_FIELDS`.
+def bound_values(value_of: Callable[[str], str | None], version: int = 3) -> tuple[str, ...]:
+    """The signed values of :data:`BOUND_FIELDS` and the version's other bound fields.
 
-    ``text_of(field)`` is the field's stored text, ``""`` when absent.
+    ``value_of(field)`` is the field's stored text, None when absent. v2 (a
+    bare-hex ``plugq_sig``): the present :data:`OPTIONAL_BOUND_FIELDS` as
+    ``name=value``. v3: :data:`V3_BOUND_FIELDS` as one JSON list (null when
+    absent), so no value can carry the separator into its neighbour.
     """
-    present = tuple(f"{name}={value}" for name in OPTIONAL_BOUND_FIELDS if (value := text_of(name)))
-    return (*(text_of(name) for name in BOUND_FIELDS), *present)
+    base = tuple(value_of(name) or "" for name in BOUND_FIELDS)
+    if version == 2:
+        present = tuple(f"{name}={value}" for name in OPTIONAL_BOUND_FIELDS
+                        if (value := value_of(name)))
+        return (*base, *present)
+    extra = [value_of(name) for name in V3_BOUND_FIELDS]
+    return (*base, _UNSET_V3 if not any(v is not None for v in extra) else json.dumps(extra))
 
 
 def _blob_mac(key: bytes, inner: bytes) -> bytes:
@@ -205,19 +226,29 @@ def peek_func_name(inner: bytes, serializer: str) -> str | None:
 
 def job_mac(
     key: bytes, job_id: str, data: bytes, callbacks: tuple[str, str, str],
-    bound: tuple[str, ...] = (),
+    bound: tuple[str, ...] = (), version: int = 3,
 ) -> str:
-    """The job-level signature: id, ``data`` (uncompressed), callback names and :data:`BOUND_FIELDS`."""
+    """The job-level signature: id, ``data`` (uncompressed), callback names and ``bound``.
+
+    ``bound`` is :func:`bound_values` for the same ``version``. v3 (written):
+    ``"v3:" + hex``; v2 (verified only, for jobs signed before v3): bare hex,
+    over another message, so a v3 signature relabelled v2 does not verify.
+    """
     parts = (job_id, *callbacks, *bound)
-    msg = b"\x00".join((b"plugq-rq-job-v2", *(p.encode("utf-8", "surrogateescape") for p in parts),
-                         data))
-    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+    tag = b"plugq-rq-job-v3" if version == 3 else b"plugq-rq-job-v2"
+    msg = b"\x00".join((tag, *(p.encode("utf-8", "surrogateescape") for p in parts), data))
+    digest = hmac.new(key, msg, hashlib.sha256).hexdigest()
+    return SIG_PREFIX + digest if version == 3 else digest
 
 
 def _text(raw: dict[Any, Any], field: str) -> str:
+    return _value(raw, field) or ""
+
+
+def _value(raw: dict[Any, Any], field: str) -> str | None:
     value = raw.get(field.encode(), raw.get(field))
     if value is None:
-        return ""
+        return None
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
@@ -254,8 +285,10 @@ def refusal(job_id: str, raw: dict[Any, Any], data: bytes) -> tuple[str | None, 
         if not is_signed(data) or not sig:
             return f"job {job_id} is not signed and PLUGQ_SECRET_KEY is set: refused unrun", func
         callbacks = tuple(_text(raw, f) for f in CALLBACK_FIELDS)
-        bound = bound_values(lambda name: _text(raw, name))
-        expected = job_mac(key, job_id, data, callbacks, bound)  # type: ignore[arg-type]
+        # The version the signature names: "v3:…" now, bare hex before v3.
+        version = 3 if sig.startswith(SIG_PREFIX) else 2
+        bound = bound_values(lambda name: _value(raw, name), version)
+        expected = job_mac(key, job_id, data, callbacks, bound, version)  # type: ignore[arg-type]
         blob_ok = hmac.compare_digest(data[4:4 + _MAC_LEN], _blob_mac(key, inner))
         if not blob_ok or not hmac.compare_digest(sig, expected):
             return (f"job {job_id} has a bad signature (tampered, or signed with another key): "

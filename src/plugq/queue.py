@@ -403,7 +403,8 @@ class Queue:
             rec.priority = priority
         if rate_limit is not None:
             rec.rate_limit = rate_limit
-        # Sealed last: the MAC covers the record's id, queue, callbacks and dependencies.
+        # Sealed last: the MAC covers the record's id, queue, callbacks, dependencies,
+        # priority and rate limit (a Unique key, set later, is sealed again by _store_unique).
         rec.payload = seal(rec, ser.dumps((list(args) if ser.name == "json" else args, kwargs)), key)
         return rec
 
@@ -478,6 +479,8 @@ class Queue:
         if not self._is_async:
             raise ValueError("unique=Unique(…) needs an asynchronous queue (is_async=True)")
         record.unique_key = unique.key
+        # Sealed again: the MAC covers the unique key, set after _record sealed it.
+        record.payload = seal(record, unseal(record.payload))
         for _ in range(10):
             try:
                 stored = self.backend.enqueue_unique([record], unique.condition(

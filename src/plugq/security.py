@@ -8,8 +8,12 @@ is imported or deserialized:
 * ``allowed_modules`` (``[tool.plugq]`` or ``PLUGQ_ALLOWED_MODULES``): a job
   whose function (or callback) lives outside these modules is failed unrun.
 * ``PLUGQ_SECRET_KEY``: producers seal each payload with an HMAC-SHA256 over
-  the function name, the serializer and the serialized arguments; a worker
-  with the key refuses unsigned or tampered jobs.
+  the function name, the serializer, the serialized arguments and every other
+  field a worker acts on (see :func:`_bound_fields`); a worker with the key
+  refuses unsigned or tampered jobs. The seal is versioned by its 4-byte
+  prefix: :data:`MAGIC` (v3, written now) also binds issue 16's ``priority``,
+  ``unique_key`` and ``rate_limit``; :data:`LEGACY_MAGIC` (v2, written before)
+  is still verified, over the fields v2 bound, so jobs stored before v3 run.
 * a worker configured with ``serializer = "json"`` refuses pickle payloads, so
   a pickle planted in the store is never read.
 """
@@ -32,7 +36,12 @@ from .exceptions import ConfigurationError, PlugqError
 from .serializers import get_serializer
 from .storage import JobRecord
 
-MAGIC = b"PQS1"
+#: Prefix of a payload sealed in the current format (v3: the MAC binds :func:`_bound_fields`
+#: with ``version=3``, issue 16's fields included).
+MAGIC = b"PQS3"
+#: Prefix of a payload sealed by plugq before v3 (the MAC binds the v2 fields): still
+#: verified, never written. Same length as :data:`MAGIC`, so :func:`unseal` reads both.
+LEGACY_MAGIC = b"PQS1"
 #: Prefix of a sealed meta or result blob (bound to its job id and kind).
 BLOB_MAGIC = b"PQB1"
 _MAC_LEN = 32
@@ -90,32 +99,49 @@ def pinned_secret_key() -> Iterator[bytes | None]:
         _pinned_key.reset(token)
 
 
-def _bound_fields(rec: JobRecord) -> tuple[str, ...]:
+def _bound_fields(rec: JobRecord, version: int = 3) -> tuple[str, ...]:
     # Everything a worker deserializes or acts on besides the payload: which
     # code runs (function, callbacks), how the payload is read (serializer),
     # which job and queue it is (so a copy under another id or in another
     # queue fails), when it may run (dependencies) and how often (retry intervals).
-    # and what it is called with (a workflow step's pipe names the jobs whose
-    # results become its leading arguments). The pipe is bound only when set,
-    # so a job without one keeps the signature it was written with.
-    fields = (
-        "plugq-job-v2", rec.id, rec.origin, rec.func_name, rec.serializer,
+    core = (
+        rec.id, rec.origin, rec.func_name, rec.serializer,
         rec.on_success or "", rec.on_failure or "",
         json.dumps(list(rec.depends_on)), "1" if rec.allow_dependency_failure else "0",
         json.dumps([float(v) for v in rec.retry_intervals]),
     )
-    return fields if rec.pipe is None else (*fields, "pipe", rec.pipe)
+    if version == 2:
+        # The format before v3 (payloads prefixed LEGACY_MAGIC), verified as it was
+        # written: a workflow step's pipe bound only when set; priority,
+        # unique_key and rate_limit not bound at all.
+        fields = ("plugq-job-v2", *core)
+        return fields if rec.pipe is None else (*fields, "pipe", rec.pipe)
+    # v3 binds, set or not, what a step is called with (its pipe names the jobs
+    # whose results become its leading arguments), where it is taken in its
+    # queue (priority), which job a Unique enqueue answers with (unique_key) and
+    # how often it may run (its RateLimit). One JSON element: null (unset) and
+    # "" differ, and no value can carry the separator into its neighbour.
+    if rec.pipe is None and rec.unique_key is None and rec.rate_limit is None and not rec.priority:
+        return ("plugq-job-v3", *core, _UNSET_V3)  # most jobs: the JSON below, made once
+    extra = json.dumps([rec.pipe, rec.priority, rec.unique_key, rec.rate_limit], default=repr)
+    return ("plugq-job-v3", *core, extra)
 
 
-def _mac(key: bytes, rec: JobRecord, data: bytes) -> bytes:
-    msg = b"\x00".join((*(p.encode("utf-8", "surrogateescape") for p in _bound_fields(rec)), data))
+#: The v3 element of a job with no pipe, priority, unique key or rate limit.
+_UNSET_V3 = json.dumps([None, 0, None, None])
+
+
+def _mac(key: bytes, rec: JobRecord, data: bytes, version: int = 3) -> bytes:
+    msg = b"\x00".join((*(p.encode("utf-8", "surrogateescape") for p in _bound_fields(rec, version)),
+                        data))
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
 def seal(rec: JobRecord, data: bytes, key: bytes | None = None) -> bytes:
     """``data`` (the serialized arguments of ``rec``) prefixed with its MAC when a key is set.
 
-    The MAC covers the fields listed in :func:`_bound_fields` as ``rec`` holds them now.
+    Always the current format (:data:`MAGIC`, v3): the MAC covers the fields
+    listed in :func:`_bound_fields` as ``rec`` holds them now.
     """
     key = key if key is not None else secret_key()
     if not key:
@@ -123,8 +149,25 @@ def seal(rec: JobRecord, data: bytes, key: bytes | None = None) -> bytes:
     return MAGIC + _mac(key, rec, data) + data
 
 
+def _seal_verifies(key: bytes, rec: JobRecord, payload: bytes) -> bool:
+    """Whether ``payload`` is sealed for ``rec`` with ``key``, in the version its prefix names.
+
+    A v2 seal is checked over the v2 fields only; relabelling a v3 seal as v2
+    (to drop the binding of the newer fields) fails, since the v2 MAC over the
+    same data is another value, which takes the key to compute.
+    """
+    head = payload[:4]
+    version = 3 if head == MAGIC else 2 if head == LEGACY_MAGIC else None
+    if version is None or len(payload) < 4 + _MAC_LEN:
+        return False
+    data = payload[4 + _MAC_LEN:]
+    return hmac.compare_digest(payload[4:4 + _MAC_LEN], _mac(key, rec, data, version))
+
+
 def is_sealed(payload: bytes) -> bool:
-    return payload[:4] == MAGIC and len(payload) >= 4 + _MAC_LEN
+    """Whether ``payload`` carries a seal, of either version (its MAC unchecked)."""
+    head = payload[:4]
+    return head in (MAGIC, LEGACY_MAGIC) and len(payload) >= 4 + _MAC_LEN
 
 
 def unseal(payload: bytes) -> bytes:
@@ -199,9 +242,7 @@ def load_arguments(rec: JobRecord, *, verified_by_backend: bool = False) -> tupl
         )
     key = secret_key()
     data = rec.payload
-    if key and not verified_by_backend and (not is_sealed(data) or not hmac.compare_digest(
-        data[4:4 + _MAC_LEN], _mac(key, rec, data[4 + _MAC_LEN:])
-    )):
+    if key and not verified_by_backend and not _seal_verifies(key, rec, data):
         raise UntrustedJobError(
             f"job {rec.id}: its arguments are not signed for this job with PLUGQ_SECRET_KEY; "
             "not deserialized"
@@ -242,13 +283,12 @@ def verified_payload(
         raise UntrustedJobError(
             f"job {rec.id} is not signed and PLUGQ_SECRET_KEY is set: refused unrun"
         )
-    mac, data = rec.payload[4:4 + _MAC_LEN], rec.payload[4 + _MAC_LEN:]
-    if not hmac.compare_digest(mac, _mac(key, rec, data)):
+    if not _seal_verifies(key, rec, rec.payload):
         raise UntrustedJobError(
             f"job {rec.id} has a bad signature (tampered, copied, or signed with another key): "
             "refused unrun"
         )
-    return data
+    return rec.payload[4 + _MAC_LEN:]
 
 
 def module_allowed(func_name: str, allowed: list[str] | None) -> bool:
