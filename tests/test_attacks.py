@@ -274,18 +274,23 @@ def _set_field(url: str, job_id: str, field: str, value: str) -> None:
     conn.close()
 
 
-def test_signed_job_moved_to_another_queue_is_refused(url, monkeypatch, tmp_path, marker):
-    configure(monkeypatch, tmp_path, key="s3cret")
-    job = Queue("quiet", connection=url).enqueue(tasks.append_line, str(marker), "x")
-    _set_field(url, job.id, "origin", "busy")
+def _move_to_queue(url: str, job_id: str, old: str, new: str) -> None:
+    """Move a queued job to queue ``new`` in the store itself (its signature left as it is)."""
+    _set_field(url, job_id, "origin", new)
     if url.startswith("redis"):
         import redis
 
         conn = redis.Redis.from_url(url)
-        conn.lrem("rq:queue:quiet", 0, job.id)
-        conn.rpush("rq:queue:busy", job.id)
-        conn.sadd("rq:queues", "rq:queue:busy")
+        conn.lrem(f"rq:queue:{old}", 0, job_id)
+        conn.rpush(f"rq:queue:{new}", job_id)
+        conn.sadd("rq:queues", f"rq:queue:{new}")
         conn.close()
+
+
+def test_signed_job_moved_to_another_queue_is_refused(url, monkeypatch, tmp_path, marker):
+    configure(monkeypatch, tmp_path, key="s3cret")
+    job = Queue("quiet", connection=url).enqueue(tasks.append_line, str(marker), "x")
+    _move_to_queue(url, job.id, "quiet", "busy")
     run(url, "busy")
     assert not marker.exists()
     assert_refused(url, job.id, "bad signature")
@@ -642,15 +647,7 @@ def test_a_job_signed_before_v3_moved_to_another_queue_is_still_refused(url, mon
     q = Queue("legacy-cb", connection=url)
     job = q.enqueue(tasks.append_line, str(marker), "x", priority=3)
     _resign_v2(url, job.id, b"s3cret")
-    _set_field(url, job.id, "origin", "elsewhere")
-    if url.startswith("redis"):
-        import redis
-
-        conn = redis.Redis.from_url(url)
-        conn.lrem("rq:queue:legacy-cb", 0, job.id)
-        conn.rpush("rq:queue:elsewhere", job.id)
-        conn.sadd("rq:queues", "rq:queue:elsewhere")
-        conn.close()
+    _move_to_queue(url, job.id, "legacy-cb", "elsewhere")
     run(url, "elsewhere")
     assert_refused_unrun(url, job.id, marker)
 

@@ -701,6 +701,21 @@ def test_a_limits_state_is_written_as_json_and_read_back(state):
     assert _State.loads(text).holders == list(state[0])
 
 
+def _held_back_behind(first, q, url, limit):
+    """Once ``first`` (holding ``limit``'s only slot) runs, a job of the same limit that
+    another worker claims is held back, in line; returns that job."""
+    from plugq import Worker
+
+    end = time.monotonic() + 15
+    while first.get_status() != JobStatus.STARTED:
+        assert time.monotonic() < end, "the first job never started"
+        time.sleep(0.01)
+    held = q.enqueue(tasks.add, 2, 3, rate_limit=limit)
+    Worker([q], connection=url, name="second").work(burst=True)
+    assert held.get_status() == JobStatus.RATE_LIMITED
+    return held
+
+
 @pytest.mark.parametrize("stop", ["max_jobs", "stop_flag"])
 def test_a_worker_that_stops_after_a_limited_job_wakes_its_line(tmp_path, stop):
     """On SQLite a job's end hands its line to the worker's next claim (_limits.Ended); a
@@ -727,14 +742,7 @@ def test_a_worker_that_stops_after_a_limited_job_wakes_its_line(tmp_path, stop):
     runner = threading.Thread(target=run)
     runner.start()
     try:
-        end = time.monotonic() + 15
-        while first.get_status() != JobStatus.STARTED:
-            assert time.monotonic() < end, "the first job never started"
-            time.sleep(0.01)
-        held = q.enqueue(tasks.add, 2, 3, rate_limit=limit)
-        # Another worker claims it while the first holds the only slot: held back, in line.
-        Worker([q], connection=url, name="second").work(burst=True)
-        assert held.get_status() == JobStatus.RATE_LIMITED
+        held = _held_back_behind(first, q, url, limit)
         if stop == "stop_flag":
             worker.request_stop()
     finally:
@@ -765,13 +773,7 @@ def test_a_limited_jobs_end_wakes_its_line_before_the_next_job_runs(tmp_path):
         target=lambda: Worker([q], connection=url, name="first").work(burst=True))
     runner.start()
     try:
-        end = time.monotonic() + 15
-        while first.get_status() != JobStatus.STARTED:
-            assert time.monotonic() < end, "the first job never started"
-            time.sleep(0.01)
-        held = q.enqueue(tasks.add, 2, 3, rate_limit=limit)
-        Worker([q], connection=url, name="second").work(burst=True)
-        assert held.get_status() == JobStatus.RATE_LIMITED
+        held = _held_back_behind(first, q, url, limit)
         long = q.enqueue(tasks.wait_for_file, str(gate_c))
         gate_a.touch()
         end = time.monotonic() + 15

@@ -504,7 +504,7 @@ class Queue:
             DuplicateJobError: ``unique=True`` and the id is queued or running.
             ValueError: a bad ``job_id``, timeout, TTL or priority.
             NotSupportedError: ``priority`` or ``unique=Unique(…)`` on a backend
-                without them (Redis, for now).
+                without them (a third-party backend; every bundled one has both).
 
         ``priority=N`` (plugq's): higher is taken first within this queue,
         first in first out among equals, default 0. ``unique=Unique(key, …)``
