@@ -2,11 +2,12 @@
 
 rq's ``Job.restore`` and ``Worker.refresh`` parse every field of a hash with
 ``int()``, ``json.loads`` and date parsing, so one malformed field written by
-whoever can reach Redis raises inside the worker's dequeue (and in every
-monitor). :func:`job_field_problem` runs the same parses first, one table
-entry per field rq or plugq reads, and names the first field that would
-fail; :class:`~plugq_rq.jobs.PlugqJob` then restores the job without that
-field and refuses it, so the worker fails it unrun and takes the next one.
+whoever can reach Redis would raise inside a dequeue (rq's, and plugq's reads
+of rq's layout alike). :func:`job_field_problems` runs the same parses first,
+one table entry per field rq or plugq reads, and names the fields that
+would fail; :func:`plugq_rq.layout.from_hash` then reads the job as its
+quarantined stand-in (failed, naming the field), so the worker fails it unrun
+and takes the next one.
 """
 
 from __future__ import annotations

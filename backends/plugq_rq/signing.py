@@ -3,8 +3,9 @@
 rq keeps a job as a hash: ``data`` is the serialized ``(func_name, instance,
 args, kwargs)``, ``meta`` and results are serialized with the same
 serializer, callbacks are plain fields. Reading a pickle runs code, so the
-checks below run in :meth:`PlugqJob.restore` *before* rq deserializes any of
-it, in every process (worker, producer, monitor):
+checks below run in :func:`plugq_rq.layout.from_hash` (every read of a job
+hash, in every process: worker, producer, monitor) *before* anything of it is
+deserialized:
 
 * ``allowed_modules``: the function name is read from ``data`` without
   deserializing it (JSON is parsed; a pickle's first opcode is decoded with
@@ -20,9 +21,10 @@ it, in every process (worker, producer, monitor):
   ``plugq_rate_limit``, present or not; a bare ``<hex>`` (v2, written before)
   is still verified over the fields v2 bound.
 
-A refused job keeps the reason in ``job.plugq_refusal`` and a serializer that
-refuses to load anything, so no later code path can deserialize it by accident;
-the worker fails it unrun (see ``worker.PlugqWorkerMixin.execute_job``).
+A refused job (:func:`refusal` names why) is read as a record whose payload is
+empty or sealed with no valid MAC, so nothing of it is ever deserialized: the
+engine's own checks (``plugq.security``) refuse that record again and the
+worker fails the job unrun.
 """
 
 from __future__ import annotations
