@@ -319,3 +319,32 @@ def test_a_cold_shutdown_kills_the_job_process_too(worker_class, tmp_path):
     assert again.returncode == 0, again.stderr
     [failed] = plugq_json("jobs", "cold", "--status", "failed", "--url", url)
     assert failed["id"] == job.id and "Abandoned" in failed["result"]
+
+
+@pytest.mark.parametrize("worker_class", ["fork", "spawn"])
+def test_isolated_classes_run_in_a_process_holding_over_1024_descriptors(worker_class, tmp_path):
+    """A worker whose process holds 1,024 descriptors or more (an application's
+    connections and files) runs jobs in fork and spawn children: the wait for the
+    child must not use select(), which refuses a descriptor past 1,023."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1300
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"this system allows {hard} open files; the test needs {need}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        q = Queue("fds", connection=f"sqlite:///{tmp_path}/fds.db")
+        job = q.enqueue(tasks.add, 2, 3)
+        assert Worker([q], connection=q.backend, worker_class=worker_class).work(burst=True)
+        assert job.get_status() == "finished"
+        assert job.result == 5
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

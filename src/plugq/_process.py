@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import os
 import pickle
 import select
@@ -252,9 +253,13 @@ def _await_exit(pid: int, deadline: float | None) -> tuple[bool, tuple[int, Any]
         if fd >= 0:
             try:
                 # Readable when the child ends (it stays unreaped): no polling
-                # between its end and our notice.
+                # between its end and our notice. poll(), not select(): a
+                # worker holding 1,024 descriptors or more (an application's
+                # connections and files) gets a pidfd that select() refuses.
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready, _, _ = select.select([fd], [], [], left)
+                ready = poller.poll(None if left is None else math.ceil(left * 1000))
             finally:
                 os.close(fd)
             return bool(ready), None
