@@ -831,11 +831,8 @@ class SqliteStorage(Storage):
             if peek is not None:
                 values = values or _ClaimValues(c)
                 peek(values)
-            if not rows:
-                self._guess_from(values)
-                return None
-            rec = self._decode(rows[0], store=True)
-            if rec.status is JobStatus.STARTED and rec.rate_limit is not None:
+            rec = self._decode(rows[0], store=True) if rows else None
+            if rec is not None and rec.status is JobStatus.STARTED and rec.rate_limit is not None:
                 claimed = rec.attempts
                 values = values or _ClaimValues(c)
                 # The clock read now, under the write lock: a start counted

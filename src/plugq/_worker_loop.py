@@ -362,12 +362,9 @@ class WorkerLoop:
         except BaseException:
             self._ended = ended  # settled at the next claim, or when the worker stops
             raise
-        try:
-            ended.settle(b)
-        except BackendUnavailableError as exc:
-            # The claimed job runs all the same (else it would sit started until
-            # its lease ran out); the maintenance pass wakes who waits.
-            log.warning("could not wake the jobs waiting for a rate limit: %s", exc)
+        # The claimed job runs even if this fails (else it would sit started
+        # until its lease ran out).
+        self._settle(ended)
         return rec
 
     def _limited_job_ended(self, rec: JobRecord) -> None:
@@ -377,11 +374,13 @@ class WorkerLoop:
         else:
             _limits.release(self.storage, rec)
 
-    def _settle_ended(self) -> None:
-        """Wake the line of the limited job that ended last, if no claim read it since."""
-        ended, self._ended = self._ended, None
-        if ended is not None:
+    def _settle(self, ended: _limits.Ended) -> None:
+        """Wake the line ``ended`` read; with the store away, leave it to the maintenance pass."""
+        try:
             ended.settle(self.storage)
+        except BackendUnavailableError as exc:
+            log.warning("could not wake the jobs waiting for a rate limit (the maintenance "
+                        "pass wakes them): %s", exc)
 
     def _step(self, kind: str, burst: bool, with_scheduler: bool) -> bool | None:
         """Claim and run one job. True: one ran; False: none yet; None: burst found no work."""
@@ -497,11 +496,10 @@ class WorkerLoop:
                     if max_jobs is not None and processed >= max_jobs:
                         break
         finally:
-            try:
-                self._settle_ended()
-            except BackendUnavailableError:
-                log.warning("could not wake the jobs waiting for a rate limit: the store is "
-                            "unavailable (the next worker's maintenance wakes them)")
+            # The line of a limited job that ended last, if no claim read it since.
+            ended, self._ended = self._ended, None
+            if ended is not None:
+                self._settle(ended)
             restore_alarm()
             self._beat_stop.set()
             self._changed.set()
